@@ -1,0 +1,304 @@
+//! `Edge`: one test's own Fastly edge running the service, with its mocks and its logs.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+
+use crate::error::EdgeError;
+use crate::executor::{self, InvocationReport, InvocationRequest, Outcome, SessionSpec};
+use crate::logs::Logs;
+use crate::mock::MockBackend;
+use crate::mock::server::MockHub;
+use crate::response::{FailurePhase, GuestFailure, GuestFailureKind, Response};
+use crate::service::{self, ResolvedService};
+
+/// The host a request is addressed to unless it sets its own `host` header.
+const DEFAULT_HOST: &str = "edge.test";
+
+/// A test's own edge: the service's guest, an empty cache, the stores as `fastly.toml`
+/// declares them, and a mock for each backend. Cloning is cheap and shares the same edge;
+/// invocations run one at a time, sharing cache and stores as on a real POP.
+///
+/// ```no_run
+/// # async fn f(edge: edge_test_core::Edge) {
+/// let resp = edge.get("/todos/1").header("accept", "application/json").send().await;
+/// assert_eq!(resp.status(), 200);
+/// assert_eq!(resp.logs().endpoint("access"), ["GET /todos/1 200 MISS"]);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Edge {
+    inner: Arc<EdgeInner>,
+}
+
+struct EdgeInner {
+    service: Arc<ResolvedService>,
+    test: String,
+    // Field order matters on drop: the guest stops before the mocks it may be calling.
+    session: executor::Session,
+    mocks: MockHub,
+    guest_timeout: Mutex<Duration>,
+    invocations: AtomicUsize,
+    /// One invocation at a time: logs and backend calls are attributed by invocation.
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl Edge {
+    /// Starts an edge for `service` (as registered with `register_service!`). Tests get
+    /// one from `#[edge_test]`; call this directly only outside that attribute.
+    pub fn start(service: &str, test: &str) -> Result<Self, EdgeError> {
+        let service = service::resolve(service)?;
+        let backends = service.manifest.as_ref().map(|m| m.backends.clone()).unwrap_or_default();
+        let mocks = MockHub::start(&backends)?;
+        let session = executor::start_session(SessionSpec {
+            service: service.name.clone(),
+            wasm: service.wasm.clone(),
+            fastly_toml: service.manifest.as_ref().map(|m| m.text.clone()),
+            backend_addrs: mocks.addrs().clone(),
+        })?;
+        Ok(Self {
+            inner: Arc::new(EdgeInner {
+                guest_timeout: Mutex::new(service.guest_timeout),
+                service,
+                test: test.to_owned(),
+                session,
+                mocks,
+                invocations: AtomicUsize::new(0),
+                turn: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The name of the service this edge runs.
+    pub fn service(&self) -> &str {
+        &self.inner.service.name
+    }
+
+    /// A request with any method.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        RequestBuilder {
+            edge: self.clone(),
+            method,
+            path: path.to_owned(),
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        self.request(Method::GET, path)
+    }
+
+    pub fn post(&self, path: &str) -> RequestBuilder {
+        self.request(Method::POST, path)
+    }
+
+    pub fn put(&self, path: &str) -> RequestBuilder {
+        self.request(Method::PUT, path)
+    }
+
+    pub fn delete(&self, path: &str) -> RequestBuilder {
+        self.request(Method::DELETE, path)
+    }
+
+    /// The mock behind backend `name` (as declared in `fastly.toml`); panics, listing the
+    /// declared backends, when the service has no such backend.
+    pub fn backend(&self, name: &str) -> MockBackend {
+        self.inner.mocks.backend(name).unwrap_or_else(|| {
+            let declared = self.inner.mocks.backend_names();
+            panic!(
+                "edge-test: service `{}` declares no backend `{name}`; declared backends: {}",
+                self.service(),
+                if declared.is_empty() { "none (add them under [local_server.backends] in fastly.toml)".to_owned() } else { declared.join(", ") }
+            )
+        })
+    }
+
+    /// How long each following invocation may run before its guest is stopped.
+    pub fn set_guest_timeout(&self, limit: Duration) {
+        *self.inner.guest_timeout.lock().unwrap_or_else(|p| p.into_inner()) = limit;
+    }
+
+    /// Panics with a report when a mock's expectation is not met. `#[edge_test]` calls it
+    /// when the test body returns; call it earlier to check at a point of your choosing.
+    pub fn verify(&self) {
+        if let Some(report) = self.inner.mocks.unmet_expectations() {
+            panic!("{report}");
+        }
+    }
+
+    fn next_invocation(&self, builder: &RequestBuilder) -> (usize, InvocationRequest) {
+        let invocation = self.inner.invocations.fetch_add(1, Ordering::SeqCst) + 1;
+        self.inner.mocks.begin_invocation(invocation);
+        (invocation, builder.to_invocation(*self.inner.guest_timeout.lock().unwrap_or_else(|p| p.into_inner())))
+    }
+
+    fn conclude(&self, invocation: usize, summary: String, report: InvocationReport) -> Result<Response, GuestFailure> {
+        // Mock problems are defects of the test setup, not guest behaviour: they fail the
+        // test whether or not it expected the guest to fail.
+        let failures = self.inner.mocks.take_failures();
+        if !failures.is_empty() {
+            panic!("{}", failures.join("\n"));
+        }
+        let logs = Logs::new(report.log_lines);
+        let backend_calls = self.inner.mocks.calls_of(invocation);
+        let (response, phase) = match report.response {
+            Some(received) => {
+                let phase = if received.from_runtime {
+                    FailurePhase::BeforeResponse
+                } else if received.body_error.is_some() {
+                    FailurePhase::MidStream
+                } else {
+                    FailurePhase::AfterResponse
+                };
+                let response = Response {
+                    status: StatusCode::from_u16(received.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    headers: received
+                        .headers
+                        .into_iter()
+                        .filter_map(|(k, v)| Some((HeaderName::try_from(k).ok()?, HeaderValue::from_bytes(&v).ok()?)))
+                        .collect(),
+                    body: Bytes::from(received.body),
+                    logs: logs.clone(),
+                    backend_calls,
+                    invocation,
+                };
+                (Some(response), phase)
+            }
+            None => (None, FailurePhase::BeforeResponse),
+        };
+        let failure = |kind| GuestFailure {
+            kind,
+            service: self.service().to_owned(),
+            request: summary.clone(),
+            response: response.clone(),
+            phase,
+            logs: logs.clone(),
+        };
+        match report.outcome {
+            Outcome::Completed => Ok(response.expect("a guest that completed has answered")),
+            Outcome::Trapped { message } => Err(failure(GuestFailureKind::Trapped { message })),
+            Outcome::TimedOut { limit } => Err(failure(GuestFailureKind::TimedOut { limit })),
+            Outcome::NotRun { reason } => {
+                panic!("edge-test: {summary} to service `{}` was not run: {reason}", self.service())
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge").field("service", &self.service()).field("test", &self.inner.test).finish_non_exhaustive()
+    }
+}
+
+/// A downstream request being built; send it with `send().await` (or `send_blocking()` in a
+/// plain `fn` test).
+#[must_use = "a request does nothing until it is sent"]
+pub struct RequestBuilder {
+    edge: Edge,
+    method: Method,
+    path: String,
+    headers: HeaderMap,
+    body: Bytes,
+    client_ip: IpAddr,
+}
+
+impl RequestBuilder {
+    /// Adds a header (repeating a name adds another value). Panics on an invalid name or
+    /// value: that is a bug in the test.
+    pub fn header<K, V>(mut self, name: K, value: V) -> Self
+    where
+        HeaderName: TryFrom<K>,
+        <HeaderName as TryFrom<K>>::Error: std::fmt::Debug,
+        HeaderValue: TryFrom<V>,
+        <HeaderValue as TryFrom<V>>::Error: std::fmt::Debug,
+    {
+        let name = HeaderName::try_from(name).expect("a valid header name");
+        let value = HeaderValue::try_from(value).expect("a valid header value");
+        self.headers.append(name, value);
+        self
+    }
+
+    /// The request body, as bytes.
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// A text body; sets `content-type: text/plain; charset=utf-8` unless already set.
+    pub fn text(self, body: impl Into<String>) -> Self {
+        self.with_default_content_type("text/plain; charset=utf-8").body(body.into())
+    }
+
+    /// A JSON body; sets `content-type: application/json` unless already set.
+    pub fn json(self, body: &impl serde::Serialize) -> Self {
+        let bytes = serde_json::to_vec(body).expect("the request body serializes to JSON");
+        self.with_default_content_type("application/json").body(bytes)
+    }
+
+    /// The client's IP address, as the guest sees it (default 127.0.0.1).
+    pub fn client_ip(mut self, ip: IpAddr) -> Self {
+        self.client_ip = ip;
+        self
+    }
+
+    /// Runs the request and waits until the guest has fully finished. Panics with the
+    /// guest's message when it traps (before or after responding) or times out; use
+    /// [`try_send`](Self::try_send) to assert on such a failure instead.
+    pub async fn send(self) -> Response {
+        self.try_send().await.unwrap_or_else(|failure| panic!("{failure}"))
+    }
+
+    /// Like [`send`](Self::send), but a guest failure is returned rather than panicking.
+    pub async fn try_send(self) -> Result<Response, GuestFailure> {
+        let edge = self.edge.clone();
+        let _turn = edge.inner.turn.lock().await;
+        let (invocation, request) = edge.next_invocation(&self);
+        let report = edge.inner.session.invoke(request).await.expect("the guest thread always replies");
+        edge.conclude(invocation, self.summary(), report)
+    }
+
+    /// [`send`](Self::send) for plain `fn` tests. Do not call it from async code.
+    pub fn send_blocking(self) -> Response {
+        self.try_send_blocking().unwrap_or_else(|failure| panic!("{failure}"))
+    }
+
+    /// [`try_send`](Self::try_send) for plain `fn` tests. Do not call it from async code.
+    pub fn try_send_blocking(self) -> Result<Response, GuestFailure> {
+        let edge = self.edge.clone();
+        let _turn = edge.inner.turn.blocking_lock();
+        let (invocation, request) = edge.next_invocation(&self);
+        let report = edge.inner.session.invoke(request).blocking_recv().expect("the guest thread always replies");
+        edge.conclude(invocation, self.summary(), report)
+    }
+
+    fn with_default_content_type(mut self, content_type: &'static str) -> Self {
+        self.headers
+            .entry(http::header::CONTENT_TYPE)
+            .or_insert(HeaderValue::from_static(content_type));
+        self
+    }
+
+    fn summary(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+
+    fn to_invocation(&self, guest_timeout: Duration) -> InvocationRequest {
+        let host = self.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or(DEFAULT_HOST);
+        let path = if self.path.starts_with('/') { self.path.clone() } else { format!("/{}", self.path) };
+        InvocationRequest {
+            method: self.method.as_str().to_owned(),
+            uri: format!("http://{host}{path}"),
+            headers: self.headers.iter().map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec())).collect(),
+            body: self.body.to_vec(),
+            client_ip: self.client_ip,
+            guest_timeout,
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Everything that can stop an edge from starting, each with the fix in its message.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Why an [`Edge`](crate::Edge) could not be set up for a test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EdgeError {
+    /// The test names a service that no `register_service!` in this test binary declares.
+    UnknownService { name: String, registered: Vec<String> },
+    /// A prebuilt `.wasm` is missing or unreadable.
+    WasmUnreadable { service: String, path: PathBuf, reason: String },
+    /// The runtime could not load the module: not wasm, or imports it does not provide.
+    GuestLoad { service: String, wasm: PathBuf, reason: String },
+    /// `cargo build` of the guest crate failed; `output` is what cargo printed.
+    GuestBuild { service: String, crate_dir: PathBuf, output: String },
+    /// The Rust target guests are built for is not installed.
+    WasmTargetMissing { target: String },
+    /// The service's `fastly.toml` is missing or invalid.
+    Manifest { service: String, path: PathBuf, reason: String },
+    /// Anything else the host failed at (threads, sockets, runtimes).
+    Runtime(String),
+}
+
+impl fmt::Display for EdgeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EdgeError::UnknownService { name, registered } if registered.is_empty() => write!(
+                f,
+                "edge-test: unknown service `{name}`: this test binary registers no services. \
+                 Add `edge_test::register_service!(\"{name}\", ...)` to the test crate."
+            ),
+            EdgeError::UnknownService { name, registered } => write!(
+                f,
+                "edge-test: unknown service `{name}`. Registered services: {}. \
+                 Fix the name in #[edge_test(service = ...)] or register `{name}` with \
+                 `edge_test::register_service!`.",
+                registered.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+            ),
+            EdgeError::WasmUnreadable { service, path, reason } => write!(
+                f,
+                "edge-test: service `{service}`: cannot read its wasm module at {}: {reason}. \
+                 Build the guest first, or fix the path given to `Service::wasm`.",
+                path.display()
+            ),
+            EdgeError::GuestLoad { service, wasm, reason } => write!(
+                f,
+                "edge-test: service `{service}`: the runtime cannot load {}: {reason}. \
+                 The module must be a Fastly Compute program built for wasm32-wasip1 \
+                 (for Rust: the `fastly` crate).",
+                wasm.display()
+            ),
+            EdgeError::GuestBuild { service, crate_dir, output } => write!(
+                f,
+                "edge-test: service `{service}`: building the guest crate at {} for \
+                 wasm32-wasip1 failed. Fix the errors below and run the test again.\n\
+                 --- cargo output ---\n{output}",
+                crate_dir.display()
+            ),
+            EdgeError::WasmTargetMissing { target } => write!(
+                f,
+                "edge-test: the Rust target `{target}` is not installed, so guests cannot be \
+                 built. Run `rustup target add {target}` (or list it under `targets` in \
+                 rust-toolchain.toml)."
+            ),
+            EdgeError::Manifest { service, path, reason } => write!(
+                f,
+                "edge-test: service `{service}`: invalid fastly.toml at {}: {reason}",
+                path.display()
+            ),
+            EdgeError::Runtime(reason) => write!(f, "edge-test: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for EdgeError {}

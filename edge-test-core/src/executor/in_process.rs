@@ -1,0 +1,293 @@
+//! Runs a test's guest on viceroy-lib inside the test process, on a thread of its own.
+//!
+//! Why a thread per session: viceroy keeps running a guest in a spawned task after its first
+//! response, and offers no way to stop one. Owning the tokio runtime that runs it means a
+//! guest past its time limit is stopped by dropping that runtime (wasmtime's epoch callback
+//! yields, so the guest's task is dropped at its next yield). The thread also scopes the
+//! tracing dispatcher that observes traps to this session's guests alone.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use http_body::Body as _;
+use viceroy_lib::config::{Backend, Backends, FastlyConfig, UnknownImportBehavior};
+use viceroy_lib::{ExecuteCtx, ProfilingConfig, WasmFeatures};
+
+use super::log_sink::LogSink;
+use super::trap_capture::TrapCollector;
+use super::{InvocationReport, InvocationRequest, Outcome, ReceivedResponse, SessionSpec};
+use crate::error::EdgeError;
+
+/// The address the guest sees as the edge's own (`local`): what Viceroy's CLI listens on.
+const EDGE_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 7676);
+
+type Reply = tokio::sync::oneshot::Sender<InvocationReport>;
+
+pub(crate) struct InProcessSession {
+    commands: Option<mpsc::Sender<(InvocationRequest, Reply)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InProcessSession {
+    pub(crate) fn start(spec: SessionSpec) -> Result<Self, EdgeError> {
+        let (commands, inbox) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("edge-test guest [{}]", spec.service))
+            .spawn(move || guest_thread(spec, inbox, ready_tx))
+            .map_err(|e| EdgeError::Runtime(format!("could not start the guest thread: {e}")))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Self { commands: Some(commands), thread: Some(thread) }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(EdgeError::Runtime("the guest thread died while compiling the service".into())),
+        }
+    }
+
+    /// Runs one request; resolves once the guest has fully finished (or was stopped).
+    pub(crate) fn invoke(&self, request: InvocationRequest) -> tokio::sync::oneshot::Receiver<InvocationReport> {
+        let (reply, report) = tokio::sync::oneshot::channel();
+        let sent = self.commands.as_ref().map(|c| c.send((request, reply)));
+        if let Some(Err(mpsc::SendError((_, reply)))) = sent {
+            let _ = reply.send(not_run("this edge stopped after an earlier guest ran past its time limit"));
+        }
+        report
+    }
+}
+
+impl Drop for InProcessSession {
+    fn drop(&mut self) {
+        // Closing the channel ends the guest thread, which drops the runtime and the context.
+        self.commands.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn not_run(reason: &str) -> InvocationReport {
+    InvocationReport {
+        response: None,
+        log_lines: Vec::new(),
+        outcome: Outcome::NotRun { reason: reason.to_owned() },
+    }
+}
+
+fn guest_thread(
+    spec: SessionSpec,
+    inbox: mpsc::Receiver<(InvocationRequest, Reply)>,
+    ready: mpsc::Sender<Result<(), EdgeError>>,
+) {
+    let traps = TrapCollector::default();
+    let _dispatch = tracing::dispatcher::set_default(&tracing::Dispatch::new(traps.clone()));
+    let logs = LogSink::default();
+
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let _ = ready.send(Err(EdgeError::Runtime(format!("could not start a tokio runtime: {e}"))));
+            return;
+        }
+    };
+    let ctx = match build_context(&spec, &logs) {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+
+    while let Ok((request, reply)) = inbox.recv() {
+        let progress = Rc::new(RefCell::new(None));
+        let limit = request.guest_timeout;
+        let run = invoke(&ctx, request, &logs, &traps, progress.clone());
+        match runtime.block_on(async { tokio::time::timeout(limit, run).await }) {
+            Ok(report) => {
+                let _ = reply.send(report);
+            }
+            Err(_elapsed) => {
+                let _ = reply.send(InvocationReport {
+                    response: progress.borrow_mut().take(),
+                    log_lines: logs.drain(),
+                    outcome: Outcome::TimedOut { limit },
+                });
+                // The guest may still be running: only dropping its runtime stops it, and
+                // the context it ran in can no longer be trusted, so this session ends.
+                break;
+            }
+        }
+    }
+    runtime.shutdown_background();
+    drop(ctx);
+}
+
+fn build_context(spec: &SessionSpec, logs: &LogSink) -> Result<Arc<ExecuteCtx>, EdgeError> {
+    let config: Option<FastlyConfig> = match &spec.fastly_toml {
+        Some(text) => Some(text.parse().map_err(|e| EdgeError::Runtime(format!("fastly.toml: {e}")))?),
+        None => None,
+    };
+    let mut builder = ExecuteCtx::build(
+        &spec.wasm,
+        ProfilingConfig::None,
+        HashSet::new(),
+        UnknownImportBehavior::LinkError,
+        false,
+        WasmFeatures::default(),
+    )
+    .map_err(|e| compile_error(spec, &e))?
+    .with_capture_logs(logs.as_writer())
+    .with_log_stdout(true)
+    .with_log_stderr(true);
+    if let Some(config) = &config {
+        builder = builder
+            .with_acls(config.acls().clone())
+            .with_dictionaries(config.dictionaries().clone())
+            // Parsed from text for this session alone: the stores start as fastly.toml
+            // declares them and are never shared with another test.
+            .with_object_stores(config.object_stores().clone())
+            .with_secret_stores(config.secret_stores().clone())
+            .with_geolocation(config.geolocation().clone())
+            .with_device_detection(config.device_detection().clone());
+    }
+    let backends = mocked_backends(config.as_ref().map(FastlyConfig::backends), &spec.backend_addrs);
+    builder = builder.with_backends(backends);
+    builder.finish().map_err(|e| compile_error(spec, &e))
+}
+
+fn compile_error(spec: &SessionSpec, error: &viceroy_lib::Error) -> EdgeError {
+    EdgeError::GuestLoad {
+        service: spec.service.clone(),
+        wasm: spec.wasm.clone(),
+        // `{:#}` keeps wasmtime's cause chain ("unknown import: ...").
+        reason: format!("{error:#}"),
+    }
+}
+
+/// Points every backend at the test's mock for it, keeping the production Host header.
+fn mocked_backends(
+    declared: Option<&Backends>,
+    addrs: &std::collections::BTreeMap<String, SocketAddr>,
+) -> Backends {
+    addrs
+        .iter()
+        .map(|(name, addr)| {
+            let original = declared.and_then(|b| b.get(name));
+            let override_host = original
+                .and_then(|b| b.override_host.clone().or_else(|| b.uri.host().and_then(|h| h.parse().ok())));
+            let backend = Backend {
+                uri: format!("http://{addr}").parse().expect("a socket address is a valid authority"),
+                override_host,
+                cert_host: None,
+                use_sni: false,
+                grpc: false,
+                first_byte_timeout: original.and_then(|b| b.first_byte_timeout),
+                between_bytes_timeout: original.and_then(|b| b.between_bytes_timeout),
+                client_cert: None,
+                ca_certs: Vec::new(),
+                health: Default::default(),
+            };
+            (name.clone(), Arc::new(backend))
+        })
+        .collect()
+}
+
+async fn invoke(
+    ctx: &Arc<ExecuteCtx>,
+    request: InvocationRequest,
+    logs: &LogSink,
+    traps: &TrapCollector,
+    progress: Rc<RefCell<Option<ReceivedResponse>>>,
+) -> InvocationReport {
+    // Output left by an earlier invocation was drained with it; this is belt and braces.
+    let _ = traps.drain_guest_failures();
+    let idle_refs = Arc::strong_count(ctx);
+
+    let hyper_request = match to_hyper_request(request.clone()) {
+        Ok(r) => r,
+        Err(reason) => return not_run(&reason),
+    };
+    let local = SocketAddr::from(EDGE_ADDR);
+    let remote = SocketAddr::new(request.client_ip, 50_000);
+    let (response, early_error) = match ctx.clone().handle_request(hyper_request, local, remote).await {
+        Ok(result) => result,
+        Err(e) => return not_run(&format!("the runtime refused the request: {e}")),
+    };
+
+    let (parts, mut body) = response.into_parts();
+    *progress.borrow_mut() = Some(ReceivedResponse {
+        status: parts.status.as_u16(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
+            .collect(),
+        body: Vec::new(),
+        body_error: None,
+        from_runtime: early_error.is_some(),
+    });
+    loop {
+        match std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_data(cx)).await {
+            Some(Ok(chunk)) => {
+                if let Some(received) = progress.borrow_mut().as_mut() {
+                    received.body.extend_from_slice(&chunk);
+                }
+            }
+            Some(Err(e)) => {
+                if let Some(received) = progress.borrow_mut().as_mut() {
+                    received.body_error = Some(e.to_string());
+                }
+                break;
+            }
+            None => break,
+        }
+    }
+    drop(body);
+
+    wait_for_guest_exit(ctx, idle_refs).await;
+
+    let mut failures = traps.drain_guest_failures();
+    if failures.is_empty() {
+        if let Some(e) = early_error {
+            failures.push(format!("WebAssembly trapped: {e:?}"));
+        }
+    }
+    let outcome = match failures.into_iter().next() {
+        None => Outcome::Completed,
+        Some(message) => Outcome::Trapped { message },
+    };
+    InvocationReport {
+        response: progress.borrow_mut().take(),
+        log_lines: logs.drain(),
+        outcome,
+    }
+}
+
+/// The guest's task holds clones of the context until its store is dropped, so the count
+/// returning to what it was before the request means the guest has fully finished.
+async fn wait_for_guest_exit(ctx: &Arc<ExecuteCtx>, idle_refs: usize) {
+    let mut spins = 0u32;
+    while Arc::strong_count(ctx) > idle_refs {
+        // A guest finishing right after its response is the common case: yield first, and
+        // only fall back to the timer (1 ms resolution) for guests that keep working.
+        if spins < 64 {
+            spins += 1;
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+fn to_hyper_request(request: InvocationRequest) -> Result<hyper::Request<hyper::Body>, String> {
+    let mut builder = hyper::Request::builder().method(request.method.as_str()).uri(request.uri.as_str());
+    for (name, value) in &request.headers {
+        builder = builder.header(name.as_str(), value.as_slice());
+    }
+    builder
+        .body(hyper::Body::from(request.body))
+        .map_err(|e| format!("invalid request {} {}: {e}", request.method, request.uri))
+}

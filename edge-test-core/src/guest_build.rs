@@ -1,0 +1,149 @@
+//! Builds a Rust guest crate for wasm32-wasip1, once per process and once across processes.
+//!
+//! cargo decides whether the sources changed (it knows the guest's path dependencies, build
+//! scripts and features better than any fingerprint of ours), so every test process asks it
+//! once; a file lock makes parallel test processes (cargo nextest) wait for one build
+//! instead of racing.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::error::EdgeError;
+
+pub(crate) const GUEST_TARGET: &str = "wasm32-wasip1";
+
+/// Variables cargo sets for the test process that must not leak into the guest's build:
+/// they would retarget it, add host flags, or point it at the host's target directory.
+const LEAKED_BUILD_VARS: &[&str] = &[
+    "CARGO_TARGET_DIR",
+    "CARGO_BUILD_TARGET",
+    "CARGO_BUILD_TARGET_DIR",
+    "CARGO_BUILD_RUSTFLAGS",
+    "CARGO_ENCODED_RUSTFLAGS",
+    "RUSTFLAGS",
+    "RUSTDOCFLAGS",
+    "CARGO_MAKEFLAGS",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+];
+
+pub(crate) fn build_guest_crate(service: &str, crate_dir: &Path) -> Result<PathBuf, EdgeError> {
+    let manifest = crate_dir.join("Cargo.toml");
+    if !manifest.is_file() {
+        return Err(EdgeError::GuestBuild {
+            service: service.to_owned(),
+            crate_dir: crate_dir.to_owned(),
+            output: format!("no Cargo.toml at {}: `Service::guest_crate` needs a crate directory", manifest.display()),
+        });
+    }
+    let target_dir = guests_target_dir();
+    std::fs::create_dir_all(&target_dir)
+        .map_err(|e| EdgeError::Runtime(format!("cannot create {}: {e}", target_dir.display())))?;
+    let lock = File::create(target_dir.join(".edge-test-build.lock"))
+        .map_err(|e| EdgeError::Runtime(format!("cannot create the guest build lock: {e}")))?;
+    lock.lock().map_err(|e| EdgeError::Runtime(format!("cannot lock the guest build: {e}")))?;
+
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .args(["build", "--release", "--message-format=json-render-diagnostics", "--target", GUEST_TARGET])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(crate_dir);
+    for var in LEAKED_BUILD_VARS {
+        command.env_remove(var);
+    }
+    // Straight to stderr, past libtest's capture: the first build can take a minute and
+    // the person waiting should know why.
+    let _ = writeln!(std::io::stderr(), "edge-test: building guest `{service}` ({}) for {GUEST_TARGET}", crate_dir.display());
+    let output = command
+        .output()
+        .map_err(|e| EdgeError::Runtime(format!("cannot run cargo to build guest `{service}`: {e}")))?;
+    drop(lock);
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        return Err(classify_build_failure(service, crate_dir, &stderr));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    built_wasm(&stdout, &manifest).ok_or_else(|| EdgeError::GuestBuild {
+        service: service.to_owned(),
+        crate_dir: crate_dir.to_owned(),
+        output: format!("cargo built no binary for {GUEST_TARGET}: a guest crate needs a `main`.\n{stderr}"),
+    })
+}
+
+fn classify_build_failure(service: &str, crate_dir: &Path, stderr: &str) -> EdgeError {
+    if stderr.contains(GUEST_TARGET) && stderr.contains("target may not be installed") {
+        EdgeError::WasmTargetMissing { target: GUEST_TARGET.to_owned() }
+    } else {
+        EdgeError::GuestBuild { service: service.to_owned(), crate_dir: crate_dir.to_owned(), output: stderr.to_owned() }
+    }
+}
+
+/// The `.wasm` cargo reported for the crate's binary.
+fn built_wasm(json_lines: &str, manifest: &Path) -> Option<PathBuf> {
+    let normalize = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_owned());
+    let manifest = normalize(manifest);
+    json_lines
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|msg| msg["reason"] == "compiler-artifact")
+        .filter(|msg| {
+            msg["manifest_path"].as_str().is_some_and(|p| normalize(Path::new(p)) == manifest)
+        })
+        .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
+}
+
+/// Guests get a target directory of their own (a wasm build must not contend with the host
+/// build's lock), next to the test binary's: `<target>/edge-test/guests`.
+fn guests_target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("EDGE_TEST_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    // A test binary lives in `<target>/<profile>/deps/`.
+    let host_target = std::env::current_exe().ok().and_then(|exe| {
+        let deps = exe.parent()?;
+        (deps.file_name()? == "deps").then(|| deps.parent()?.parent().map(Path::to_owned)).flatten()
+    });
+    host_target.unwrap_or_else(std::env::temp_dir).join("edge-test").join("guests")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_target_is_told_apart_from_a_compile_error() {
+        // What cargo prints when wasm32-wasip1 is not installed.
+        let missing = "error[E0463]: can't find crate for `core`\n  |\n  = note: the `wasm32-wasip1` \
+                       target may not be installed\n  = help: consider downloading the target with \
+                       `rustup target add wasm32-wasip1`";
+        let err = classify_build_failure("todo", Path::new("guest"), missing);
+        assert_eq!(err, EdgeError::WasmTargetMissing { target: "wasm32-wasip1".into() });
+        assert!(err.to_string().contains("rustup target add wasm32-wasip1"), "{err}");
+
+        let type_error = "error[E0308]: mismatched types";
+        let err = classify_build_failure("todo", Path::new("guest"), type_error);
+        assert!(matches!(err, EdgeError::GuestBuild { ref output, .. } if output.contains("E0308")), "{err}");
+    }
+
+    #[test]
+    fn the_wasm_is_found_in_cargo_json_messages() {
+        let dir = std::env::temp_dir();
+        let manifest = dir.join("Cargo.toml");
+        let messages = format!(
+            "{{\"reason\":\"compiler-artifact\",\"manifest_path\":\"/elsewhere/Cargo.toml\",\"executable\":\"/x/dep.wasm\"}}\n\
+             {{\"reason\":\"compiler-artifact\",\"manifest_path\":{:?},\"executable\":\"/x/guest.wasm\"}}\n\
+             {{\"reason\":\"build-finished\",\"success\":true}}",
+            manifest.display().to_string()
+        );
+        assert_eq!(built_wasm(&messages, &manifest), Some(PathBuf::from("/x/guest.wasm")));
+        assert_eq!(built_wasm("{\"reason\":\"build-finished\"}", &manifest), None);
+    }
+}

@@ -1,0 +1,31 @@
+//! The runtime of edge-test: runs a Fastly Compute guest on viceroy-lib, one pristine edge
+//! per test, with every backend mocked on loopback. Users depend on the `edge-test` facade;
+//! this crate holds everything the `#[edge_test]` expansion calls into.
+
+mod backend_request;
+mod edge;
+mod error;
+mod executor;
+mod guest_build;
+mod logs;
+mod manifest;
+pub mod mock;
+mod response;
+mod service;
+pub mod snapshot;
+mod test_runner;
+
+pub use backend_request::BackendRequest;
+pub use edge::{Edge, RequestBuilder};
+pub use error::EdgeError;
+pub use logs::{LogLine, Logs};
+pub use response::{FailurePhase, GuestFailure, GuestFailureKind, Response};
+pub use service::{DEFAULT_GUEST_TIMEOUT, Service};
+
+/// What `#[edge_test]` and `register_service!` expand to. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::service::ServiceRegistration;
+    pub use crate::test_runner::{TestMeta, TestOutput, run_async, run_sync};
+    pub use inventory;
+}

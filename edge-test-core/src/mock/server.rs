@@ -1,0 +1,316 @@
+//! The HTTP servers behind mock backends: one loopback port per declared backend, all
+//! served from the test's own process on a runtime of their own (so that blocking tests,
+//! and tests that await the guest, never starve them).
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::{SocketAddr, TcpListener};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::reply::Fault;
+use super::{Mock, Reply, Responder};
+use crate::backend_request::BackendRequest;
+use crate::error::EdgeError;
+
+/// The state every backend of one test shares with the test.
+#[derive(Default)]
+struct MockState {
+    backends: BTreeMap<String, BackendState>,
+    /// Every request any backend received, in arrival order.
+    received: Vec<BackendRequest>,
+    /// Problems found while serving (no matching mock, a panicking responder), reported by
+    /// the test after the invocation that caused them.
+    failures: Vec<String>,
+    /// The invocation now running, stamped on each request received.
+    invocation: usize,
+}
+
+#[derive(Default)]
+struct BackendState {
+    mocks: Vec<MountedMock>,
+}
+
+struct MountedMock {
+    mock: Mock,
+    hits: u64,
+}
+
+/// A test's mock servers, one per backend the service declares.
+pub(crate) struct MockHub {
+    state: Arc<Mutex<MockState>>,
+    addrs: BTreeMap<String, SocketAddr>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// One backend of the service under test, served by the test's mocks.
+///
+/// Get it from [`Edge::backend`](crate::Edge::backend), mount mocks on it, and read what it
+/// received.
+#[derive(Clone)]
+pub struct MockBackend {
+    name: String,
+    state: Arc<Mutex<MockState>>,
+}
+
+fn lock(state: &Mutex<MockState>) -> MutexGuard<'_, MockState> {
+    // A panicking responder is caught, so poisoning only follows a bug of ours; the data
+    // is still consistent enough to report from.
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl MockHub {
+    pub(crate) fn start(backends: &[String]) -> Result<Self, EdgeError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("edge-test mocks")
+            .enable_all()
+            .build()
+            .map_err(|e| EdgeError::Runtime(format!("cannot start the mock runtime: {e}")))?;
+        let state = Arc::new(Mutex::new(MockState::default()));
+        let mut addrs = BTreeMap::new();
+        for name in backends {
+            lock(&state).backends.insert(name.clone(), BackendState::default());
+            let listener = TcpListener::bind(("127.0.0.1", 0))
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|e| EdgeError::Runtime(format!("cannot bind a loopback port for backend `{name}`: {e}")))?;
+            let addr = listener.local_addr().map_err(|e| EdgeError::Runtime(e.to_string()))?;
+            let server = {
+                let _enter = runtime.enter();
+                hyper::Server::from_tcp(listener)
+                    .map_err(|e| EdgeError::Runtime(format!("cannot serve backend `{name}`: {e}")))?
+            };
+            let (state, backend) = (state.clone(), name.clone());
+            let service = hyper::service::make_service_fn(move |_conn| {
+                let (state, backend) = (state.clone(), backend.clone());
+                async move {
+                    Ok::<_, Infallible>(hyper::service::service_fn(move |req| {
+                        serve(state.clone(), backend.clone(), req)
+                    }))
+                }
+            });
+            runtime.spawn(server.serve(service));
+            addrs.insert(name.clone(), addr);
+        }
+        Ok(Self { state, addrs, runtime: Some(runtime) })
+    }
+
+    pub(crate) fn addrs(&self) -> &BTreeMap<String, SocketAddr> {
+        &self.addrs
+    }
+
+    pub(crate) fn backend(&self, name: &str) -> Option<MockBackend> {
+        lock(&self.state)
+            .backends
+            .contains_key(name)
+            .then(|| MockBackend { name: name.to_owned(), state: self.state.clone() })
+    }
+
+    pub(crate) fn backend_names(&self) -> Vec<String> {
+        self.addrs.keys().cloned().collect()
+    }
+
+    pub(crate) fn begin_invocation(&self, invocation: usize) {
+        lock(&self.state).invocation = invocation;
+    }
+
+    /// The requests received during `invocation`, in arrival order.
+    pub(crate) fn calls_of(&self, invocation: usize) -> Vec<BackendRequest> {
+        lock(&self.state).received.iter().filter(|r| r.invocation == invocation).cloned().collect()
+    }
+
+    pub(crate) fn take_failures(&self) -> Vec<String> {
+        std::mem::take(&mut lock(&self.state).failures)
+    }
+
+    /// Every expectation that was not met, with what each backend received.
+    pub(crate) fn unmet_expectations(&self) -> Option<String> {
+        let state = lock(&self.state);
+        let mut report = String::new();
+        for (name, backend) in &state.backends {
+            let unmet: Vec<String> = backend
+                .mocks
+                .iter()
+                .filter_map(|m| {
+                    let expected = m.mock.expected?;
+                    (!expected.contains(m.hits)).then(|| {
+                        format!(
+                            "  - backend `{name}`: mock [{}] expected {expected} call(s), received {}\n",
+                            m.mock.describe(),
+                            m.hits
+                        )
+                    })
+                })
+                .collect();
+            if unmet.is_empty() {
+                continue;
+            }
+            report.extend(unmet);
+            report.push_str(&format!("    requests backend `{name}` received:\n"));
+            let received: Vec<&BackendRequest> = state.received.iter().filter(|r| r.backend == *name).collect();
+            report.push_str(&received_list(&received, "      "));
+        }
+        (!report.is_empty()).then(|| format!("edge-test: mock expectations were not met:\n{report}"))
+    }
+}
+
+impl Drop for MockHub {
+    fn drop(&mut self) {
+        // Hanging mocks would keep a blocking shutdown waiting forever.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl MockBackend {
+    /// The backend's name, as declared in `fastly.toml`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Every request this backend received so far, in arrival order.
+    pub fn received(&self) -> Vec<BackendRequest> {
+        lock(&self.state).received.iter().filter(|r| r.backend == self.name).cloned().collect()
+    }
+
+    pub(crate) fn mount(&self, mock: Mock) {
+        if let Some(backend) = lock(&self.state).backends.get_mut(&self.name) {
+            backend.mocks.push(MountedMock { mock, hits: 0 });
+        }
+    }
+}
+
+fn received_list(received: &[&BackendRequest], indent: &str) -> String {
+    if received.is_empty() {
+        return format!("{indent}(none)\n");
+    }
+    received
+        .iter()
+        .enumerate()
+        .map(|(i, r)| format!("{indent}{}. {} (invocation {})\n", i + 1, r.summary(), r.invocation))
+        .collect()
+}
+
+/// Why a connection is closed without an answer; hyper drops the connection on an error.
+#[derive(Debug)]
+struct DroppedByMock;
+
+impl std::fmt::Display for DroppedByMock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by the mock")
+    }
+}
+
+impl std::error::Error for DroppedByMock {}
+
+async fn serve(
+    state: Arc<Mutex<MockState>>,
+    backend: String,
+    req: hyper::Request<hyper::Body>,
+) -> Result<hyper::Response<hyper::Body>, DroppedByMock> {
+    let (parts, body) = req.into_parts();
+    let body = hyper::body::to_bytes(body).await.unwrap_or_default();
+    let reply = record_and_choose(&state, backend, parts, body);
+    answer(reply).await
+}
+
+/// Records the request and picks the answer: the first mounted mock that matches, or a 500
+/// and a reported failure. Synchronous, so no lock is ever held across an await.
+fn record_and_choose(state: &Mutex<MockState>, backend: String, parts: hyper::http::request::Parts, body: bytes::Bytes) -> Reply {
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in &parts.headers {
+        if let (Ok(name), Ok(value)) =
+            (http::HeaderName::from_bytes(name.as_ref()), http::HeaderValue::from_bytes(value.as_bytes()))
+        {
+            headers.append(name, value);
+        }
+    }
+    let mut guard = lock(state);
+    let request = BackendRequest {
+        backend: backend.clone(),
+        invocation: guard.invocation,
+        method: http::Method::from_bytes(parts.method.as_str().as_bytes()).unwrap_or_default(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        headers,
+        body,
+    };
+    guard.received.push(request.clone());
+    let backend_state = guard.backends.get_mut(&backend).expect("a mock server serves a declared backend");
+    let chosen = backend_state
+        .mocks
+        .iter_mut()
+        .find(|m| m.mock.max_uses.is_none_or(|max| m.hits < max) && m.mock.matchers.iter().all(|c| c.matches(&request)))
+        .map(|m| {
+            m.hits += 1;
+            m.mock.responder.clone()
+        });
+    match chosen {
+        Some(Responder::Canned(reply)) => reply,
+        Some(Responder::Computed(respond)) => {
+            drop(guard);
+            let answered = std::panic::catch_unwind(AssertUnwindSafe(|| respond(&request)));
+            guard = lock(state);
+            match answered {
+                Ok(reply) => reply,
+                Err(panic) => {
+                    let message = panic_message(&panic);
+                    guard.failures.push(format!(
+                        "edge-test: the mock closure on backend `{backend}` panicked while answering {}: {message}",
+                        request.summary()
+                    ));
+                    Reply::text(500, format!("edge-test: mock closure panicked: {message}"))
+                }
+            }
+        }
+        None => {
+            let mounted = &guard.backends[&backend].mocks;
+            let mounted = if mounted.is_empty() {
+                "    (no mocks mounted)\n".to_owned()
+            } else {
+                mounted
+                    .iter()
+                    .map(|m| format!("    - [{}] used {} time(s)\n", m.mock.describe(), m.hits))
+                    .collect()
+            };
+            let message = format!(
+                "edge-test: backend `{backend}` received {} (invocation {}) but no mock matched it.\n  \
+                 mounted on `{backend}`:\n{mounted}  \
+                 Mount one with `Mock::given(..).respond_with(..).mount(&edge.backend(\"{backend}\"))`.",
+                request.summary(),
+                request.invocation
+            );
+            guard.failures.push(message);
+            Reply::text(500, format!("edge-test: no mock on backend `{backend}` matched {}", request.summary()))
+        }
+    }
+}
+
+async fn answer(reply: Reply) -> Result<hyper::Response<hyper::Body>, DroppedByMock> {
+    if let Some(delay) = reply.delay {
+        tokio::time::sleep(delay).await;
+    }
+    match reply.fault {
+        Some(Fault::DropConnection) => return Err(DroppedByMock),
+        Some(Fault::Hang) => std::future::pending::<()>().await,
+        None => {}
+    }
+    let mut response = hyper::Response::builder().status(reply.status);
+    for (name, value) in &reply.headers {
+        response = response.header(name.as_str(), value.as_str());
+    }
+    Ok(response.body(hyper::Body::from(reply.body)).unwrap_or_else(|e| {
+        let mut r = hyper::Response::new(hyper::Body::from(format!("edge-test: invalid mock reply: {e}")));
+        *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+        r
+    }))
+}
+
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(a non-string panic payload)".to_owned())
+}

@@ -1,0 +1,183 @@
+//! What the client received from one invocation, with everything the guest did for it.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+
+use crate::backend_request::BackendRequest;
+use crate::logs::Logs;
+
+/// The response of one invocation, read after the guest fully finished: status, headers,
+/// body, the invocation's log lines and the calls it made to backends.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    pub(crate) logs: Logs,
+    pub(crate) backend_calls: Vec<BackendRequest>,
+    pub(crate) invocation: usize,
+}
+
+impl Response {
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// A header's value, when present and valid UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The body as UTF-8 text; panics, showing the bytes, when it is not.
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.body)
+            .unwrap_or_else(|e| panic!("the response body is not UTF-8 ({e}): {:?}", self.body))
+    }
+
+    /// The body parsed as JSON; panics, showing the body, when it does not parse.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> T {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "the response body is not the expected JSON: {e}\nstatus: {}\nbody: {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// The invocation's log lines (written before and after the response was sent).
+    pub fn logs(&self) -> &Logs {
+        &self.logs
+    }
+
+    /// The requests the guest sent to backends during this invocation, in order.
+    pub fn backend_calls(&self) -> &[BackendRequest] {
+        &self.backend_calls
+    }
+
+    /// Which invocation of the test this was, counting from 1.
+    pub fn invocation(&self) -> usize {
+        self.invocation
+    }
+}
+
+/// An invocation whose guest did not end cleanly. Returned by `try_send`; `send` panics
+/// with it.
+#[derive(Debug, Clone)]
+pub struct GuestFailure {
+    pub(crate) kind: GuestFailureKind,
+    pub(crate) service: String,
+    pub(crate) request: String,
+    pub(crate) response: Option<Response>,
+    pub(crate) phase: FailurePhase,
+    pub(crate) logs: Logs,
+}
+
+/// How far the guest got before it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailurePhase {
+    /// Nothing was sent to the client (a trap here gets the runtime's 500).
+    BeforeResponse,
+    /// The response was sent in full (`send_to_client`), then the guest failed.
+    AfterResponse,
+    /// The guest failed while streaming its body (`stream_to_client`).
+    MidStream,
+}
+
+/// How the guest failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GuestFailureKind {
+    /// The guest trapped: a Rust panic (it aborts), `unreachable`, running out of memory, or
+    /// a non-zero exit. `message` is the runtime's report.
+    Trapped { message: String },
+    /// The guest was still running after its time limit and was stopped.
+    TimedOut { limit: Duration },
+}
+
+impl GuestFailure {
+    pub fn kind(&self) -> &GuestFailureKind {
+        &self.kind
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.kind, GuestFailureKind::TimedOut { .. })
+    }
+
+    /// What the client received before the failure, if anything: a guest that fails after
+    /// `send_to_client` has already answered, and one that fails mid-stream has sent part
+    /// of its body. A guest that traps before answering gets the runtime's 500.
+    pub fn response(&self) -> Option<&Response> {
+        self.response.as_ref()
+    }
+
+    /// How far the guest got before it failed.
+    pub fn phase(&self) -> FailurePhase {
+        self.phase
+    }
+
+    /// The invocation's log lines, up to the failure.
+    pub fn logs(&self) -> &Logs {
+        &self.logs
+    }
+
+    /// The Rust panic message the guest printed, if it panicked.
+    pub fn panic_message(&self) -> Option<String> {
+        self.logs.panic_message()
+    }
+}
+
+impl std::fmt::Display for GuestFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self { service, request, .. } = self;
+        match &self.kind {
+            GuestFailureKind::Trapped { message } => {
+                let status = self.response.as_ref().map_or(0, |r| r.status.as_u16());
+                let when = match self.phase {
+                    FailurePhase::BeforeResponse => "before it sent a response".to_owned(),
+                    FailurePhase::AfterResponse => format!("after it sent a {status} response"),
+                    FailurePhase::MidStream => format!("while streaming a {status} response"),
+                };
+                write!(f, "edge-test: the guest of service `{service}` failed {when} to {request}")?;
+                if let Some(panic) = self.panic_message() {
+                    write!(f, "\n  panic: {panic}")?;
+                }
+                write!(f, "\n  runtime: {}", first_lines(message, 6))?;
+            }
+            GuestFailureKind::TimedOut { limit } => write!(
+                f,
+                "edge-test: the guest of service `{service}` was still running {limit:?} after {request} \
+                 and was stopped. Raise the limit with `Service::guest_timeout`, \
+                 `#[edge_test(guest_timeout_ms = ..)]` or `Edge::set_guest_timeout` if it is legitimately slow."
+            )?,
+        }
+        if !self.logs.is_empty() {
+            write!(f, "\n  logs:")?;
+            for line in self.logs.lines() {
+                write!(f, "\n    {} :: {}", line.endpoint, line.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for GuestFailure {}
+
+fn first_lines(text: &str, n: usize) -> String {
+    let mut lines: Vec<&str> = text.lines().take(n + 1).collect();
+    if lines.len() > n {
+        lines.truncate(n);
+        lines.push("...");
+    }
+    lines.join("\n    ")
+}

@@ -1,0 +1,158 @@
+//! Services a test binary can run: declared once with `register_service!`, resolved by name.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use crate::error::EdgeError;
+use crate::guest_build;
+
+/// How long one invocation may run before its guest is stopped, unless the service or the
+/// test says otherwise. Long enough for a slow shared CI machine, short enough that a
+/// looping guest fails fast.
+pub const DEFAULT_GUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A Fastly Compute service under test: where its wasm comes from and how it is configured.
+///
+/// Relative paths resolve against the directory of the crate that registers the service.
+///
+/// ```
+/// use std::time::Duration;
+/// use edge_test_core::Service;
+///
+/// // A guest crate, built for wasm32-wasip1 when a test first needs it;
+/// // its `fastly.toml` is picked up from the crate directory.
+/// let todo = Service::guest_crate("guest");
+///
+/// // A module built by another toolchain, with its manifest elsewhere.
+/// let js = Service::wasm("fixtures/app.wasm")
+///     .fastly_toml("fixtures/fastly.toml")
+///     .guest_timeout(Duration::from_secs(2));
+/// # let _ = (todo, js);
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a Service does nothing until it is returned from `register_service!`"]
+pub struct Service {
+    source: GuestSource,
+    fastly_toml: Option<PathBuf>,
+    guest_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+enum GuestSource {
+    Crate(PathBuf),
+    Wasm(PathBuf),
+}
+
+impl Service {
+    /// A guest written in Rust: the crate at `dir` is built (release, wasm32-wasip1) into
+    /// edge-test's own target directory whenever its sources change.
+    pub fn guest_crate(dir: impl Into<PathBuf>) -> Self {
+        Self { source: GuestSource::Crate(dir.into()), fastly_toml: None, guest_timeout: DEFAULT_GUEST_TIMEOUT }
+    }
+
+    /// A prebuilt module (`.wasm`, or `.wat` text), for guests built by other toolchains.
+    pub fn wasm(path: impl Into<PathBuf>) -> Self {
+        Self { source: GuestSource::Wasm(path.into()), fastly_toml: None, guest_timeout: DEFAULT_GUEST_TIMEOUT }
+    }
+
+    /// The service's `fastly.toml`. For a guest crate it defaults to `<crate>/fastly.toml`
+    /// when that file exists.
+    pub fn fastly_toml(mut self, path: impl Into<PathBuf>) -> Self {
+        self.fastly_toml = Some(path.into());
+        self
+    }
+
+    /// How long one invocation of this service may run (default 5 s).
+    pub fn guest_timeout(mut self, limit: Duration) -> Self {
+        self.guest_timeout = limit;
+        self
+    }
+}
+
+/// One `register_service!` in a test binary. Public for the macro only.
+#[doc(hidden)]
+pub struct ServiceRegistration {
+    name: &'static str,
+    manifest_dir: &'static str,
+    define: fn() -> Service,
+}
+
+impl ServiceRegistration {
+    #[doc(hidden)]
+    pub const fn new(name: &'static str, manifest_dir: &'static str, define: fn() -> Service) -> Self {
+        Self { name, manifest_dir, define }
+    }
+}
+
+inventory::collect!(ServiceRegistration);
+
+/// A service ready to run: its module on disk and its manifest read.
+#[derive(Debug)]
+pub(crate) struct ResolvedService {
+    pub name: String,
+    pub wasm: PathBuf,
+    pub manifest: Option<crate::manifest::Manifest>,
+    pub guest_timeout: Duration,
+}
+
+/// Resolves (and, for a guest crate, builds) a service once per process; every test of the
+/// binary that names it shares the result.
+pub(crate) fn resolve(name: &str) -> Result<Arc<ResolvedService>, EdgeError> {
+    static RESOLVED: OnceLock<Mutex<HashMap<String, Arc<OnceLock<Result<Arc<ResolvedService>, EdgeError>>>>>> =
+        OnceLock::new();
+    let slot = RESOLVED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(name.to_owned())
+        .or_default()
+        .clone();
+    // Concurrent tests wait here for the one that builds; they never build twice.
+    slot.get_or_init(|| resolve_uncached(name).map(Arc::new)).clone()
+}
+
+fn resolve_uncached(name: &str) -> Result<ResolvedService, EdgeError> {
+    let registration = find_registration(name)?;
+    let service = (registration.define)();
+    let base = Path::new(registration.manifest_dir);
+    let (wasm, default_manifest) = match &service.source {
+        GuestSource::Crate(dir) => {
+            let dir = base.join(dir);
+            let wasm = guest_build::build_guest_crate(name, &dir)?;
+            let manifest = dir.join("fastly.toml");
+            (wasm, manifest.is_file().then_some(manifest))
+        }
+        GuestSource::Wasm(path) => {
+            let path = base.join(path);
+            if let Err(e) = std::fs::metadata(&path).and_then(|m| {
+                if m.is_file() { Ok(()) } else { Err(std::io::Error::other("it is not a file")) }
+            }) {
+                return Err(EdgeError::WasmUnreadable { service: name.to_owned(), path, reason: e.to_string() });
+            }
+            (path, None)
+        }
+    };
+    let manifest_path = service.fastly_toml.as_ref().map(|p| base.join(p)).or(default_manifest);
+    let manifest = manifest_path.map(|path| crate::manifest::Manifest::read(name, &path)).transpose()?;
+    Ok(ResolvedService { name: name.to_owned(), wasm, manifest, guest_timeout: service.guest_timeout })
+}
+
+fn find_registration(name: &str) -> Result<&'static ServiceRegistration, EdgeError> {
+    let mut matching = inventory::iter::<ServiceRegistration>.into_iter().filter(|r| r.name == name);
+    match (matching.next(), matching.next()) {
+        (Some(found), None) => Ok(found),
+        (Some(_), Some(_)) => Err(EdgeError::Runtime(format!(
+            "service `{name}` is registered more than once in this test binary; keep one \
+             `register_service!(\"{name}\", ...)`"
+        ))),
+        (None, _) => {
+            let mut registered: Vec<String> =
+                inventory::iter::<ServiceRegistration>.into_iter().map(|r| r.name.to_owned()).collect();
+            registered.sort();
+            registered.dedup();
+            Err(EdgeError::UnknownService { name: name.to_owned(), registered })
+        }
+    }
+}

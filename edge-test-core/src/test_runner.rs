@@ -1,0 +1,71 @@
+//! What a test written with `#[edge_test]` runs: start the edge, run the body, verify.
+//!
+//! The macro only decides between `run_sync` and `run_async` (from the `async` keyword);
+//! everything else happens here, in ordinary code.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::edge::Edge;
+
+/// What the attribute knows about a test.
+#[derive(Debug, Clone, Copy)]
+pub struct TestMeta {
+    pub service: &'static str,
+    /// `module_path!()::name`, the test's identity.
+    pub name: &'static str,
+    pub guest_timeout_ms: Option<u64>,
+}
+
+/// The return types a test body may have: `()` or `Result<(), E>`.
+pub trait TestOutput {
+    fn into_result(self) -> Result<(), String>;
+}
+
+impl TestOutput for () {
+    fn into_result(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E: std::fmt::Debug> TestOutput for Result<(), E> {
+    fn into_result(self) -> Result<(), String> {
+        self.map_err(|e| format!("{e:?}"))
+    }
+}
+
+fn start(meta: &TestMeta) -> Edge {
+    let edge = Edge::start(meta.service, meta.name).unwrap_or_else(|e| panic!("{e}"));
+    if let Some(ms) = meta.guest_timeout_ms {
+        edge.set_guest_timeout(Duration::from_millis(ms));
+    }
+    edge
+}
+
+fn finish(edge: &Edge, output: impl TestOutput) {
+    if let Err(error) = output.into_result() {
+        panic!("the test returned an error: {error}");
+    }
+    edge.verify();
+}
+
+pub fn run_sync<R: TestOutput>(meta: TestMeta, test: impl FnOnce(Edge) -> R) {
+    let edge = start(&meta);
+    let output = test(edge.clone());
+    finish(&edge, output);
+}
+
+pub fn run_async<F, Fut>(meta: TestMeta, test: F)
+where
+    F: FnOnce(Edge) -> Fut,
+    Fut: Future,
+    Fut::Output: TestOutput,
+{
+    let edge = start(&meta);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime for the test body");
+    let output = runtime.block_on(test(edge.clone()));
+    finish(&edge, output);
+}

@@ -1,0 +1,93 @@
+//! A Fastly guest that misbehaves on request: the framework's tests drive each failure
+//! mode through it (panics before, after and during a response, loops, memory exhaustion)
+//! and use its cache and KV routes to check isolation between tests.
+
+use std::io::Write;
+
+use fastly::cache::core::{self as core_cache, CacheKey};
+use fastly::http::StatusCode;
+use fastly::log::Endpoint;
+use fastly::{KVStore, Request, Response};
+
+fn main() {
+    let req = Request::from_client();
+    let path = req.get_path().to_owned();
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["ok"] => Response::from_body("ok").send_to_client(),
+        ["panic-before"] => panic!("boom before the response"),
+        ["panic-after-send"] => {
+            Response::from_body("sent").send_to_client();
+            panic!("boom after send_to_client");
+        }
+        ["panic-mid-stream"] => {
+            let mut stream = Response::new().stream_to_client();
+            stream.write_all(b"first chunk\n").unwrap();
+            stream.flush().unwrap();
+            panic!("boom mid stream");
+        }
+        ["loop"] => spin(),
+        ["loop-after-send"] => {
+            Response::from_body("sent").send_to_client();
+            spin();
+        }
+        ["oom"] => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                // Touch every page so the allocation is real.
+                hoard.push(vec![1u8; 16 * 1024 * 1024]);
+            }
+        }
+        ["exit-1"] => std::process::exit(1),
+        ["stdout"] => {
+            println!("to stdout");
+            eprintln!("to stderr");
+            Response::from_body("printed").send_to_client();
+        }
+        ["log-after-send"] => {
+            Endpoint::from_name("events").write_all(b"before response").unwrap();
+            Response::from_body("sent").send_to_client();
+            for i in 1..=3 {
+                Endpoint::from_name("events").write_all(format!("after response {i}").as_bytes()).unwrap();
+            }
+        }
+        ["backend", rest @ ..] => {
+            let url = format!("https://api.example.com/{}", rest.join("/"));
+            match Request::get(url).send("api") {
+                Ok(mut resp) => Response::from_status(resp.get_status()).with_body(resp.take_body_bytes()).send_to_client(),
+                Err(e) => Response::from_status(StatusCode::BAD_GATEWAY).with_body(format!("send failed: {e}")).send_to_client(),
+            }
+        }
+        ["kv", key] => {
+            let store = KVStore::open("data").unwrap().unwrap();
+            match store.lookup(key) {
+                Ok(mut found) => Response::from_body(found.take_body_bytes()).send_to_client(),
+                Err(_) => Response::from_status(StatusCode::NOT_FOUND).send_to_client(),
+            }
+        }
+        ["kv", key, value] => {
+            KVStore::open("data").unwrap().unwrap().insert(key, value.to_string()).unwrap();
+            Response::from_status(StatusCode::CREATED).send_to_client();
+        }
+        ["cache", key] => match core_cache::lookup(CacheKey::from(key.to_string())).execute() {
+            Ok(Some(found)) => Response::from_body(found.to_stream().unwrap().into_bytes()).send_to_client(),
+            _ => Response::from_status(StatusCode::NOT_FOUND).send_to_client(),
+        },
+        ["cache", key, value] => {
+            let mut w = core_cache::insert(CacheKey::from(key.to_string()), std::time::Duration::from_secs(600))
+                .execute()
+                .unwrap();
+            w.write_all(value.as_bytes()).unwrap();
+            w.finish().unwrap();
+            Response::from_status(StatusCode::CREATED).send_to_client();
+        }
+        _ => Response::from_status(StatusCode::NOT_FOUND).send_to_client(),
+    }
+}
+
+fn spin() -> ! {
+    let mut n: u64 = 0;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}

@@ -1,0 +1,1 @@
+//! edge-test's own test suite lives in `tests/`.

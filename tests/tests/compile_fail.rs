@@ -1,0 +1,8 @@
+//! Bad `#[edge_test]` input is a compile error at the offending span; the expected
+//! messages are committed next to each case in `ui/`.
+
+#[test]
+fn bad_attribute_input_is_a_compile_error() {
+    let cases = trybuild::TestCases::new();
+    cases.compile_fail("tests/ui/*.rs");
+}
