@@ -68,7 +68,12 @@ impl BackendRequest {
     /// The body parsed as JSON; panics with the body when it is not.
     pub fn body_json<T: serde::de::DeserializeOwned>(&self) -> T {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("the body {} sent to backend `{}` is not the expected JSON: {e}\nbody: {}", self.summary(), self.backend, self.body_text())
+            panic!(
+                "the body {} sent to backend `{}` is not the expected JSON: {e}\nbody: {}",
+                self.summary(),
+                self.backend,
+                self.body_text()
+            )
         })
     }
 

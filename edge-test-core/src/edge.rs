@@ -52,7 +52,11 @@ impl Edge {
     /// one from `#[edge_test]`; call this directly only outside that attribute.
     pub fn start(service: &str, test: &str) -> Result<Self, EdgeError> {
         let service = service::resolve(service)?;
-        let backends = service.manifest.as_ref().map(|m| m.backends.clone()).unwrap_or_default();
+        let backends = service
+            .manifest
+            .as_ref()
+            .map(|m| m.backends.clone())
+            .unwrap_or_default();
         let mocks = MockHub::start(&backends)?;
         let session = executor::start_session(SessionSpec {
             service: service.name.clone(),
@@ -114,14 +118,22 @@ impl Edge {
             panic!(
                 "edge-test: service `{}` declares no backend `{name}`; declared backends: {}",
                 self.service(),
-                if declared.is_empty() { "none (add them under [local_server.backends] in fastly.toml)".to_owned() } else { declared.join(", ") }
+                if declared.is_empty() {
+                    "none (add them under [local_server.backends] in fastly.toml)".to_owned()
+                } else {
+                    declared.join(", ")
+                }
             )
         })
     }
 
     /// How long each following invocation may run before its guest is stopped.
     pub fn set_guest_timeout(&self, limit: Duration) {
-        *self.inner.guest_timeout.lock().unwrap_or_else(|p| p.into_inner()) = limit;
+        *self
+            .inner
+            .guest_timeout
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = limit;
     }
 
     /// Panics with a report when a mock's expectation is not met. `#[edge_test]` calls it
@@ -135,10 +147,24 @@ impl Edge {
     fn next_invocation(&self, builder: &RequestBuilder) -> (usize, InvocationRequest) {
         let invocation = self.inner.invocations.fetch_add(1, Ordering::SeqCst) + 1;
         self.inner.mocks.begin_invocation(invocation);
-        (invocation, builder.to_invocation(*self.inner.guest_timeout.lock().unwrap_or_else(|p| p.into_inner())))
+        (
+            invocation,
+            builder.to_invocation(
+                *self
+                    .inner
+                    .guest_timeout
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()),
+            ),
+        )
     }
 
-    fn conclude(&self, invocation: usize, summary: String, report: InvocationReport) -> Result<Response, GuestFailure> {
+    fn conclude(
+        &self,
+        invocation: usize,
+        summary: String,
+        report: InvocationReport,
+    ) -> Result<Response, GuestFailure> {
         // Mock problems are defects of the test setup, not guest behaviour: they fail the
         // test whether or not it expected the guest to fail.
         let failures = self.inner.mocks.take_failures();
@@ -157,11 +183,17 @@ impl Edge {
                     FailurePhase::AfterResponse
                 };
                 let response = Response {
-                    status: StatusCode::from_u16(received.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    status: StatusCode::from_u16(received.status)
+                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
                     headers: received
                         .headers
                         .into_iter()
-                        .filter_map(|(k, v)| Some((HeaderName::try_from(k).ok()?, HeaderValue::from_bytes(&v).ok()?)))
+                        .filter_map(|(k, v)| {
+                            Some((
+                                HeaderName::try_from(k).ok()?,
+                                HeaderValue::from_bytes(&v).ok()?,
+                            ))
+                        })
                         .collect(),
                     body: Bytes::from(received.body),
                     logs: logs.clone(),
@@ -185,15 +217,26 @@ impl Edge {
             Outcome::Trapped { message } => Err(failure(GuestFailureKind::Trapped { message })),
             Outcome::TimedOut { limit } => Err(failure(GuestFailureKind::TimedOut { limit })),
             Outcome::NotRun { reason } => {
-                panic!("edge-test: {summary} to service `{}` was not run: {reason}", self.service())
+                panic!(
+                    "edge-test: {summary} to service `{}` was not run: {reason}",
+                    self.service()
+                )
             }
         }
     }
 }
 
+// Every lock in an edge tolerates poisoning and a failed invocation leaves it consistent,
+// so tests may check for panics (`catch_unwind(|| edge.verify())`) without wrappers.
+impl std::panic::UnwindSafe for Edge {}
+impl std::panic::RefUnwindSafe for Edge {}
+
 impl std::fmt::Debug for Edge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Edge").field("service", &self.service()).field("test", &self.inner.test).finish_non_exhaustive()
+        f.debug_struct("Edge")
+            .field("service", &self.service())
+            .field("test", &self.inner.test)
+            .finish_non_exhaustive()
     }
 }
 
@@ -233,13 +276,15 @@ impl RequestBuilder {
 
     /// A text body; sets `content-type: text/plain; charset=utf-8` unless already set.
     pub fn text(self, body: impl Into<String>) -> Self {
-        self.with_default_content_type("text/plain; charset=utf-8").body(body.into())
+        self.with_default_content_type("text/plain; charset=utf-8")
+            .body(body.into())
     }
 
     /// A JSON body; sets `content-type: application/json` unless already set.
     pub fn json(self, body: &impl serde::Serialize) -> Self {
         let bytes = serde_json::to_vec(body).expect("the request body serializes to JSON");
-        self.with_default_content_type("application/json").body(bytes)
+        self.with_default_content_type("application/json")
+            .body(bytes)
     }
 
     /// The client's IP address, as the guest sees it (default 127.0.0.1).
@@ -252,7 +297,9 @@ impl RequestBuilder {
     /// guest's message when it traps (before or after responding) or times out; use
     /// [`try_send`](Self::try_send) to assert on such a failure instead.
     pub async fn send(self) -> Response {
-        self.try_send().await.unwrap_or_else(|failure| panic!("{failure}"))
+        self.try_send()
+            .await
+            .unwrap_or_else(|failure| panic!("{failure}"))
     }
 
     /// Like [`send`](Self::send), but a guest failure is returned rather than panicking.
@@ -260,13 +307,14 @@ impl RequestBuilder {
         let edge = self.edge.clone();
         let _turn = edge.inner.turn.lock().await;
         let (invocation, request) = edge.next_invocation(&self);
-        let report = edge.inner.session.invoke(request).await.expect("the guest thread always replies");
+        let report = edge.inner.session.invoke(request).wait().await;
         edge.conclude(invocation, self.summary(), report)
     }
 
     /// [`send`](Self::send) for plain `fn` tests. Do not call it from async code.
     pub fn send_blocking(self) -> Response {
-        self.try_send_blocking().unwrap_or_else(|failure| panic!("{failure}"))
+        self.try_send_blocking()
+            .unwrap_or_else(|failure| panic!("{failure}"))
     }
 
     /// [`try_send`](Self::try_send) for plain `fn` tests. Do not call it from async code.
@@ -274,7 +322,7 @@ impl RequestBuilder {
         let edge = self.edge.clone();
         let _turn = edge.inner.turn.blocking_lock();
         let (invocation, request) = edge.next_invocation(&self);
-        let report = edge.inner.session.invoke(request).blocking_recv().expect("the guest thread always replies");
+        let report = edge.inner.session.invoke(request).wait_blocking();
         edge.conclude(invocation, self.summary(), report)
     }
 
@@ -290,12 +338,24 @@ impl RequestBuilder {
     }
 
     fn to_invocation(&self, guest_timeout: Duration) -> InvocationRequest {
-        let host = self.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or(DEFAULT_HOST);
-        let path = if self.path.starts_with('/') { self.path.clone() } else { format!("/{}", self.path) };
+        let host = self
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or(DEFAULT_HOST);
+        let path = if self.path.starts_with('/') {
+            self.path.clone()
+        } else {
+            format!("/{}", self.path)
+        };
         InvocationRequest {
             method: self.method.as_str().to_owned(),
             uri: format!("http://{host}{path}"),
-            headers: self.headers.iter().map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec())).collect(),
+            headers: self
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
+                .collect(),
             body: self.body.to_vec(),
             client_ip: self.client_ip,
             guest_timeout,

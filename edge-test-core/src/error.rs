@@ -8,17 +8,36 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum EdgeError {
     /// The test names a service that no `register_service!` in this test binary declares.
-    UnknownService { name: String, registered: Vec<String> },
+    UnknownService {
+        name: String,
+        registered: Vec<String>,
+    },
     /// A prebuilt `.wasm` is missing or unreadable.
-    WasmUnreadable { service: String, path: PathBuf, reason: String },
+    WasmUnreadable {
+        service: String,
+        path: PathBuf,
+        reason: String,
+    },
     /// The runtime could not load the module: not wasm, or imports it does not provide.
-    GuestLoad { service: String, wasm: PathBuf, reason: String },
+    GuestLoad {
+        service: String,
+        wasm: PathBuf,
+        reason: String,
+    },
     /// `cargo build` of the guest crate failed; `output` is what cargo printed.
-    GuestBuild { service: String, crate_dir: PathBuf, output: String },
+    GuestBuild {
+        service: String,
+        crate_dir: PathBuf,
+        output: String,
+    },
     /// The Rust target guests are built for is not installed.
     WasmTargetMissing { target: String },
     /// The service's `fastly.toml` is missing or invalid.
-    Manifest { service: String, path: PathBuf, reason: String },
+    Manifest {
+        service: String,
+        path: PathBuf,
+        reason: String,
+    },
     /// Anything else the host failed at (threads, sockets, runtimes).
     Runtime(String),
 }
@@ -36,22 +55,38 @@ impl fmt::Display for EdgeError {
                 "edge-test: unknown service `{name}`. Registered services: {}. \
                  Fix the name in #[edge_test(service = ...)] or register `{name}` with \
                  `edge_test::register_service!`.",
-                registered.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+                registered
+                    .iter()
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
-            EdgeError::WasmUnreadable { service, path, reason } => write!(
+            EdgeError::WasmUnreadable {
+                service,
+                path,
+                reason,
+            } => write!(
                 f,
                 "edge-test: service `{service}`: cannot read its wasm module at {}: {reason}. \
                  Build the guest first, or fix the path given to `Service::wasm`.",
                 path.display()
             ),
-            EdgeError::GuestLoad { service, wasm, reason } => write!(
+            EdgeError::GuestLoad {
+                service,
+                wasm,
+                reason,
+            } => write!(
                 f,
                 "edge-test: service `{service}`: the runtime cannot load {}: {reason}. \
                  The module must be a Fastly Compute program built for wasm32-wasip1 \
                  (for Rust: the `fastly` crate).",
                 wasm.display()
             ),
-            EdgeError::GuestBuild { service, crate_dir, output } => write!(
+            EdgeError::GuestBuild {
+                service,
+                crate_dir,
+                output,
+            } => write!(
                 f,
                 "edge-test: service `{service}`: building the guest crate at {} for \
                  wasm32-wasip1 failed. Fix the errors below and run the test again.\n\
@@ -64,7 +99,11 @@ impl fmt::Display for EdgeError {
                  built. Run `rustup target add {target}` (or list it under `targets` in \
                  rust-toolchain.toml)."
             ),
-            EdgeError::Manifest { service, path, reason } => write!(
+            EdgeError::Manifest {
+                service,
+                path,
+                reason,
+            } => write!(
                 f,
                 "edge-test: service `{service}`: invalid fastly.toml at {}: {reason}",
                 path.display()

@@ -36,7 +36,10 @@ pub(crate) fn build_guest_crate(service: &str, crate_dir: &Path) -> Result<PathB
         return Err(EdgeError::GuestBuild {
             service: service.to_owned(),
             crate_dir: crate_dir.to_owned(),
-            output: format!("no Cargo.toml at {}: `Service::guest_crate` needs a crate directory", manifest.display()),
+            output: format!(
+                "no Cargo.toml at {}: `Service::guest_crate` needs a crate directory",
+                manifest.display()
+            ),
         });
     }
     let target_dir = guests_target_dir();
@@ -44,12 +47,19 @@ pub(crate) fn build_guest_crate(service: &str, crate_dir: &Path) -> Result<PathB
         .map_err(|e| EdgeError::Runtime(format!("cannot create {}: {e}", target_dir.display())))?;
     let lock = File::create(target_dir.join(".edge-test-build.lock"))
         .map_err(|e| EdgeError::Runtime(format!("cannot create the guest build lock: {e}")))?;
-    lock.lock().map_err(|e| EdgeError::Runtime(format!("cannot lock the guest build: {e}")))?;
+    lock.lock()
+        .map_err(|e| EdgeError::Runtime(format!("cannot lock the guest build: {e}")))?;
 
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
-        .args(["build", "--release", "--message-format=json-render-diagnostics", "--target", GUEST_TARGET])
+        .args([
+            "build",
+            "--release",
+            "--message-format=json-render-diagnostics",
+            "--target",
+            GUEST_TARGET,
+        ])
         .arg("--manifest-path")
         .arg(&manifest)
         .arg("--target-dir")
@@ -60,10 +70,14 @@ pub(crate) fn build_guest_crate(service: &str, crate_dir: &Path) -> Result<PathB
     }
     // Straight to stderr, past libtest's capture: the first build can take a minute and
     // the person waiting should know why.
-    let _ = writeln!(std::io::stderr(), "edge-test: building guest `{service}` ({}) for {GUEST_TARGET}", crate_dir.display());
-    let output = command
-        .output()
-        .map_err(|e| EdgeError::Runtime(format!("cannot run cargo to build guest `{service}`: {e}")))?;
+    let _ = writeln!(
+        std::io::stderr(),
+        "edge-test: building guest `{service}` ({}) for {GUEST_TARGET}",
+        crate_dir.display()
+    );
+    let output = command.output().map_err(|e| {
+        EdgeError::Runtime(format!("cannot run cargo to build guest `{service}`: {e}"))
+    })?;
     drop(lock);
 
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -74,15 +88,23 @@ pub(crate) fn build_guest_crate(service: &str, crate_dir: &Path) -> Result<PathB
     built_wasm(&stdout, &manifest).ok_or_else(|| EdgeError::GuestBuild {
         service: service.to_owned(),
         crate_dir: crate_dir.to_owned(),
-        output: format!("cargo built no binary for {GUEST_TARGET}: a guest crate needs a `main`.\n{stderr}"),
+        output: format!(
+            "cargo built no binary for {GUEST_TARGET}: a guest crate needs a `main`.\n{stderr}"
+        ),
     })
 }
 
 fn classify_build_failure(service: &str, crate_dir: &Path, stderr: &str) -> EdgeError {
     if stderr.contains(GUEST_TARGET) && stderr.contains("target may not be installed") {
-        EdgeError::WasmTargetMissing { target: GUEST_TARGET.to_owned() }
+        EdgeError::WasmTargetMissing {
+            target: GUEST_TARGET.to_owned(),
+        }
     } else {
-        EdgeError::GuestBuild { service: service.to_owned(), crate_dir: crate_dir.to_owned(), output: stderr.to_owned() }
+        EdgeError::GuestBuild {
+            service: service.to_owned(),
+            crate_dir: crate_dir.to_owned(),
+            output: stderr.to_owned(),
+        }
     }
 }
 
@@ -95,7 +117,9 @@ fn built_wasm(json_lines: &str, manifest: &Path) -> Option<PathBuf> {
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|msg| msg["reason"] == "compiler-artifact")
         .filter(|msg| {
-            msg["manifest_path"].as_str().is_some_and(|p| normalize(Path::new(p)) == manifest)
+            msg["manifest_path"]
+                .as_str()
+                .is_some_and(|p| normalize(Path::new(p)) == manifest)
         })
         .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
 }
@@ -109,9 +133,14 @@ fn guests_target_dir() -> PathBuf {
     // A test binary lives in `<target>/<profile>/deps/`.
     let host_target = std::env::current_exe().ok().and_then(|exe| {
         let deps = exe.parent()?;
-        (deps.file_name()? == "deps").then(|| deps.parent()?.parent().map(Path::to_owned)).flatten()
+        (deps.file_name()? == "deps")
+            .then(|| deps.parent()?.parent().map(Path::to_owned))
+            .flatten()
     });
-    host_target.unwrap_or_else(std::env::temp_dir).join("edge-test").join("guests")
+    host_target
+        .unwrap_or_else(std::env::temp_dir)
+        .join("edge-test")
+        .join("guests")
 }
 
 #[cfg(test)]
@@ -125,12 +154,23 @@ mod tests {
                        target may not be installed\n  = help: consider downloading the target with \
                        `rustup target add wasm32-wasip1`";
         let err = classify_build_failure("todo", Path::new("guest"), missing);
-        assert_eq!(err, EdgeError::WasmTargetMissing { target: "wasm32-wasip1".into() });
-        assert!(err.to_string().contains("rustup target add wasm32-wasip1"), "{err}");
+        assert_eq!(
+            err,
+            EdgeError::WasmTargetMissing {
+                target: "wasm32-wasip1".into()
+            }
+        );
+        assert!(
+            err.to_string().contains("rustup target add wasm32-wasip1"),
+            "{err}"
+        );
 
         let type_error = "error[E0308]: mismatched types";
         let err = classify_build_failure("todo", Path::new("guest"), type_error);
-        assert!(matches!(err, EdgeError::GuestBuild { ref output, .. } if output.contains("E0308")), "{err}");
+        assert!(
+            matches!(err, EdgeError::GuestBuild { ref output, .. } if output.contains("E0308")),
+            "{err}"
+        );
     }
 
     #[test]
@@ -143,7 +183,13 @@ mod tests {
              {{\"reason\":\"build-finished\",\"success\":true}}",
             manifest.display().to_string()
         );
-        assert_eq!(built_wasm(&messages, &manifest), Some(PathBuf::from("/x/guest.wasm")));
-        assert_eq!(built_wasm("{\"reason\":\"build-finished\"}", &manifest), None);
+        assert_eq!(
+            built_wasm(&messages, &manifest),
+            Some(PathBuf::from("/x/guest.wasm"))
+        );
+        assert_eq!(
+            built_wasm("{\"reason\":\"build-finished\"}", &manifest),
+            None
+        );
     }
 }

@@ -17,7 +17,11 @@ impl Logs {
 
     /// The messages written to `endpoint`, in order.
     pub fn endpoint(&self, endpoint: &str) -> Vec<&str> {
-        self.lines.iter().filter(|l| l.endpoint == endpoint).map(|l| l.message.as_str()).collect()
+        self.lines
+            .iter()
+            .filter(|l| l.endpoint == endpoint)
+            .map(|l| l.message.as_str())
+            .collect()
     }
 
     /// What the guest printed to stdout.
@@ -39,14 +43,16 @@ impl Logs {
         self.lines.is_empty()
     }
 
-    /// The message of a Rust panic, as the guest printed it to stderr.
+    /// The message of a Rust panic, as the guest printed it to stderr: the lines after
+    /// `thread 'main' panicked at <location>:`, up to the `note: run with RUST_BACKTRACE`.
     pub fn panic_message(&self) -> Option<String> {
-        let stderr = self.stderr().join("\n");
-        let at = stderr.find("panicked at ")?;
-        let after = &stderr[at..];
-        // "panicked at src/main.rs:5:9:\n<message>" (the location line ends with ':').
-        let message = after.split_once(":\n").map(|(_, m)| m).unwrap_or(after);
-        let message = message.split("\nnote: ").next().unwrap_or(message);
-        Some(message.trim().to_owned())
+        let stderr = self.stderr();
+        let start = stderr.iter().position(|l| l.contains("panicked at "))?;
+        let message: Vec<&str> = stderr[start + 1..]
+            .iter()
+            .copied()
+            .take_while(|l| !l.starts_with("note: "))
+            .collect();
+        Some(message.join("\n"))
     }
 }

@@ -17,8 +17,13 @@ pub(crate) struct Manifest {
 
 impl Manifest {
     pub(crate) fn read(service: &str, path: &Path) -> Result<Self, EdgeError> {
-        let error = |reason: String| EdgeError::Manifest { service: service.to_owned(), path: path.to_owned(), reason };
-        let text = std::fs::read_to_string(path).map_err(|e| error(format!("cannot read it: {e}")))?;
+        let error = |reason: String| EdgeError::Manifest {
+            service: service.to_owned(),
+            path: path.to_owned(),
+            reason,
+        };
+        let text =
+            std::fs::read_to_string(path).map_err(|e| error(format!("cannot read it: {e}")))?;
         let config: FastlyConfig = text.parse().map_err(|e| error(format!("{e}")))?;
         let mut backends: Vec<String> = config.backends().keys().cloned().collect();
         backends.sort();

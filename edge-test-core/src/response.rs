@@ -139,7 +139,9 @@ impl GuestFailure {
 
 impl std::fmt::Display for GuestFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let Self { service, request, .. } = self;
+        let Self {
+            service, request, ..
+        } = self;
         match &self.kind {
             GuestFailureKind::Trapped { message } => {
                 let status = self.response.as_ref().map_or(0, |r| r.status.as_u16());
@@ -148,11 +150,14 @@ impl std::fmt::Display for GuestFailure {
                     FailurePhase::AfterResponse => format!("after it sent a {status} response"),
                     FailurePhase::MidStream => format!("while streaming a {status} response"),
                 };
-                write!(f, "edge-test: the guest of service `{service}` failed {when} to {request}")?;
+                write!(
+                    f,
+                    "edge-test: the guest of service `{service}` failed {when} to {request}"
+                )?;
                 if let Some(panic) = self.panic_message() {
                     write!(f, "\n  panic: {panic}")?;
                 }
-                write!(f, "\n  runtime: {}", first_lines(message, 6))?;
+                write!(f, "\n  runtime: {}", trap_reason(message))?;
             }
             GuestFailureKind::TimedOut { limit } => write!(
                 f,
@@ -173,11 +178,11 @@ impl std::fmt::Display for GuestFailure {
 
 impl std::error::Error for GuestFailure {}
 
-fn first_lines(text: &str, n: usize) -> String {
-    let mut lines: Vec<&str> = text.lines().take(n + 1).collect();
-    if lines.len() > n {
-        lines.truncate(n);
-        lines.push("...");
+/// The cause of a trap without wasmtime's backtrace: `wasm trap: wasm `unreachable`
+/// instruction executed` rather than a dozen frames of std's abort path.
+fn trap_reason(message: &str) -> String {
+    match message.split_once("Caused by:") {
+        Some((_, cause)) => cause.split_whitespace().collect::<Vec<_>>().join(" "),
+        None => message.lines().next().unwrap_or(message).to_owned(),
     }
-    lines.join("\n    ")
 }

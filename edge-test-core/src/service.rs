@@ -49,12 +49,20 @@ impl Service {
     /// A guest written in Rust: the crate at `dir` is built (release, wasm32-wasip1) into
     /// edge-test's own target directory whenever its sources change.
     pub fn guest_crate(dir: impl Into<PathBuf>) -> Self {
-        Self { source: GuestSource::Crate(dir.into()), fastly_toml: None, guest_timeout: DEFAULT_GUEST_TIMEOUT }
+        Self {
+            source: GuestSource::Crate(dir.into()),
+            fastly_toml: None,
+            guest_timeout: DEFAULT_GUEST_TIMEOUT,
+        }
     }
 
     /// A prebuilt module (`.wasm`, or `.wat` text), for guests built by other toolchains.
     pub fn wasm(path: impl Into<PathBuf>) -> Self {
-        Self { source: GuestSource::Wasm(path.into()), fastly_toml: None, guest_timeout: DEFAULT_GUEST_TIMEOUT }
+        Self {
+            source: GuestSource::Wasm(path.into()),
+            fastly_toml: None,
+            guest_timeout: DEFAULT_GUEST_TIMEOUT,
+        }
     }
 
     /// The service's `fastly.toml`. For a guest crate it defaults to `<crate>/fastly.toml`
@@ -81,8 +89,16 @@ pub struct ServiceRegistration {
 
 impl ServiceRegistration {
     #[doc(hidden)]
-    pub const fn new(name: &'static str, manifest_dir: &'static str, define: fn() -> Service) -> Self {
-        Self { name, manifest_dir, define }
+    pub const fn new(
+        name: &'static str,
+        manifest_dir: &'static str,
+        define: fn() -> Service,
+    ) -> Self {
+        Self {
+            name,
+            manifest_dir,
+            define,
+        }
     }
 }
 
@@ -100,8 +116,9 @@ pub(crate) struct ResolvedService {
 /// Resolves (and, for a guest crate, builds) a service once per process; every test of the
 /// binary that names it shares the result.
 pub(crate) fn resolve(name: &str) -> Result<Arc<ResolvedService>, EdgeError> {
-    static RESOLVED: OnceLock<Mutex<HashMap<String, Arc<OnceLock<Result<Arc<ResolvedService>, EdgeError>>>>>> =
-        OnceLock::new();
+    static RESOLVED: OnceLock<
+        Mutex<HashMap<String, Arc<OnceLock<Result<Arc<ResolvedService>, EdgeError>>>>>,
+    > = OnceLock::new();
     let slot = RESOLVED
         .get_or_init(Default::default)
         .lock()
@@ -110,7 +127,8 @@ pub(crate) fn resolve(name: &str) -> Result<Arc<ResolvedService>, EdgeError> {
         .or_default()
         .clone();
     // Concurrent tests wait here for the one that builds; they never build twice.
-    slot.get_or_init(|| resolve_uncached(name).map(Arc::new)).clone()
+    slot.get_or_init(|| resolve_uncached(name).map(Arc::new))
+        .clone()
 }
 
 fn resolve_uncached(name: &str) -> Result<ResolvedService, EdgeError> {
@@ -127,20 +145,41 @@ fn resolve_uncached(name: &str) -> Result<ResolvedService, EdgeError> {
         GuestSource::Wasm(path) => {
             let path = base.join(path);
             if let Err(e) = std::fs::metadata(&path).and_then(|m| {
-                if m.is_file() { Ok(()) } else { Err(std::io::Error::other("it is not a file")) }
+                if m.is_file() {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::other("it is not a file"))
+                }
             }) {
-                return Err(EdgeError::WasmUnreadable { service: name.to_owned(), path, reason: e.to_string() });
+                return Err(EdgeError::WasmUnreadable {
+                    service: name.to_owned(),
+                    path,
+                    reason: e.to_string(),
+                });
             }
             (path, None)
         }
     };
-    let manifest_path = service.fastly_toml.as_ref().map(|p| base.join(p)).or(default_manifest);
-    let manifest = manifest_path.map(|path| crate::manifest::Manifest::read(name, &path)).transpose()?;
-    Ok(ResolvedService { name: name.to_owned(), wasm, manifest, guest_timeout: service.guest_timeout })
+    let manifest_path = service
+        .fastly_toml
+        .as_ref()
+        .map(|p| base.join(p))
+        .or(default_manifest);
+    let manifest = manifest_path
+        .map(|path| crate::manifest::Manifest::read(name, &path))
+        .transpose()?;
+    Ok(ResolvedService {
+        name: name.to_owned(),
+        wasm,
+        manifest,
+        guest_timeout: service.guest_timeout,
+    })
 }
 
 fn find_registration(name: &str) -> Result<&'static ServiceRegistration, EdgeError> {
-    let mut matching = inventory::iter::<ServiceRegistration>.into_iter().filter(|r| r.name == name);
+    let mut matching = inventory::iter::<ServiceRegistration>
+        .into_iter()
+        .filter(|r| r.name == name);
     match (matching.next(), matching.next()) {
         (Some(found), None) => Ok(found),
         (Some(_), Some(_)) => Err(EdgeError::Runtime(format!(
@@ -148,11 +187,16 @@ fn find_registration(name: &str) -> Result<&'static ServiceRegistration, EdgeErr
              `register_service!(\"{name}\", ...)`"
         ))),
         (None, _) => {
-            let mut registered: Vec<String> =
-                inventory::iter::<ServiceRegistration>.into_iter().map(|r| r.name.to_owned()).collect();
+            let mut registered: Vec<String> = inventory::iter::<ServiceRegistration>
+                .into_iter()
+                .map(|r| r.name.to_owned())
+                .collect();
             registered.sort();
             registered.dedup();
-            Err(EdgeError::UnknownService { name: name.to_owned(), registered })
+            Err(EdgeError::UnknownService {
+                name: name.to_owned(),
+                registered,
+            })
         }
     }
 }

@@ -12,7 +12,13 @@ use crate::logs::Logs;
 use crate::response::Response;
 
 /// Headers whose values identify a single request rather than describe the response.
-const PER_REQUEST_HEADERS: &[&str] = &["x-request-id", "x-trace-id", "fastly-trace-id", "x-served-by", "x-timer"];
+const PER_REQUEST_HEADERS: &[&str] = &[
+    "x-request-id",
+    "x-trace-id",
+    "fastly-trace-id",
+    "x-served-by",
+    "x-timer",
+];
 
 /// Values that can be snapshotted with `edge_test::assert_snapshot!`.
 pub trait Snapshot {
@@ -57,7 +63,10 @@ impl Snapshot for Logs {
         if self.is_empty() {
             return "(no log lines)\n".to_owned();
         }
-        self.lines().iter().map(|l| format!("{} :: {}\n", l.endpoint, redact(&l.message))).collect()
+        self.lines()
+            .iter()
+            .map(|l| format!("{} :: {}\n", l.endpoint, redact(&l.message)))
+            .collect()
     }
 }
 
@@ -104,9 +113,11 @@ pub fn redact(text: &str) -> String {
         .map(|(pattern, replacement)| (Regex::new(pattern).expect("a valid redaction pattern"), replacement))
         .collect()
     });
-    rules.iter().fold(text.to_owned(), |text, (pattern, replacement)| {
-        pattern.replace_all(&text, *replacement).into_owned()
-    })
+    rules
+        .iter()
+        .fold(text.to_owned(), |text, (pattern, replacement)| {
+            pattern.replace_all(&text, *replacement).into_owned()
+        })
 }
 
 #[cfg(test)]
@@ -116,18 +127,32 @@ mod tests {
     #[test]
     fn redactions_hide_what_changes_between_runs() {
         assert_eq!(
-            redact("at Sun, 22 Nov 2026 10:01:02 GMT from 127.0.0.1:43127 id 123e4567-e89b-12d3-a456-426614174000"),
+            redact(
+                "at Sun, 22 Nov 2026 10:01:02 GMT from 127.0.0.1:43127 id 123e4567-e89b-12d3-a456-426614174000"
+            ),
             "at [date] from 127.0.0.1:[port] id [uuid]"
         );
-        assert_eq!(redact("created 2026-11-22T10:01:02.123Z"), "created [timestamp]");
-        assert_eq!(redact("port 8080 stays, todo 1 stays"), "port 8080 stays, todo 1 stays");
+        assert_eq!(
+            redact("created 2026-11-22T10:01:02.123Z"),
+            "created [timestamp]"
+        );
+        assert_eq!(
+            redact("port 8080 stays, todo 1 stays"),
+            "port 8080 stays, todo 1 stays"
+        );
     }
 
     #[test]
     fn bodies_render_by_kind() {
         assert_eq!(render_body(b""), "body: (empty)\n");
-        assert_eq!(render_body(br#"{"b":1,"a":[true]}"#), "body (json):\n{\n  \"a\": [\n    true\n  ],\n  \"b\": 1\n}\n");
+        assert_eq!(
+            render_body(br#"{"b":1,"a":[true]}"#),
+            "body (json):\n{\n  \"a\": [\n    true\n  ],\n  \"b\": 1\n}\n"
+        );
         assert_eq!(render_body(b"hello"), "body (text):\nhello\n");
-        assert_eq!(render_body(&[0, 159, 146, 150]), "body (binary): 4 bytes, starting 009f9296\n");
+        assert_eq!(
+            render_body(&[0, 159, 146, 150]),
+            "body (binary): 4 bytes, starting 009f9296\n"
+        );
     }
 }

@@ -20,8 +20,11 @@ pub(crate) fn edge_test(args: TokenStream, item: TokenStream) -> TokenStream {
         Ok(f) => f,
         // Not a function at all: say so, and give the item back untouched.
         Err(e) => {
-            let error = syn::Error::new(e.span(), "#[edge_test] goes on a function: `async fn name(edge: Edge) { .. }`")
-                .to_compile_error();
+            let error = syn::Error::new(
+                e.span(),
+                "#[edge_test] goes on a function: `async fn name(edge: Edge) { .. }`",
+            )
+            .to_compile_error();
             return quote! { #error #item };
         }
     };
@@ -41,7 +44,10 @@ fn parse_args(args: TokenStream, errors: &mut Vec<syn::Error>) -> Option<Args> {
     let metas = match Punctuated::<Meta, Token![,]>::parse_terminated.parse2(args.clone()) {
         Ok(metas) => metas,
         Err(e) => {
-            errors.push(syn::Error::new(e.span(), format!("expected {VALID_KEYS}, e.g. #[edge_test(service = \"todo\")]")));
+            errors.push(syn::Error::new(
+                e.span(),
+                format!("expected {VALID_KEYS}, e.g. #[edge_test(service = \"todo\")]"),
+            ));
             return None;
         }
     };
@@ -49,27 +55,49 @@ fn parse_args(args: TokenStream, errors: &mut Vec<syn::Error>) -> Option<Args> {
     let mut guest_timeout_ms: Option<(u64, Span)> = None;
     for meta in metas {
         let Meta::NameValue(pair) = &meta else {
-            errors.push(syn::Error::new(meta.span(), format!("expected `key = value`; valid keys are {VALID_KEYS}")));
+            errors.push(syn::Error::new(
+                meta.span(),
+                format!("expected `key = value`; valid keys are {VALID_KEYS}"),
+            ));
             continue;
         };
-        let key = pair.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
+        let key = pair
+            .path
+            .get_ident()
+            .map(|i| i.to_string())
+            .unwrap_or_default();
         match key.as_str() {
             "service" => {
                 if service.is_some() {
-                    errors.push(syn::Error::new(pair.path.span(), "`service` is given twice; keep one"));
+                    errors.push(syn::Error::new(
+                        pair.path.span(),
+                        "`service` is given twice; keep one",
+                    ));
                     continue;
                 }
                 match &pair.value {
-                    Expr::Lit(ExprLit { lit: Lit::Str(name), .. }) if name.value().trim().is_empty() => {
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Str(name),
+                        ..
+                    }) if name.value().trim().is_empty() => {
                         errors.push(syn::Error::new(name.span(), "`service` is empty: name a service registered with `edge_test::register_service!`"));
                     }
-                    Expr::Lit(ExprLit { lit: Lit::Str(name), .. }) => service = Some(name.clone()),
-                    other => errors.push(syn::Error::new(other.span(), "`service` takes a string literal: `service = \"todo\"`")),
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Str(name),
+                        ..
+                    }) => service = Some(name.clone()),
+                    other => errors.push(syn::Error::new(
+                        other.span(),
+                        "`service` takes a string literal: `service = \"todo\"`",
+                    )),
                 }
             }
             "guest_timeout_ms" => {
                 if guest_timeout_ms.is_some() {
-                    errors.push(syn::Error::new(pair.path.span(), "`guest_timeout_ms` is given twice; keep one"));
+                    errors.push(syn::Error::new(
+                        pair.path.span(),
+                        "`guest_timeout_ms` is given twice; keep one",
+                    ));
                     continue;
                 }
                 match &pair.value {
@@ -80,14 +108,21 @@ fn parse_args(args: TokenStream, errors: &mut Vec<syn::Error>) -> Option<Args> {
                     other => errors.push(syn::Error::new(other.span(), "`guest_timeout_ms` takes a number of milliseconds: `guest_timeout_ms = 2000`")),
                 }
             }
-            _ => errors.push(syn::Error::new(
-                pair.path.span(),
-                format!("unknown key `{}`; valid keys are {VALID_KEYS}", quote!(#pair.path).to_string().replace(' ', "")),
-            )),
+            _ => {
+                let path = &pair.path;
+                let key = quote!(#path).to_string().replace(' ', "");
+                errors.push(syn::Error::new(
+                    path.span(),
+                    format!("unknown key `{key}`; valid keys are {VALID_KEYS}"),
+                ));
+            }
         }
     }
     match service {
-        Some(service) => Some(Args { service, guest_timeout_ms: guest_timeout_ms.map(|(v, _)| v) }),
+        Some(service) => Some(Args {
+            service,
+            guest_timeout_ms: guest_timeout_ms.map(|(v, _)| v),
+        }),
         None => {
             if errors.is_empty() {
                 errors.push(syn::Error::new(
@@ -102,47 +137,89 @@ fn parse_args(args: TokenStream, errors: &mut Vec<syn::Error>) -> Option<Args> {
 
 fn check_signature(function: &ItemFn, errors: &mut Vec<syn::Error>) {
     let sig = &function.sig;
-    let fix = "an #[edge_test] function takes exactly one argument, the runner: `fn name(edge: Edge)`";
+    let fix =
+        "an #[edge_test] function takes exactly one argument, the runner: `fn name(edge: Edge)`";
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        errors.push(syn::Error::new(sig.generics.span(), "an #[edge_test] function cannot be generic"));
+        errors.push(syn::Error::new(
+            sig.generics.span(),
+            "an #[edge_test] function cannot be generic",
+        ));
     }
     if let Some(constness) = &sig.constness {
-        errors.push(syn::Error::new(constness.span(), "an #[edge_test] function cannot be `const`"));
+        errors.push(syn::Error::new(
+            constness.span(),
+            "an #[edge_test] function cannot be `const`",
+        ));
     }
     if let Some(unsafety) = &sig.unsafety {
-        errors.push(syn::Error::new(unsafety.span(), "an #[edge_test] function cannot be `unsafe`"));
+        errors.push(syn::Error::new(
+            unsafety.span(),
+            "an #[edge_test] function cannot be `unsafe`",
+        ));
     }
     if let Some(variadic) = &sig.variadic {
         errors.push(syn::Error::new(variadic.span(), fix));
     }
     match sig.inputs.len() {
-        0 => errors.push(syn::Error::new(sig.paren_token.span.join(), format!("{fix}; add `edge: Edge`"))),
+        0 => errors.push(syn::Error::new(
+            sig.paren_token.span.join(),
+            format!("{fix}; add `edge: Edge`"),
+        )),
         1 => {
             if let Some(FnArg::Receiver(receiver)) = sig.inputs.first() {
-                errors.push(syn::Error::new(receiver.span(), format!("{fix}, not `self`")));
+                errors.push(syn::Error::new(
+                    receiver.span(),
+                    format!("{fix}, not `self`"),
+                ));
             }
         }
         _ => {
-            let extra = sig.inputs.iter().skip(1).next().expect("more than one input");
-            errors.push(syn::Error::new(extra.span(), format!("{fix}; remove the other arguments")));
+            let extra = sig
+                .inputs
+                .iter()
+                .skip(1)
+                .next()
+                .expect("more than one input");
+            errors.push(syn::Error::new(
+                extra.span(),
+                format!("{fix}; remove the other arguments"),
+            ));
         }
     }
     for attr in &function.attrs {
-        if attr.path().is_ident("test") || attr.path().segments.last().is_some_and(|s| s.ident == "test") {
-            errors.push(syn::Error::new(attr.span(), "remove this attribute: #[edge_test] already makes the function a test"));
+        if attr.path().is_ident("test")
+            || attr
+                .path()
+                .segments
+                .last()
+                .is_some_and(|s| s.ident == "test")
+        {
+            errors.push(syn::Error::new(
+                attr.span(),
+                "remove this attribute: #[edge_test] already makes the function a test",
+            ));
         }
     }
 }
 
 fn render(args: &Args, function: ItemFn) -> TokenStream {
-    let ItemFn { attrs, vis, sig, block } = function;
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = function;
     let name = &sig.ident;
     let service = &args.service;
     let timeout = match args.guest_timeout_ms {
         Some(ms) => quote!(::core::option::Option::Some(#ms)),
         None => quote!(::core::option::Option::None),
     };
-    let runner = if sig.asyncness.is_some() { quote!(run_async) } else { quote!(run_sync) };
+    let runner = if sig.asyncness.is_some() {
+        quote!(run_async)
+    } else {
+        quote!(run_sync)
+    };
     // The argument's type is checked where the user wrote it, so a wrong type is reported
     // on that type rather than inside the expansion; outside the #[test] function, so the
     // check also runs in builds where #[test] items are compiled out.

@@ -37,8 +37,8 @@
 //! `()` or `Result<(), E>`, and keeps `#[ignore]`, `#[should_panic]` and doc comments.
 
 pub use edge_test_core::{
-    BackendRequest, DEFAULT_GUEST_TIMEOUT, Edge, EdgeError, FailurePhase, GuestFailure, GuestFailureKind, LogLine,
-    Logs, RequestBuilder, Response, Service,
+    BackendRequest, DEFAULT_GUEST_TIMEOUT, Edge, EdgeError, FailurePhase, GuestFailure,
+    GuestFailureKind, LogLine, Logs, RequestBuilder, Response, Service,
 };
 pub use edge_test_core::{mock, snapshot};
 pub use edge_test_macros::edge_test;
@@ -83,7 +83,11 @@ macro_rules! assert_snapshot {
         )
     };
     ($name:expr, $value:expr $(,)?) => {
-        $crate::__private::insta::assert_snapshot!($name, $crate::snapshot::render(&$value), ::core::stringify!($value))
+        $crate::__private::insta::assert_snapshot!(
+            $name,
+            $crate::snapshot::render(&$value),
+            ::core::stringify!($value)
+        )
     };
 }
 

@@ -18,7 +18,11 @@ fn a_plain_test_uses_send_blocking(edge: Edge) {
 #[edge_test(service = "misbehave")]
 async fn a_test_may_return_ok(edge: Edge) -> Result<(), String> {
     let body = edge.get("/ok").send().await.text().to_owned();
-    if body == "ok" { Ok(()) } else { Err(format!("unexpected body {body}")) }
+    if body == "ok" {
+        Ok(())
+    } else {
+        Err(format!("unexpected body {body}"))
+    }
 }
 
 #[edge_test(service = "misbehave")]
@@ -42,7 +46,9 @@ async fn the_edge_knows_its_service(edge: Edge) {
 #[edge_test(service = "misbehave")]
 async fn invocations_are_numbered_and_calls_attributed(edge: Edge) {
     use edge_test::mock::{Mock, Reply, matchers::path};
-    Mock::given(path("/a")).respond_with(Reply::text(200, "A")).mount(&edge.backend("api"));
+    Mock::given(path("/a"))
+        .respond_with(Reply::text(200, "A"))
+        .mount(&edge.backend("api"));
     let first = edge.get("/ok").send().await;
     let second = edge.get("/backend/a").send().await;
     assert_eq!((first.invocation(), second.invocation()), (1, 2));

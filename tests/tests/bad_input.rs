@@ -13,7 +13,10 @@ fn start_error(service: &str) -> String {
 
 fn assert_mentions(message: &str, parts: &[&str]) {
     for part in parts {
-        assert!(message.contains(part), "expected the error to mention {part:?}:\n{message}");
+        assert!(
+            message.contains(part),
+            "expected the error to mention {part:?}:\n{message}"
+        );
     }
 }
 
@@ -23,7 +26,13 @@ fn an_unknown_service_lists_the_registered_ones() {
     assert!(matches!(err, EdgeError::UnknownService { .. }), "{err:?}");
     assert_mentions(
         &err.to_string(),
-        &["unknown service `nope`", "`bad-manifest`", "`misbehave`", "`not-wasm`", "register_service!"],
+        &[
+            "unknown service `nope`",
+            "`bad-manifest`",
+            "`misbehave`",
+            "`not-wasm`",
+            "register_service!",
+        ],
     );
 }
 
@@ -35,7 +44,12 @@ async fn the_attribute_reports_an_unknown_service_at_run_time(_edge: Edge) {}
 fn a_missing_wasm_names_the_path() {
     assert_mentions(
         &start_error("missing-wasm"),
-        &["service `missing-wasm`", "cannot read its wasm module", "fixtures/does-not-exist.wasm", "No such file"],
+        &[
+            "service `missing-wasm`",
+            "cannot read its wasm module",
+            "fixtures/does-not-exist.wasm",
+            "No such file",
+        ],
     );
 }
 
@@ -43,31 +57,61 @@ fn a_missing_wasm_names_the_path() {
 fn a_file_that_is_not_wasm_is_refused() {
     assert_mentions(
         &start_error("not-wasm"),
-        &["service `not-wasm`", "cannot load", "not-wasm.wasm", "built for wasm32-wasip1"],
+        &[
+            "service `not-wasm`",
+            "cannot load",
+            "not-wasm.wasm",
+            "built for wasm32-wasip1",
+        ],
     );
 }
 
 #[test]
 fn a_guest_importing_unknown_host_functions_is_refused() {
-    assert_mentions(&start_error("unknown-import"), &["service `unknown-import`", "fastly_nonexistent", "teleport"]);
+    assert_mentions(
+        &start_error("unknown-import"),
+        &["service `unknown-import`", "fastly_nonexistent", "teleport"],
+    );
 }
 
 #[test]
 fn a_guest_crate_that_does_not_compile_shows_cargo_output() {
     assert_mentions(
         &start_error("broken"),
-        &["service `broken`", "guests/broken", "failed", "--- cargo output ---", "mismatched types", "forty-two"],
+        &[
+            "service `broken`",
+            "guests/broken",
+            "failed",
+            "--- cargo output ---",
+            "mismatched types",
+            "forty-two",
+        ],
     );
 }
 
 #[test]
 fn a_malformed_fastly_toml_is_reported_with_its_path() {
-    assert_mentions(&start_error("bad-manifest"), &["service `bad-manifest`", "invalid fastly.toml", "bad-fastly.toml", "url"]);
+    assert_mentions(
+        &start_error("bad-manifest"),
+        &[
+            "service `bad-manifest`",
+            "invalid fastly.toml",
+            "bad-fastly.toml",
+            "url",
+        ],
+    );
 }
 
 #[test]
 fn a_missing_fastly_toml_is_reported_with_its_path() {
-    assert_mentions(&start_error("missing-manifest"), &["invalid fastly.toml", "no-such-fastly.toml", "cannot read it"]);
+    assert_mentions(
+        &start_error("missing-manifest"),
+        &[
+            "invalid fastly.toml",
+            "no-such-fastly.toml",
+            "cannot read it",
+        ],
+    );
 }
 
 #[test]

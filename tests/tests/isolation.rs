@@ -9,16 +9,41 @@ use std::time::Duration;
 use edge_test::{Edge, edge_test};
 
 async fn claim_shared_keys(edge: Edge, me: &str) {
-    assert_eq!(edge.get("/cache/shared").send().await.status(), 404, "the cache starts empty");
-    assert_eq!(edge.get("/kv/shared").send().await.status(), 404, "KV holds only what fastly.toml seeds");
+    assert_eq!(
+        edge.get("/cache/shared").send().await.status(),
+        404,
+        "the cache starts empty"
+    );
+    assert_eq!(
+        edge.get("/kv/shared").send().await.status(),
+        404,
+        "KV holds only what fastly.toml seeds"
+    );
     assert_eq!(edge.get("/kv/seed").send().await.text(), "from fastly.toml");
 
-    assert_eq!(edge.put(&format!("/cache/shared/{me}")).send().await.status(), 201);
-    assert_eq!(edge.put(&format!("/kv/shared/{me}")).send().await.status(), 201);
+    assert_eq!(
+        edge.put(&format!("/cache/shared/{me}"))
+            .send()
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        edge.put(&format!("/kv/shared/{me}")).send().await.status(),
+        201
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    assert_eq!(edge.get("/cache/shared").send().await.text(), me, "another test's cache entry leaked in");
-    assert_eq!(edge.get("/kv/shared").send().await.text(), me, "another test's KV write leaked in");
+    assert_eq!(
+        edge.get("/cache/shared").send().await.text(),
+        me,
+        "another test's cache entry leaked in"
+    );
+    assert_eq!(
+        edge.get("/kv/shared").send().await.text(),
+        me,
+        "another test's KV write leaked in"
+    );
 }
 
 #[edge_test(service = "misbehave")]

@@ -19,7 +19,9 @@ use viceroy_lib::{ExecuteCtx, ProfilingConfig, WasmFeatures};
 
 use super::log_sink::LogSink;
 use super::trap_capture::TrapCollector;
-use super::{InvocationReport, InvocationRequest, Outcome, ReceivedResponse, SessionSpec};
+use super::{
+    InvocationReport, InvocationRequest, Outcome, ReceivedResponse, SESSION_ENDED, SessionSpec,
+};
 use crate::error::EdgeError;
 
 /// The address the guest sees as the edge's own (`local`): what Viceroy's CLI listens on.
@@ -41,20 +43,41 @@ impl InProcessSession {
             .spawn(move || guest_thread(spec, inbox, ready_tx))
             .map_err(|e| EdgeError::Runtime(format!("could not start the guest thread: {e}")))?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Self { commands: Some(commands), thread: Some(thread) }),
+            Ok(Ok(())) => Ok(Self {
+                commands: Some(commands),
+                thread: Some(thread),
+            }),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(EdgeError::Runtime("the guest thread died while compiling the service".into())),
+            Err(_) => Err(EdgeError::Runtime(
+                "the guest thread died while compiling the service".into(),
+            )),
         }
     }
 
-    /// Runs one request; resolves once the guest has fully finished (or was stopped).
-    pub(crate) fn invoke(&self, request: InvocationRequest) -> tokio::sync::oneshot::Receiver<InvocationReport> {
+    /// Starts one request; its report is ready once the guest has fully finished (or was
+    /// stopped).
+    pub(crate) fn invoke(&self, request: InvocationRequest) -> PendingReport {
         let (reply, report) = tokio::sync::oneshot::channel();
-        let sent = self.commands.as_ref().map(|c| c.send((request, reply)));
-        if let Some(Err(mpsc::SendError((_, reply)))) = sent {
-            let _ = reply.send(not_run("this edge stopped after an earlier guest ran past its time limit"));
+        if let Some(commands) = &self.commands {
+            // A session that ended drops the request, and with it `reply`: `wait` sees that.
+            let _ = commands.send((request, reply));
         }
-        report
+        PendingReport(report)
+    }
+}
+
+/// The report of a request in flight.
+pub(crate) struct PendingReport(tokio::sync::oneshot::Receiver<InvocationReport>);
+
+impl PendingReport {
+    pub(crate) async fn wait(self) -> InvocationReport {
+        self.0.await.unwrap_or_else(|_| not_run(SESSION_ENDED))
+    }
+
+    pub(crate) fn wait_blocking(self) -> InvocationReport {
+        self.0
+            .blocking_recv()
+            .unwrap_or_else(|_| not_run(SESSION_ENDED))
     }
 }
 
@@ -72,7 +95,9 @@ fn not_run(reason: &str) -> InvocationReport {
     InvocationReport {
         response: None,
         log_lines: Vec::new(),
-        outcome: Outcome::NotRun { reason: reason.to_owned() },
+        outcome: Outcome::NotRun {
+            reason: reason.to_owned(),
+        },
     }
 }
 
@@ -85,10 +110,15 @@ fn guest_thread(
     let _dispatch = tracing::dispatcher::set_default(&tracing::Dispatch::new(traps.clone()));
     let logs = LogSink::default();
 
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
-            let _ = ready.send(Err(EdgeError::Runtime(format!("could not start a tokio runtime: {e}"))));
+            let _ = ready.send(Err(EdgeError::Runtime(format!(
+                "could not start a tokio runtime: {e}"
+            ))));
             return;
         }
     };
@@ -117,6 +147,8 @@ fn guest_thread(
                 });
                 // The guest may still be running: only dropping its runtime stops it, and
                 // the context it ran in can no longer be trusted, so this session ends.
+                // Later requests are refused as soon as the inbox is gone.
+                drop(inbox);
                 break;
             }
         }
@@ -127,7 +159,10 @@ fn guest_thread(
 
 fn build_context(spec: &SessionSpec, logs: &LogSink) -> Result<Arc<ExecuteCtx>, EdgeError> {
     let config: Option<FastlyConfig> = match &spec.fastly_toml {
-        Some(text) => Some(text.parse().map_err(|e| EdgeError::Runtime(format!("fastly.toml: {e}")))?),
+        Some(text) => Some(
+            text.parse()
+                .map_err(|e| EdgeError::Runtime(format!("fastly.toml: {e}")))?,
+        ),
         None => None,
     };
     let mut builder = ExecuteCtx::build(
@@ -153,7 +188,10 @@ fn build_context(spec: &SessionSpec, logs: &LogSink) -> Result<Arc<ExecuteCtx>, 
             .with_geolocation(config.geolocation().clone())
             .with_device_detection(config.device_detection().clone());
     }
-    let backends = mocked_backends(config.as_ref().map(FastlyConfig::backends), &spec.backend_addrs);
+    let backends = mocked_backends(
+        config.as_ref().map(FastlyConfig::backends),
+        &spec.backend_addrs,
+    );
     builder = builder.with_backends(backends);
     builder.finish().map_err(|e| compile_error(spec, &e))
 }
@@ -176,10 +214,15 @@ fn mocked_backends(
         .iter()
         .map(|(name, addr)| {
             let original = declared.and_then(|b| b.get(name));
-            let override_host = original
-                .and_then(|b| b.override_host.clone().or_else(|| b.uri.host().and_then(|h| h.parse().ok())));
+            let override_host = original.and_then(|b| {
+                b.override_host
+                    .clone()
+                    .or_else(|| b.uri.host().and_then(|h| h.parse().ok()))
+            });
             let backend = Backend {
-                uri: format!("http://{addr}").parse().expect("a socket address is a valid authority"),
+                uri: format!("http://{addr}")
+                    .parse()
+                    .expect("a socket address is a valid authority"),
                 override_host,
                 cert_host: None,
                 use_sni: false,
@@ -212,7 +255,11 @@ async fn invoke(
     };
     let local = SocketAddr::from(EDGE_ADDR);
     let remote = SocketAddr::new(request.client_ip, 50_000);
-    let (response, early_error) = match ctx.clone().handle_request(hyper_request, local, remote).await {
+    let (response, early_error) = match ctx
+        .clone()
+        .handle_request(hyper_request, local, remote)
+        .await
+    {
         Ok(result) => result,
         Err(e) => return not_run(&format!("the runtime refused the request: {e}")),
     };
@@ -227,7 +274,7 @@ async fn invoke(
             .collect(),
         body: Vec::new(),
         body_error: None,
-        from_runtime: early_error.is_some(),
+        from_runtime: false,
     });
     loop {
         match std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_data(cx)).await {
@@ -252,18 +299,33 @@ async fn invoke(
     let mut failures = traps.drain_guest_failures();
     if failures.is_empty() {
         if let Some(e) = early_error {
-            failures.push(format!("WebAssembly trapped: {e:?}"));
+            failures.push(super::trap_capture::without_host_backtrace(&format!(
+                "WebAssembly trapped: {e:?}"
+            )));
         }
+    }
+    let mut response = progress.borrow_mut().take();
+    if let (Some(received), Some(failure)) = (response.as_mut(), failures.first()) {
+        received.from_runtime = is_runtime_error_response(received, failure);
     }
     let outcome = match failures.into_iter().next() {
         None => Outcome::Completed,
         Some(message) => Outcome::Trapped { message },
     };
     InvocationReport {
-        response: progress.borrow_mut().take(),
+        response,
         log_lines: logs.drain(),
         outcome,
     }
+}
+
+/// A guest that fails before answering gets a 500 from viceroy whose body is the error,
+/// formatted exactly as in the failure event.
+fn is_runtime_error_response(received: &ReceivedResponse, failure: &str) -> bool {
+    let error = failure.split_once(": ").map_or(failure, |(_, error)| error);
+    let body =
+        super::trap_capture::without_host_backtrace(&String::from_utf8_lossy(&received.body));
+    received.status == 500 && body == error
 }
 
 /// The guest's task holds clones of the context until its store is dropped, so the count
@@ -283,7 +345,9 @@ async fn wait_for_guest_exit(ctx: &Arc<ExecuteCtx>, idle_refs: usize) {
 }
 
 fn to_hyper_request(request: InvocationRequest) -> Result<hyper::Request<hyper::Body>, String> {
-    let mut builder = hyper::Request::builder().method(request.method.as_str()).uri(request.uri.as_str());
+    let mut builder = hyper::Request::builder()
+        .method(request.method.as_str())
+        .uri(request.uri.as_str());
     for (name, value) in &request.headers {
         builder = builder.header(name.as_str(), value.as_slice());
     }

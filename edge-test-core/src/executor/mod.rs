@@ -77,13 +77,23 @@ pub struct LogLine {
 pub(crate) enum Outcome {
     Completed,
     /// The guest trapped (a Rust panic aborts into a trap) or exited with an error.
-    Trapped { message: String },
+    Trapped {
+        message: String,
+    },
     /// The guest was still running when its time limit ran out, and was stopped.
-    TimedOut { limit: Duration },
+    TimedOut {
+        limit: Duration,
+    },
     /// The invocation could not run at all (the session ended earlier, or the runtime
     /// refused the request).
-    NotRun { reason: String },
+    NotRun {
+        reason: String,
+    },
 }
+
+/// Why an invocation cannot run once its session has ended.
+pub(crate) const SESSION_ENDED: &str =
+    "this edge stopped after an earlier guest ran past its time limit";
 
 /// Starts the executor for one test. The in-process executor compiles the service for this
 /// test alone; isolation comes from every test owning its own context.

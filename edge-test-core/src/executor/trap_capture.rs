@@ -46,13 +46,27 @@ impl Subscriber for TrapCollector {
         let mut visitor = MessageVisitor(String::new());
         event.record(&mut visitor);
         if is_guest_failure(&visitor.0) {
-            self.errors.lock().unwrap_or_else(|p| p.into_inner()).push(visitor.0);
+            self.errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(without_host_backtrace(&visitor.0));
         }
     }
 
     fn enter(&self, _span: &Id) {}
 
     fn exit(&self, _span: &Id) {}
+}
+
+/// With RUST_BACKTRACE set, wasmtime appends the host's stack (the runtime's frames, never
+/// the guest's) to a trap; the guest's wasm backtrace and the cause come before it.
+pub(super) fn without_host_backtrace(message: &str) -> String {
+    message
+        .split("\nStack backtrace:")
+        .next()
+        .unwrap_or(message)
+        .trim_end()
+        .to_owned()
 }
 
 struct MessageVisitor(String);
@@ -74,12 +88,17 @@ mod tests {
         let collector = TrapCollector::default();
         let dispatch = tracing::Dispatch::new(collector.clone());
         tracing::dispatcher::with_default(&dispatch, || {
-            tracing::error!("WebAssembly trapped: {}", "wasm `unreachable` instruction executed");
+            tracing::error!(
+                "WebAssembly trapped: {}",
+                "wasm `unreachable` instruction executed"
+            );
             tracing::error!("some other error");
             tracing::info!("WebAssembly trapped: info events are not failures");
         });
         // Events on another thread belong to another session.
-        std::thread::spawn(|| tracing::error!("WebAssembly trapped: elsewhere")).join().unwrap();
+        std::thread::spawn(|| tracing::error!("WebAssembly trapped: elsewhere"))
+            .join()
+            .unwrap();
 
         assert_eq!(
             collector.drain_guest_failures(),

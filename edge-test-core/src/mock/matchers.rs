@@ -25,8 +25,14 @@ impl<F: Fn(&BackendRequest) -> bool + Send + Sync + 'static> Match for Described
     }
 }
 
-fn matcher(description: impl fmt::Display, predicate: impl Fn(&BackendRequest) -> bool + Send + Sync + 'static) -> impl Match {
-    Described { description: description.to_string(), predicate }
+fn matcher(
+    description: impl fmt::Display,
+    predicate: impl Fn(&BackendRequest) -> bool + Send + Sync + 'static,
+) -> impl Match {
+    Described {
+        description: description.to_string(),
+        predicate,
+    }
 }
 
 /// Any request at all.
@@ -37,7 +43,9 @@ pub fn any() -> impl Match {
 /// The HTTP method, case-insensitive (`"GET"`, `"post"`).
 pub fn method(method: &str) -> impl Match {
     let expected = method.to_ascii_uppercase();
-    matcher(format!("method == {expected}"), move |r| r.method().as_str() == expected)
+    matcher(format!("method == {expected}"), move |r| {
+        r.method().as_str() == expected
+    })
 }
 
 /// The exact path, without the query.
@@ -49,39 +57,52 @@ pub fn path(path: &str) -> impl Match {
 /// A path that starts with `prefix`.
 pub fn path_prefix(prefix: &str) -> impl Match {
     let expected = prefix.to_owned();
-    matcher(format!("path starts with {expected}"), move |r| r.path().starts_with(&expected))
+    matcher(format!("path starts with {expected}"), move |r| {
+        r.path().starts_with(&expected)
+    })
 }
 
 /// A query parameter with exactly this value.
 pub fn query_param(name: &str, value: &str) -> impl Match {
     let (name, value) = (name.to_owned(), value.to_owned());
-    matcher(format!("query {name} == {value}"), move |r| r.query_param(&name).as_deref() == Some(value.as_str()))
+    matcher(format!("query {name} == {value}"), move |r| {
+        r.query_param(&name).as_deref() == Some(value.as_str())
+    })
 }
 
 /// A header with exactly this value (one of its values, when repeated).
 pub fn header(name: &str, value: &str) -> impl Match {
     let (name, value) = (name.to_ascii_lowercase(), value.to_owned());
     matcher(format!("header {name} == {value}"), move |r| {
-        r.headers().get_all(name.as_str()).iter().any(|v| v.as_bytes() == value.as_bytes())
+        r.headers()
+            .get_all(name.as_str())
+            .iter()
+            .any(|v| v.as_bytes() == value.as_bytes())
     })
 }
 
 /// A header that is present, whatever its value.
 pub fn header_exists(name: &str) -> impl Match {
     let name = name.to_ascii_lowercase();
-    matcher(format!("header {name} present"), move |r| r.headers().contains_key(name.as_str()))
+    matcher(format!("header {name} present"), move |r| {
+        r.headers().contains_key(name.as_str())
+    })
 }
 
 /// The body, exactly.
 pub fn body_string(body: &str) -> impl Match {
     let expected = body.to_owned();
-    matcher(format!("body == {expected:?}"), move |r| r.body() == expected.as_bytes())
+    matcher(format!("body == {expected:?}"), move |r| {
+        r.body() == expected.as_bytes()
+    })
 }
 
 /// A body that contains `needle`.
 pub fn body_contains(needle: &str) -> impl Match {
     let expected = needle.to_owned();
-    matcher(format!("body contains {expected:?}"), move |r| String::from_utf8_lossy(r.body()).contains(&expected))
+    matcher(format!("body contains {expected:?}"), move |r| {
+        String::from_utf8_lossy(r.body()).contains(&expected)
+    })
 }
 
 /// A JSON body equal to `expected` (compared as JSON values, so key order and whitespace
@@ -94,6 +115,9 @@ pub fn body_json(expected: &impl serde::Serialize) -> impl Match {
 }
 
 /// Any condition, as a closure.
-pub fn custom(description: &str, predicate: impl Fn(&BackendRequest) -> bool + Send + Sync + 'static) -> impl Match {
+pub fn custom(
+    description: &str,
+    predicate: impl Fn(&BackendRequest) -> bool + Send + Sync + 'static,
+) -> impl Match {
     matcher(description, predicate)
 }

@@ -53,7 +53,9 @@ pub(crate) enum Responder {
 impl Mock {
     /// Starts a mock that matches requests meeting `matcher`.
     pub fn given(matcher: impl Match) -> MockBuilder {
-        MockBuilder { matchers: vec![Box::new(matcher)] }
+        MockBuilder {
+            matchers: vec![Box::new(matcher)],
+        }
     }
 
     /// Fails the test unless this mock matches a number of requests in `times`: a count
@@ -85,7 +87,12 @@ impl Mock {
     pub(crate) fn describe(&self) -> String {
         match &self.name {
             Some(name) => name.clone(),
-            None => self.matchers.iter().map(|m| m.describe()).collect::<Vec<_>>().join(" and "),
+            None => self
+                .matchers
+                .iter()
+                .map(|m| m.describe())
+                .collect::<Vec<_>>()
+                .join(" and "),
         }
     }
 }
@@ -104,12 +111,21 @@ impl MockBuilder {
 
     /// Computes each answer from the request. A panic in `respond` fails the test with its
     /// message (the guest sees a 500).
-    pub fn respond_with_fn(self, respond: impl Fn(&BackendRequest) -> Reply + Send + Sync + 'static) -> Mock {
+    pub fn respond_with_fn(
+        self,
+        respond: impl Fn(&BackendRequest) -> Reply + Send + Sync + 'static,
+    ) -> Mock {
         self.finish(Responder::Computed(Arc::new(respond)))
     }
 
     fn finish(self, responder: Responder) -> Mock {
-        Mock { matchers: self.matchers, responder, expected: None, max_uses: None, name: None }
+        Mock {
+            matchers: self.matchers,
+            responder,
+            expected: None,
+            max_uses: None,
+            name: None,
+        }
     }
 }
 
@@ -139,31 +155,46 @@ impl fmt::Display for Times {
 
 impl From<u64> for Times {
     fn from(n: u64) -> Self {
-        Times { min: n, max: Some(n) }
+        Times {
+            min: n,
+            max: Some(n),
+        }
     }
 }
 
 impl From<RangeFrom<u64>> for Times {
     fn from(r: RangeFrom<u64>) -> Self {
-        Times { min: r.start, max: None }
+        Times {
+            min: r.start,
+            max: None,
+        }
     }
 }
 
 impl From<RangeToInclusive<u64>> for Times {
     fn from(r: RangeToInclusive<u64>) -> Self {
-        Times { min: 0, max: Some(r.end) }
+        Times {
+            min: 0,
+            max: Some(r.end),
+        }
     }
 }
 
 impl From<RangeInclusive<u64>> for Times {
     fn from(r: RangeInclusive<u64>) -> Self {
-        Times { min: *r.start(), max: Some(*r.end()) }
+        Times {
+            min: *r.start(),
+            max: Some(*r.end()),
+        }
     }
 }
 
 impl From<Range<u64>> for Times {
     fn from(r: Range<u64>) -> Self {
-        Times { min: r.start, max: Some(r.end.saturating_sub(1)) }
+        Times {
+            min: r.start,
+            max: Some(r.end.saturating_sub(1)),
+        }
     }
 }
 

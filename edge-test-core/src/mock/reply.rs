@@ -32,8 +32,17 @@ pub(crate) enum Fault {
 impl Reply {
     /// An empty response with this status; failures are just statuses (`Reply::new(503)`).
     pub fn new(status: u16) -> Self {
-        assert!((100..1000).contains(&status), "{status} is not an HTTP status code");
-        Self { status, headers: Vec::new(), body: Vec::new(), delay: None, fault: None }
+        assert!(
+            (100..1000).contains(&status),
+            "{status} is not an HTTP status code"
+        );
+        Self {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+            delay: None,
+            fault: None,
+        }
     }
 
     /// A JSON body with `content-type: application/json`.
@@ -45,18 +54,26 @@ impl Reply {
 
     /// A text body with `content-type: text/plain; charset=utf-8`.
     pub fn text(status: u16, body: impl Into<String>) -> Self {
-        Self::new(status).header("content-type", "text/plain; charset=utf-8").body(body.into())
+        Self::new(status)
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(body.into())
     }
 
     /// Closes the connection without answering: the guest's `send` fails.
     pub fn drop_connection() -> Self {
-        Self { fault: Some(Fault::DropConnection), ..Self::new(500) }
+        Self {
+            fault: Some(Fault::DropConnection),
+            ..Self::new(500)
+        }
     }
 
     /// Never answers: the guest waits until the backend's `first_byte_timeout` or its own
     /// time limit.
     pub fn hang() -> Self {
-        Self { fault: Some(Fault::Hang), ..Self::new(500) }
+        Self {
+            fault: Some(Fault::Hang),
+            ..Self::new(500)
+        }
     }
 
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {

@@ -70,15 +70,24 @@ impl MockHub {
         let state = Arc::new(Mutex::new(MockState::default()));
         let mut addrs = BTreeMap::new();
         for name in backends {
-            lock(&state).backends.insert(name.clone(), BackendState::default());
+            lock(&state)
+                .backends
+                .insert(name.clone(), BackendState::default());
             let listener = TcpListener::bind(("127.0.0.1", 0))
                 .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                .map_err(|e| EdgeError::Runtime(format!("cannot bind a loopback port for backend `{name}`: {e}")))?;
-            let addr = listener.local_addr().map_err(|e| EdgeError::Runtime(e.to_string()))?;
+                .map_err(|e| {
+                    EdgeError::Runtime(format!(
+                        "cannot bind a loopback port for backend `{name}`: {e}"
+                    ))
+                })?;
+            let addr = listener
+                .local_addr()
+                .map_err(|e| EdgeError::Runtime(e.to_string()))?;
             let server = {
                 let _enter = runtime.enter();
-                hyper::Server::from_tcp(listener)
-                    .map_err(|e| EdgeError::Runtime(format!("cannot serve backend `{name}`: {e}")))?
+                hyper::Server::from_tcp(listener).map_err(|e| {
+                    EdgeError::Runtime(format!("cannot serve backend `{name}`: {e}"))
+                })?
             };
             let (state, backend) = (state.clone(), name.clone());
             let service = hyper::service::make_service_fn(move |_conn| {
@@ -92,7 +101,11 @@ impl MockHub {
             runtime.spawn(server.serve(service));
             addrs.insert(name.clone(), addr);
         }
-        Ok(Self { state, addrs, runtime: Some(runtime) })
+        Ok(Self {
+            state,
+            addrs,
+            runtime: Some(runtime),
+        })
     }
 
     pub(crate) fn addrs(&self) -> &BTreeMap<String, SocketAddr> {
@@ -103,7 +116,10 @@ impl MockHub {
         lock(&self.state)
             .backends
             .contains_key(name)
-            .then(|| MockBackend { name: name.to_owned(), state: self.state.clone() })
+            .then(|| MockBackend {
+                name: name.to_owned(),
+                state: self.state.clone(),
+            })
     }
 
     pub(crate) fn backend_names(&self) -> Vec<String> {
@@ -116,7 +132,12 @@ impl MockHub {
 
     /// The requests received during `invocation`, in arrival order.
     pub(crate) fn calls_of(&self, invocation: usize) -> Vec<BackendRequest> {
-        lock(&self.state).received.iter().filter(|r| r.invocation == invocation).cloned().collect()
+        lock(&self.state)
+            .received
+            .iter()
+            .filter(|r| r.invocation == invocation)
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn take_failures(&self) -> Vec<String> {
@@ -147,10 +168,15 @@ impl MockHub {
             }
             report.extend(unmet);
             report.push_str(&format!("    requests backend `{name}` received:\n"));
-            let received: Vec<&BackendRequest> = state.received.iter().filter(|r| r.backend == *name).collect();
+            let received: Vec<&BackendRequest> = state
+                .received
+                .iter()
+                .filter(|r| r.backend == *name)
+                .collect();
             report.push_str(&received_list(&received, "      "));
         }
-        (!report.is_empty()).then(|| format!("edge-test: mock expectations were not met:\n{report}"))
+        (!report.is_empty())
+            .then(|| format!("edge-test: mock expectations were not met:\n{report}"))
     }
 }
 
@@ -171,7 +197,12 @@ impl MockBackend {
 
     /// Every request this backend received so far, in arrival order.
     pub fn received(&self) -> Vec<BackendRequest> {
-        lock(&self.state).received.iter().filter(|r| r.backend == self.name).cloned().collect()
+        lock(&self.state)
+            .received
+            .iter()
+            .filter(|r| r.backend == self.name)
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn mount(&self, mock: Mock) {
@@ -188,7 +219,14 @@ fn received_list(received: &[&BackendRequest], indent: &str) -> String {
     received
         .iter()
         .enumerate()
-        .map(|(i, r)| format!("{indent}{}. {} (invocation {})\n", i + 1, r.summary(), r.invocation))
+        .map(|(i, r)| {
+            format!(
+                "{indent}{}. {} (invocation {})\n",
+                i + 1,
+                r.summary(),
+                r.invocation
+            )
+        })
         .collect()
 }
 
@@ -217,12 +255,18 @@ async fn serve(
 
 /// Records the request and picks the answer: the first mounted mock that matches, or a 500
 /// and a reported failure. Synchronous, so no lock is ever held across an await.
-fn record_and_choose(state: &Mutex<MockState>, backend: String, parts: hyper::http::request::Parts, body: bytes::Bytes) -> Reply {
+fn record_and_choose(
+    state: &Mutex<MockState>,
+    backend: String,
+    parts: hyper::http::request::Parts,
+    body: bytes::Bytes,
+) -> Reply {
     let mut headers = http::HeaderMap::new();
     for (name, value) in &parts.headers {
-        if let (Ok(name), Ok(value)) =
-            (http::HeaderName::from_bytes(name.as_ref()), http::HeaderValue::from_bytes(value.as_bytes()))
-        {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_ref()),
+            http::HeaderValue::from_bytes(value.as_bytes()),
+        ) {
             headers.append(name, value);
         }
     }
@@ -237,11 +281,17 @@ fn record_and_choose(state: &Mutex<MockState>, backend: String, parts: hyper::ht
         body,
     };
     guard.received.push(request.clone());
-    let backend_state = guard.backends.get_mut(&backend).expect("a mock server serves a declared backend");
+    let backend_state = guard
+        .backends
+        .get_mut(&backend)
+        .expect("a mock server serves a declared backend");
     let chosen = backend_state
         .mocks
         .iter_mut()
-        .find(|m| m.mock.max_uses.is_none_or(|max| m.hits < max) && m.mock.matchers.iter().all(|c| c.matches(&request)))
+        .find(|m| {
+            m.mock.max_uses.is_none_or(|max| m.hits < max)
+                && m.mock.matchers.iter().all(|c| c.matches(&request))
+        })
         .map(|m| {
             m.hits += 1;
             m.mock.responder.clone()
@@ -282,7 +332,13 @@ fn record_and_choose(state: &Mutex<MockState>, backend: String, parts: hyper::ht
                 request.invocation
             );
             guard.failures.push(message);
-            Reply::text(500, format!("edge-test: no mock on backend `{backend}` matched {}", request.summary()))
+            Reply::text(
+                500,
+                format!(
+                    "edge-test: no mock on backend `{backend}` matched {}",
+                    request.summary()
+                ),
+            )
         }
     }
 }
@@ -300,11 +356,15 @@ async fn answer(reply: Reply) -> Result<hyper::Response<hyper::Body>, DroppedByM
     for (name, value) in &reply.headers {
         response = response.header(name.as_str(), value.as_str());
     }
-    Ok(response.body(hyper::Body::from(reply.body)).unwrap_or_else(|e| {
-        let mut r = hyper::Response::new(hyper::Body::from(format!("edge-test: invalid mock reply: {e}")));
-        *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
-        r
-    }))
+    Ok(response
+        .body(hyper::Body::from(reply.body))
+        .unwrap_or_else(|e| {
+            let mut r = hyper::Response::new(hyper::Body::from(format!(
+                "edge-test: invalid mock reply: {e}"
+            )));
+            *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+            r
+        }))
 }
 
 pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

@@ -34,10 +34,20 @@ async fn first_request_fetches_from_origin_with_the_secret_token(edge: Edge) {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.header("x-cache"), Some("MISS"));
     assert_eq!(resp.json::<Value>(), todo(1, "write edge tests"));
-    let [call] = resp.backend_calls() else { panic!("expected one origin call, got {:?}", resp.backend_calls()) };
+    let [call] = resp.backend_calls() else {
+        panic!("expected one origin call, got {:?}", resp.backend_calls())
+    };
     assert_eq!(call.backend(), "origin");
-    assert_eq!(call.header("authorization"), Some("Bearer s3cr3t-token"), "token comes from the secret store");
-    assert_eq!(call.header("host"), Some("api.todo.example"), "the production Host header is kept");
+    assert_eq!(
+        call.header("authorization"),
+        Some("Bearer s3cr3t-token"),
+        "token comes from the secret store"
+    );
+    assert_eq!(
+        call.header("host"),
+        Some("api.todo.example"),
+        "the production Host header is kept"
+    );
 }
 
 #[edge_test(service = "todo")]
@@ -50,7 +60,10 @@ async fn second_request_is_served_from_the_core_cache(edge: Edge) {
     assert_eq!(miss.header("x-cache"), Some("MISS"));
     assert_eq!(hit.header("x-cache"), Some("HIT"));
     assert_eq!(hit.json::<Value>(), miss.json::<Value>());
-    assert!(hit.backend_calls().is_empty(), "a hit never reaches the origin");
+    assert!(
+        hit.backend_calls().is_empty(),
+        "a hit never reaches the origin"
+    );
     assert_eq!(hit.logs().endpoint("audit"), ["cache HIT todo:1"]);
 }
 
@@ -66,25 +79,41 @@ async fn every_test_starts_with_an_empty_cache(edge: Edge) {
 async fn cache_ttl_comes_from_the_config_store(edge: Edge) {
     origin_serves(&edge, 7, 1);
     let resp = edge.get("/todos/7").send().await;
-    assert_eq!(resp.logs().endpoint("audit"), ["cache MISS todo:7 stored for 60s"]);
+    assert_eq!(
+        resp.logs().endpoint("audit"),
+        ["cache MISS todo:7 stored for 60s"]
+    );
 }
 
 #[edge_test(service = "todo")]
 async fn origin_errors_become_bad_gateway_and_are_not_cached(edge: Edge) {
-    Mock::given(path("/todos/2")).respond_with(Reply::new(503)).expect(2).mount(&edge.backend("origin"));
+    Mock::given(path("/todos/2"))
+        .respond_with(Reply::new(503))
+        .expect(2)
+        .mount(&edge.backend("origin"));
 
     for _ in 0..2 {
         let resp = edge.get("/todos/2").send().await;
         assert_eq!(resp.status(), 502);
-        assert_eq!(resp.json::<Value>(), json!({ "error": "origin answered 503" }));
+        assert_eq!(
+            resp.json::<Value>(),
+            json!({ "error": "origin answered 503" })
+        );
     }
 }
 
 #[edge_test(service = "todo")]
 async fn a_failed_fetch_is_retried_on_the_next_request(edge: Edge) {
     let origin = edge.backend("origin");
-    Mock::given(path("/todos/3")).respond_with(Reply::new(500)).up_to_n_times(1).expect(1).mount(&origin);
-    Mock::given(path("/todos/3")).respond_with(Reply::json(200, &todo(3, "retry"))).expect(1).mount(&origin);
+    Mock::given(path("/todos/3"))
+        .respond_with(Reply::new(500))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&origin);
+    Mock::given(path("/todos/3"))
+        .respond_with(Reply::json(200, &todo(3, "retry")))
+        .expect(1)
+        .mount(&origin);
 
     assert_eq!(edge.get("/todos/3").send().await.status(), 502);
     let recovered = edge.get("/todos/3").send().await;
@@ -95,23 +124,38 @@ async fn a_failed_fetch_is_retried_on_the_next_request(edge: Edge) {
 
 #[edge_test(service = "todo")]
 async fn a_dropped_origin_connection_is_a_bad_gateway(edge: Edge) {
-    Mock::given(path("/todos/4")).respond_with(Reply::drop_connection()).mount(&edge.backend("origin"));
+    Mock::given(path("/todos/4"))
+        .respond_with(Reply::drop_connection())
+        .mount(&edge.backend("origin"));
 
     let resp = edge.get("/todos/4").send().await;
 
     assert_eq!(resp.status(), 502);
-    assert!(resp.text().contains("origin unreachable"), "{}", resp.text());
+    assert!(
+        resp.text().contains("origin unreachable"),
+        "{}",
+        resp.text()
+    );
     assert_eq!(resp.logs().endpoint("audit"), ["origin error todo:4"]);
 }
 
 #[edge_test(service = "todo", guest_timeout_ms = 1500)]
 async fn a_hanging_origin_runs_the_guest_into_its_time_limit(edge: Edge) {
-    Mock::given(path("/todos/5")).respond_with(Reply::hang()).mount(&edge.backend("origin"));
+    Mock::given(path("/todos/5"))
+        .respond_with(Reply::hang())
+        .mount(&edge.backend("origin"));
 
-    let failure = edge.get("/todos/5").try_send().await.expect_err("the guest cannot finish");
+    let failure = edge
+        .get("/todos/5")
+        .try_send()
+        .await
+        .expect_err("the guest cannot finish");
 
     assert!(failure.is_timeout(), "{failure}");
-    assert!(failure.response().is_none(), "nothing was sent before the origin hung");
+    assert!(
+        failure.response().is_none(),
+        "nothing was sent before the origin hung"
+    );
 }
 
 #[edge_test(service = "todo")]
@@ -124,7 +168,10 @@ async fn a_slow_origin_within_the_limit_is_fine(edge: Edge) {
 
 #[edge_test(service = "todo")]
 async fn unknown_todos_are_not_found(edge: Edge) {
-    Mock::given(path("/todos/404")).respond_with(Reply::new(404)).expect(1).mount(&edge.backend("origin"));
+    Mock::given(path("/todos/404"))
+        .respond_with(Reply::new(404))
+        .expect(1)
+        .mount(&edge.backend("origin"));
     let resp = edge.get("/todos/404").send().await;
     assert_eq!(resp.status(), 404);
     assert_eq!(resp.json::<Value>(), json!({ "error": "no such todo" }));
@@ -152,44 +199,77 @@ async fn creating_a_todo_forwards_clean_json_to_the_origin(edge: Edge) {
         .expect(1)
         .mount(&edge.backend("origin"));
 
-    let resp = edge.post("/todos").json(&json!({ "title": "  buy milk  " })).send().await;
+    let resp = edge
+        .post("/todos")
+        .json(&json!({ "title": "  buy milk  " }))
+        .send()
+        .await;
 
     assert_eq!(resp.status(), 201);
-    assert_eq!(resp.json::<Value>(), json!({ "id": 42, "title": "buy milk", "done": false }));
+    assert_eq!(
+        resp.json::<Value>(),
+        json!({ "id": 42, "title": "buy milk", "done": false })
+    );
 }
 
 #[edge_test(service = "todo")]
 async fn a_todo_without_a_title_never_reaches_the_origin(edge: Edge) {
-    Mock::given(method("POST")).respond_with(Reply::new(201)).expect(0).mount(&edge.backend("origin"));
+    Mock::given(method("POST"))
+        .respond_with(Reply::new(201))
+        .expect(0)
+        .mount(&edge.backend("origin"));
 
-    let resp = edge.post("/todos").json(&json!({ "done": true })).send().await;
+    let resp = edge
+        .post("/todos")
+        .json(&json!({ "done": true }))
+        .send()
+        .await;
 
     assert_eq!(resp.status(), 422);
-    assert_eq!(resp.json::<Value>(), json!({ "error": "title is required" }));
+    assert_eq!(
+        resp.json::<Value>(),
+        json!({ "error": "title is required" })
+    );
 }
 
 #[edge_test(service = "todo")]
 async fn purging_a_todo_sends_the_next_request_to_the_origin(edge: Edge) {
     origin_serves(&edge, 8, 2);
 
-    assert_eq!(edge.get("/todos/8").send().await.header("x-cache"), Some("MISS"));
-    assert_eq!(edge.get("/todos/8").send().await.header("x-cache"), Some("HIT"));
+    assert_eq!(
+        edge.get("/todos/8").send().await.header("x-cache"),
+        Some("MISS")
+    );
+    assert_eq!(
+        edge.get("/todos/8").send().await.header("x-cache"),
+        Some("HIT")
+    );
     let purge = edge.post("/todos/8/purge").send().await;
     assert_eq!(purge.status(), 202);
     assert_eq!(purge.logs().endpoint("audit"), ["purged todo-8"]);
-    assert_eq!(edge.get("/todos/8").send().await.header("x-cache"), Some("MISS"));
+    assert_eq!(
+        edge.get("/todos/8").send().await.header("x-cache"),
+        Some("MISS")
+    );
 }
 
 #[edge_test(service = "todo")]
 async fn the_feed_streams_one_json_line_per_todo(edge: Edge) {
     let todos = json!([todo(1, "a"), todo(2, "b"), todo(3, "c")]);
-    Mock::given(method("GET")).and(path("/todos")).respond_with(Reply::json(200, &todos)).mount(&edge.backend("origin"));
+    Mock::given(method("GET"))
+        .and(path("/todos"))
+        .respond_with(Reply::json(200, &todos))
+        .mount(&edge.backend("origin"));
 
     let resp = edge.get("/feed").send().await;
 
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.header("content-type"), Some("application/x-ndjson"));
-    let lines: Vec<Value> = resp.text().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = resp
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(Value::Array(lines), todos);
     // Written after the stream finished, after the client had its response.
     assert_eq!(resp.logs().endpoint("audit"), ["feed streamed 3 items"]);
@@ -204,7 +284,11 @@ async fn notes_start_as_fastly_toml_declares_them(edge: Edge) {
 
 #[edge_test(service = "todo")]
 async fn a_note_written_is_read_back_in_the_same_test(edge: Edge) {
-    let put = edge.put("/notes/draft").text("remember the milk").send().await;
+    let put = edge
+        .put("/notes/draft")
+        .text("remember the milk")
+        .send()
+        .await;
     assert_eq!(put.status(), 204);
     assert_eq!(put.logs().endpoint("audit"), ["note draft written"]);
 
@@ -220,7 +304,11 @@ async fn notes_written_by_other_tests_are_invisible(edge: Edge) {
 
 #[edge_test(service = "todo")]
 async fn the_greeting_uses_the_config_store_and_the_client_ip(edge: Edge) {
-    let resp = edge.get("/greeting").client_ip(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7))).send().await;
+    let resp = edge
+        .get("/greeting")
+        .client_ip(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)))
+        .send()
+        .await;
     assert_eq!(resp.text(), "hello from the edge, 203.0.113.7");
 }
 
@@ -232,7 +320,10 @@ async fn each_invocation_has_its_own_log_lines(edge: Edge) {
     let second = edge.get("/nowhere").send().await;
 
     assert_eq!(first.logs().endpoint("access"), ["GET /todos/9 200 MISS"]);
-    assert_eq!(first.logs().endpoint("audit"), ["cache MISS todo:9 stored for 60s"]);
+    assert_eq!(
+        first.logs().endpoint("audit"),
+        ["cache MISS todo:9 stored for 60s"]
+    );
     assert_eq!(second.logs().endpoint("access"), ["GET /nowhere 404 -"]);
     assert!(second.logs().endpoint("audit").is_empty());
 }
@@ -240,7 +331,10 @@ async fn each_invocation_has_its_own_log_lines(edge: Edge) {
 #[edge_test(service = "todo")]
 async fn a_cache_hit_snapshot(edge: Edge) {
     Mock::given(path("/todos/10"))
-        .respond_with(Reply::json(200, &todo(10, "snapshot me")).header("date", "Sun, 22 Nov 2026 10:00:00 GMT"))
+        .respond_with(
+            Reply::json(200, &todo(10, "snapshot me"))
+                .header("date", "Sun, 22 Nov 2026 10:00:00 GMT"),
+        )
         .mount(&edge.backend("origin"));
 
     edge.get("/todos/10").send().await;
@@ -252,7 +346,9 @@ async fn a_cache_hit_snapshot(edge: Edge) {
 
 #[edge_test(service = "todo")]
 async fn an_origin_error_snapshot(edge: Edge) {
-    Mock::given(path("/todos/11")).respond_with(Reply::new(502)).mount(&edge.backend("origin"));
+    Mock::given(path("/todos/11"))
+        .respond_with(Reply::new(502))
+        .mount(&edge.backend("origin"));
     let resp = edge.get("/todos/11").send().await;
     edge_test::assert_snapshot!(resp);
 }

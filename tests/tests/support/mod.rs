@@ -3,9 +3,13 @@ use edge_test::Service;
 
 edge_test::register_service!("misbehave", || Service::guest_crate("guests/misbehave"));
 edge_test::register_service!("broken", || Service::guest_crate("guests/broken"));
-edge_test::register_service!("missing-wasm", || Service::wasm("fixtures/does-not-exist.wasm"));
+edge_test::register_service!("missing-wasm", || Service::wasm(
+    "fixtures/does-not-exist.wasm"
+));
 edge_test::register_service!("not-wasm", || Service::wasm("fixtures/not-wasm.wasm"));
-edge_test::register_service!("unknown-import", || Service::wasm("fixtures/unknown-import.wat"));
+edge_test::register_service!("unknown-import", || Service::wasm(
+    "fixtures/unknown-import.wat"
+));
 edge_test::register_service!("bad-manifest", || {
     Service::wasm("fixtures/unknown-import.wat").fastly_toml("fixtures/bad-fastly.toml")
 });
