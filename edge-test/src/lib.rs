@@ -3,7 +3,7 @@
 //! Tests for Fastly Compute services that run the real compiled guest on Fastly's local
 //! runtime, in process: as easy to write as unit tests, as faithful as a deploy.
 //!
-//! ```ignore
+//! ```no_run
 //! use edge_test::{Edge, Service, edge_test};
 //! use edge_test::mock::{Mock, Reply, matchers::{method, path}};
 //!
@@ -24,6 +24,7 @@
 //!     assert_eq!(second.header("x-cache"), Some("HIT"));
 //!     edge_test::assert_snapshot!(second);
 //! }
+//! # fn main() {}
 //! ```
 //!
 //! - Every test gets a pristine edge: an empty cache, the stores as `fastly.toml` declares
@@ -67,10 +68,12 @@ macro_rules! register_service {
 /// [`snapshot::render`], redactions applied, stored next to the calling test (review
 /// with `cargo insta review`).
 ///
-/// ```ignore
+/// ```no_run
+/// # async fn example(edge: edge_test::Edge) {
 /// let resp = edge.get("/todos/1").send().await;
-/// edge_test::assert_snapshot!(resp);                       // named after the test
-/// edge_test::assert_snapshot!("first_logs", resp.logs());  // named explicitly
+/// edge_test::assert_snapshot!(resp); // named after the test
+/// edge_test::assert_snapshot!("first_logs", resp.logs()); // named explicitly
+/// # }
 /// ```
 #[macro_export]
 macro_rules! assert_snapshot {

@@ -16,3 +16,6 @@ edge_test::register_service!("bad-manifest", || {
 edge_test::register_service!("missing-manifest", || {
     Service::wasm("fixtures/unknown-import.wat").fastly_toml("fixtures/no-such-fastly.toml")
 });
+edge_test::register_service!("misbehave-impatient", || {
+    Service::guest_crate("guests/misbehave").guest_timeout(std::time::Duration::from_millis(250))
+});

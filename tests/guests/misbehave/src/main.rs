@@ -52,8 +52,19 @@ fn main() {
             }
         }
         ["backend", rest @ ..] => {
-            let url = format!("https://api.example.com/{}", rest.join("/"));
-            match Request::get(url).send("api") {
+            // Forwards the method, query, body and `x-forward` header, so that tests can
+            // match mocks on each of them.
+            let mut url = format!("https://api.example.com/{}", rest.join("/"));
+            if let Some(query) = req.get_query_str() {
+                url = format!("{url}?{query}");
+            }
+            let mut upstream = Request::new(req.get_method().clone(), url);
+            if let Some(value) = req.get_header_str("x-forward") {
+                upstream.set_header("x-forward", value);
+            }
+            let mut req = req;
+            upstream.set_body(req.take_body_bytes());
+            match upstream.send("api") {
                 Ok(mut resp) => Response::from_status(resp.get_status()).with_body(resp.take_body_bytes()).send_to_client(),
                 Err(e) => Response::from_status(StatusCode::BAD_GATEWAY).with_body(format!("send failed: {e}")).send_to_client(),
             }
