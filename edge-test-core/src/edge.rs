@@ -58,7 +58,7 @@ impl Edge {
             .map(|m| m.backends.clone())
             .unwrap_or_default();
         let mocks = MockHub::start(&backends)?;
-        let session = executor::start_session(SessionSpec {
+        let session = executor::Session::start(SessionSpec {
             service: service.name.clone(),
             wasm: service.wasm.clone(),
             fastly_toml: service.manifest.as_ref().map(|m| m.text.clone()),
@@ -125,6 +125,13 @@ impl Edge {
                 }
             )
         })
+    }
+
+    /// The process running this edge's guest, when it runs in a forked worker (for tests
+    /// of edge-test itself).
+    #[doc(hidden)]
+    pub fn worker_pid(&self) -> Option<u32> {
+        self.inner.session.worker_pid()
     }
 
     /// How long each following invocation may run before its guest is stopped.

@@ -34,24 +34,40 @@ pub(crate) struct InProcessSession {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// A guest compiled and linked, with the sink its log endpoints write to: everything a
+/// session needs. Built once per test in process, or once per configuration in the host,
+/// whose forked workers each inherit a pristine copy.
+#[derive(Clone)]
+pub(crate) struct CompiledGuest {
+    pub(crate) ctx: Arc<ExecuteCtx>,
+    logs: LogSink,
+}
+
+impl CompiledGuest {
+    pub(crate) fn compile(spec: &SessionSpec) -> Result<Self, EdgeError> {
+        let logs = LogSink::default();
+        let ctx = build_context(spec, &logs)?;
+        Ok(Self { ctx, logs })
+    }
+}
+
 impl InProcessSession {
     pub(crate) fn start(spec: SessionSpec) -> Result<Self, EdgeError> {
+        let guest = CompiledGuest::compile(&spec)?;
+        Self::serve(&spec.service, guest)
+    }
+
+    /// Runs invocations of `guest` on a thread of its own until the session is dropped.
+    pub(crate) fn serve(service: &str, guest: CompiledGuest) -> Result<Self, EdgeError> {
         let (commands, inbox) = mpsc::channel();
-        let (ready_tx, ready_rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
-            .name(format!("edge-test guest [{}]", spec.service))
-            .spawn(move || guest_thread(spec, inbox, ready_tx))
+            .name(format!("edge-test guest [{service}]"))
+            .spawn(move || guest_thread(guest, inbox))
             .map_err(|e| EdgeError::Runtime(format!("could not start the guest thread: {e}")))?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Self {
-                commands: Some(commands),
-                thread: Some(thread),
-            }),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(EdgeError::Runtime(
-                "the guest thread died while compiling the service".into(),
-            )),
-        }
+        Ok(Self {
+            commands: Some(commands),
+            thread: Some(thread),
+        })
     }
 
     /// Starts one request; its report is ready once the guest has fully finished (or was
@@ -70,6 +86,10 @@ impl InProcessSession {
 pub(crate) struct PendingReport(tokio::sync::oneshot::Receiver<InvocationReport>);
 
 impl PendingReport {
+    pub(crate) fn new(report: tokio::sync::oneshot::Receiver<InvocationReport>) -> Self {
+        Self(report)
+    }
+
     pub(crate) async fn wait(self) -> InvocationReport {
         self.0.await.unwrap_or_else(|_| not_run(SESSION_ENDED))
     }
@@ -101,35 +121,24 @@ fn not_run(reason: &str) -> InvocationReport {
     }
 }
 
-fn guest_thread(
-    spec: SessionSpec,
-    inbox: mpsc::Receiver<(InvocationRequest, Reply)>,
-    ready: mpsc::Sender<Result<(), EdgeError>>,
-) {
+fn guest_thread(guest: CompiledGuest, inbox: mpsc::Receiver<(InvocationRequest, Reply)>) {
     let traps = TrapCollector::default();
     let _dispatch = tracing::dispatcher::set_default(&tracing::Dispatch::new(traps.clone()));
-    let logs = LogSink::default();
-
+    let CompiledGuest { ctx, logs } = guest;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            let _ = ready.send(Err(EdgeError::Runtime(format!(
-                "could not start a tokio runtime: {e}"
-            ))));
+            // Every request of this session is refused with the reason.
+            let reason = format!("could not start a tokio runtime for the guest: {e}");
+            while let Ok((_, reply)) = inbox.recv() {
+                let _ = reply.send(not_run(&reason));
+            }
             return;
         }
     };
-    let ctx = match build_context(&spec, &logs) {
-        Ok(ctx) => ctx,
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
-    };
-    let _ = ready.send(Ok(()));
 
     while let Ok((request, reply)) = inbox.recv() {
         let progress = Rc::new(RefCell::new(None));

@@ -6,6 +6,8 @@
 //! touches viceroy-lib, so execution can move (to a pooled, forked worker process) without
 //! the public API noticing.
 
+#[cfg(target_os = "linux")]
+mod forked;
 mod in_process;
 mod log_sink;
 mod trap_capture;
@@ -19,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::EdgeError;
 
-pub(crate) use in_process::InProcessSession as Session;
+use in_process::{InProcessSession, PendingReport};
 
 /// Everything an executor needs to run one test's guest.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -95,8 +97,49 @@ pub(crate) enum Outcome {
 pub(crate) const SESSION_ENDED: &str =
     "this edge stopped after an earlier guest ran past its time limit";
 
-/// Starts the executor for one test. The in-process executor compiles the service for this
-/// test alone; isolation comes from every test owning its own context.
-pub(crate) fn start_session(spec: SessionSpec) -> Result<Session, EdgeError> {
-    Session::start(spec)
+/// One test's executor: a worker forked from a compiled template (Linux, by default), or
+/// a context compiled for this test alone, in process. Either way the test owns a pristine
+/// context of its own.
+pub(crate) enum Session {
+    #[cfg(target_os = "linux")]
+    Forked(forked::ForkedSession),
+    InProcess(InProcessSession),
+}
+
+impl Session {
+    pub(crate) fn start(spec: SessionSpec) -> Result<Self, EdgeError> {
+        #[cfg(target_os = "linux")]
+        if forked::enabled() {
+            match forked::ForkedSession::start(spec.clone()) {
+                Ok(session) => return Ok(Session::Forked(session)),
+                Err(Ok(service_error)) => return Err(service_error),
+                Err(Err(host_error)) => {
+                    // Slower, never wrong: the same test runs in process.
+                    use std::io::Write;
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "{host_error}; running this test in process"
+                    );
+                }
+            }
+        }
+        InProcessSession::start(spec).map(Session::InProcess)
+    }
+
+    pub(crate) fn invoke(&self, request: InvocationRequest) -> PendingReport {
+        match self {
+            #[cfg(target_os = "linux")]
+            Session::Forked(session) => session.invoke(request),
+            Session::InProcess(session) => session.invoke(request),
+        }
+    }
+
+    /// The worker process running the guest, when there is one.
+    pub(crate) fn worker_pid(&self) -> Option<u32> {
+        match self {
+            #[cfg(target_os = "linux")]
+            Session::Forked(session) => Some(session.worker_pid()),
+            Session::InProcess(_) => None,
+        }
+    }
 }

@@ -1,0 +1,208 @@
+//! The host: compiles each configuration once, then forks a worker per test from it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::BufReader;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::backend_proxy::{self, Routes};
+use super::protocol::{self, Hello, Welcome};
+use super::worker;
+use crate::error::EdgeError;
+use crate::executor::SessionSpec;
+use crate::executor::in_process::CompiledGuest;
+
+/// A host with no worker and no new test for this long exits (and removes its socket).
+const DEFAULT_IDLE: Duration = Duration::from_secs(10);
+
+/// The listening socket, which workers close right after the fork.
+pub(super) static LISTENER_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// One compiled configuration of a service, and the proxies its backends point at.
+struct Template {
+    guest: CompiledGuest,
+}
+
+/// What makes two sessions share a template: the module and everything compiled into the
+/// context. Mock addresses are not part of it: backends point at the host's proxies.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct TemplateKey {
+    wasm: PathBuf,
+    wasm_len: u64,
+    wasm_modified: Option<std::time::SystemTime>,
+    fastly_toml: Option<String>,
+    backends: Vec<String>,
+}
+
+type TemplateSlot = Arc<OnceLock<Result<Arc<Template>, EdgeError>>>;
+
+struct Host {
+    templates: Mutex<HashMap<TemplateKey, TemplateSlot>>,
+    routes: Routes,
+    live_workers: AtomicUsize,
+    last_activity: Mutex<Instant>,
+}
+
+pub(super) fn run(socket: PathBuf) -> ! {
+    // Not inherited by anything the host starts.
+    unsafe { std::env::remove_var(super::HOST_SOCKET_ENV) };
+    let _ = std::fs::remove_file(&socket);
+    let listener = match UnixListener::bind(&socket) {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("edge-test host: cannot listen on {}: {e}", socket.display());
+            std::process::exit(1);
+        }
+    };
+    LISTENER_FD.store(listener.as_raw_fd(), Ordering::SeqCst);
+    let _ = std::fs::write(socket.with_extension("pid"), std::process::id().to_string());
+    let host = Arc::new(Host {
+        templates: Mutex::new(HashMap::new()),
+        routes: Routes::default(),
+        live_workers: AtomicUsize::new(0),
+        last_activity: Mutex::new(Instant::now()),
+    });
+    spawn_reaper(host.clone());
+    spawn_idle_exit(host.clone(), socket.clone());
+    eprintln!(
+        "edge-test host {} listening on {}",
+        std::process::id(),
+        socket.display()
+    );
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        *host.last_activity.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        let host = host.clone();
+        std::thread::spawn(move || serve_test(&host, stream));
+    }
+    std::process::exit(0)
+}
+
+fn serve_test(host: &Host, mut stream: UnixStream) {
+    let Ok(reader) = stream.try_clone() else {
+        return;
+    };
+    let hello: Hello = match protocol::receive(&mut BufReader::new(reader)) {
+        Ok(Some(hello)) => hello,
+        _ => return,
+    };
+    let template = match template_for(host, &hello.spec) {
+        Ok(template) => template,
+        Err(error) => {
+            let _ = protocol::send(&mut stream, &Welcome::Refused(error));
+            return;
+        }
+    };
+    let mocks = hello.spec.backend_addrs.clone();
+    // Routes are registered before the worker can send a single backend request: the
+    // worker only runs a guest after it has said Ready.
+    let guard = host.routes.lock();
+    match unsafe { libc::fork() } {
+        0 => {
+            // The child: only this thread exists now. Everything it touches from here on is
+            // its own copy; the routes lock it inherited is never used again.
+            std::mem::forget(guard);
+            worker::run(
+                stream,
+                template.guest.clone(),
+                &hello.spec.service,
+                hello.client_pid,
+            )
+        }
+        -1 => {
+            drop(guard);
+            let error =
+                EdgeError::Runtime(format!("fork failed: {}", std::io::Error::last_os_error()));
+            let _ = protocol::send(&mut stream, &Welcome::Refused(error));
+        }
+        pid => {
+            let mut routes = guard;
+            routes.insert(pid as u32, mocks);
+            drop(routes);
+            host.live_workers.fetch_add(1, Ordering::SeqCst);
+            // The worker owns the connection now; the host's copy would only keep it open.
+            drop(stream);
+        }
+    }
+}
+
+/// The template for a session's configuration: compiled by the first test that needs it,
+/// waited for by concurrent ones, reused by every later one.
+fn template_for(host: &Host, spec: &SessionSpec) -> Result<Arc<Template>, EdgeError> {
+    let meta = std::fs::metadata(&spec.wasm).ok();
+    let key = TemplateKey {
+        wasm: spec.wasm.clone(),
+        wasm_len: meta.as_ref().map_or(0, |m| m.len()),
+        wasm_modified: meta.and_then(|m| m.modified().ok()),
+        fastly_toml: spec.fastly_toml.clone(),
+        backends: spec.backend_addrs.keys().cloned().collect(),
+    };
+    let slot = host
+        .templates
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(key)
+        .or_default()
+        .clone();
+    slot.get_or_init(|| compile_template(host, spec)).clone()
+}
+
+fn compile_template(host: &Host, spec: &SessionSpec) -> Result<Arc<Template>, EdgeError> {
+    let mut proxies = BTreeMap::new();
+    for backend in spec.backend_addrs.keys() {
+        proxies.insert(
+            backend.clone(),
+            backend_proxy::serve(backend.clone(), host.routes.clone())?,
+        );
+    }
+    let template_spec = SessionSpec {
+        backend_addrs: proxies,
+        ..spec.clone()
+    };
+    let guest = CompiledGuest::compile(&template_spec)?;
+    Ok(Arc::new(Template { guest }))
+}
+
+/// Collects exited workers, so none is left a zombie and the idle clock knows.
+fn spawn_reaper(host: Arc<Host>) {
+    std::thread::spawn(move || {
+        loop {
+            let mut status = 0;
+            let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+            if pid > 0 {
+                host.routes.lock().remove(&(pid as u32));
+                host.live_workers.fetch_sub(1, Ordering::SeqCst);
+                *host.last_activity.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+            } else {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    });
+}
+
+fn spawn_idle_exit(host: Arc<Host>, socket: PathBuf) {
+    let idle = std::env::var("EDGE_TEST_HOST_IDLE_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_IDLE);
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_millis(100).min(idle));
+            let quiet = host
+                .last_activity
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .elapsed();
+            if host.live_workers.load(Ordering::SeqCst) == 0 && quiet >= idle {
+                let _ = std::fs::remove_file(&socket);
+                let _ = std::fs::remove_file(socket.with_extension("pid"));
+                std::process::exit(0);
+            }
+        }
+    });
+}

@@ -1,0 +1,254 @@
+//! Compile once, fork a pristine guest per test.
+//!
+//! viceroy-lib cannot share a compiled module between contexts nor reset one, so a context
+//! cannot be both compiled once and pristine for every test. A forked process can: the
+//! host compiles each configuration once into a template, and every test gets a worker
+//! forked from it, whose copy-on-write memory is the template's untouched cache and stores.
+//!
+//! The host is the test binary itself, re-executed with `EDGE_TEST_HOST_SOCKET` set: a
+//! constructor in `.init_array` runs it before libtest's `main`. One host serves every test
+//! process of a binary (so cargo nextest's processes share its templates), listens in a
+//! directory only this user can open, and exits when idle.
+
+mod backend_proxy;
+mod host;
+mod protocol;
+mod socket_dir;
+mod worker;
+
+use std::io::BufReader;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::in_process::PendingReport;
+use super::{InvocationReport, InvocationRequest, Outcome, SESSION_ENDED, SessionSpec};
+use crate::error::EdgeError;
+use protocol::{Hello, Invoke, Report, Welcome};
+
+/// Set in the host's environment: where it listens.
+const HOST_SOCKET_ENV: &str = "EDGE_TEST_HOST_SOCKET";
+/// `EDGE_TEST_HOST=off` runs every test in process, compiling per test.
+const HOST_SWITCH_ENV: &str = "EDGE_TEST_HOST";
+/// How much longer than the guest's own limit a test waits for its worker before killing it.
+const WORKER_GRACE: Duration = Duration::from_secs(5);
+
+#[used]
+#[unsafe(link_section = ".init_array")]
+static RUN_AS_HOST_WHEN_ASKED: extern "C" fn() = run_as_host_when_asked;
+
+extern "C" fn run_as_host_when_asked() {
+    if let Some(socket) = std::env::var_os(HOST_SOCKET_ENV) {
+        host::run(socket.into());
+    }
+}
+
+/// Whether tests should use the host (the default on Linux).
+pub(crate) fn enabled() -> bool {
+    // Referenced here so that the constructor is linked into every binary that runs tests.
+    std::hint::black_box(&RUN_AS_HOST_WHEN_ASKED);
+    !matches!(
+        std::env::var(HOST_SWITCH_ENV).as_deref(),
+        Ok("off" | "0" | "false")
+    )
+}
+
+/// A test's connection to its forked worker.
+pub(crate) struct ForkedSession {
+    commands: Option<
+        mpsc::Sender<(
+            InvocationRequest,
+            tokio::sync::oneshot::Sender<InvocationReport>,
+        )>,
+    >,
+    worker_pid: u32,
+}
+
+impl ForkedSession {
+    /// `Err(Ok(e))`: the service itself is at fault (reported to the test). `Err(Err(e))`:
+    /// the host could not be reached, and the caller may run the test in process instead.
+    pub(crate) fn start(spec: SessionSpec) -> Result<Self, Result<EdgeError, EdgeError>> {
+        let mut stream = connect_or_start_host().map_err(Err)?;
+        let io = |e: std::io::Error| {
+            Err(EdgeError::Runtime(format!(
+                "talking to the edge-test host: {e}"
+            )))
+        };
+        protocol::send(
+            &mut stream,
+            &Hello {
+                spec,
+                client_pid: std::process::id(),
+            },
+        )
+        .map_err(io)?;
+        let mut reader = BufReader::new(stream.try_clone().map_err(io)?);
+        let worker_pid = match protocol::receive::<Welcome>(&mut reader).map_err(io)? {
+            Some(Welcome::Ready { worker_pid }) => worker_pid,
+            Some(Welcome::Refused(error)) => return Err(Ok(error)),
+            None => return Err(Err(EdgeError::Runtime("the edge-test host hung up".into()))),
+        };
+        let (commands, inbox) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("edge-test worker link".into())
+            .spawn(move || talk_to_worker(stream, reader, worker_pid, inbox))
+            .map_err(|e| Err(EdgeError::Runtime(format!("cannot start a thread: {e}"))))?;
+        Ok(Self {
+            commands: Some(commands),
+            worker_pid,
+        })
+    }
+
+    pub(crate) fn invoke(&self, request: InvocationRequest) -> PendingReport {
+        let (reply, report) = tokio::sync::oneshot::channel();
+        if let Some(commands) = &self.commands {
+            let _ = commands.send((request, reply));
+        }
+        PendingReport::new(report)
+    }
+
+    pub(crate) fn worker_pid(&self) -> u32 {
+        self.worker_pid
+    }
+}
+
+impl Drop for ForkedSession {
+    fn drop(&mut self) {
+        // Closing the link closes the socket; the worker sees end of stream and exits.
+        self.commands.take();
+    }
+}
+
+fn talk_to_worker(
+    mut stream: UnixStream,
+    mut reader: BufReader<UnixStream>,
+    worker_pid: u32,
+    inbox: mpsc::Receiver<(
+        InvocationRequest,
+        tokio::sync::oneshot::Sender<InvocationReport>,
+    )>,
+) {
+    let mut ended: Option<String> = None;
+    while let Ok((request, reply)) = inbox.recv() {
+        if let Some(reason) = &ended {
+            let _ = reply.send(not_run(reason));
+            continue;
+        }
+        let limit = request.guest_timeout;
+        let _ = stream.set_read_timeout(Some(limit + WORKER_GRACE));
+        let started = Instant::now();
+        let answer = protocol::send(&mut stream, &Invoke(request))
+            .and_then(|()| protocol::receive::<Report>(&mut reader));
+        let report = match answer {
+            Ok(Some(Report(report))) => {
+                if matches!(report.outcome, Outcome::TimedOut { .. }) {
+                    ended = Some(SESSION_ENDED.to_owned());
+                }
+                report
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                // The worker's own clock should have stopped the guest; it is stuck in a
+                // way that did not yield. Kill it.
+                unsafe { libc::kill(worker_pid as i32, libc::SIGKILL) };
+                ended = Some(SESSION_ENDED.to_owned());
+                InvocationReport {
+                    response: None,
+                    log_lines: Vec::new(),
+                    outcome: Outcome::TimedOut { limit },
+                }
+            }
+            Ok(None) | Err(_) => {
+                let reason = format!(
+                    "the worker process running this test's guest (pid {worker_pid}) died {:?} into the \
+                     request: it crashed or was killed",
+                    started.elapsed()
+                );
+                ended = Some(reason.clone());
+                not_run(&reason)
+            }
+        };
+        let _ = reply.send(report);
+    }
+}
+
+fn not_run(reason: &str) -> InvocationReport {
+    InvocationReport {
+        response: None,
+        log_lines: Vec::new(),
+        outcome: Outcome::NotRun {
+            reason: reason.to_owned(),
+        },
+    }
+}
+
+/// Connects to this test binary's host, starting one if none is listening (a killed host
+/// is replaced the same way).
+fn connect_or_start_host() -> Result<UnixStream, EdgeError> {
+    let paths = socket_dir::host_paths()?;
+    if let Ok(stream) = UnixStream::connect(&paths.socket) {
+        return Ok(stream);
+    }
+    let lock = std::fs::File::create(&paths.start_lock).map_err(|e| {
+        EdgeError::Runtime(format!("cannot create {}: {e}", paths.start_lock.display()))
+    })?;
+    lock.lock().map_err(|e| {
+        EdgeError::Runtime(format!("cannot lock {}: {e}", paths.start_lock.display()))
+    })?;
+    // Another test process may have started it while we waited for the lock.
+    if let Ok(stream) = UnixStream::connect(&paths.socket) {
+        return Ok(stream);
+    }
+    let _ = std::fs::remove_file(&paths.socket);
+    let exe = std::env::current_exe()
+        .map_err(|e| EdgeError::Runtime(format!("cannot find the test binary: {e}")))?;
+    let log = std::fs::File::create(&paths.log)
+        .map_err(|e| EdgeError::Runtime(format!("cannot create {}: {e}", paths.log.display())))?;
+    let log_err = log
+        .try_clone()
+        .map_err(|e| EdgeError::Runtime(e.to_string()))?;
+    let mut command = Command::new(exe);
+    command
+        .env(HOST_SOCKET_ENV, &paths.socket)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err);
+    // Its own session: the host outlives the test process that started it, and a runner
+    // that kills the test's process group (or waits on its pipes) does not see it.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| EdgeError::Runtime(format!("cannot start the edge-test host: {e}")))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(stream) = UnixStream::connect(&paths.socket) {
+            // Reap it when it exits, should this process still be alive then.
+            std::thread::spawn(move || child.wait());
+            return Ok(stream);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(&paths.log).unwrap_or_default();
+            return Err(EdgeError::Runtime(format!(
+                "the edge-test host exited at start ({status}): {log}"
+            )));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err(EdgeError::Runtime(
+                "the edge-test host did not start listening within 30 s".into(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
