@@ -44,6 +44,8 @@ struct Host {
     templates: Mutex<HashMap<TemplateKey, TemplateSlot>>,
     routes: Routes,
     live_workers: AtomicUsize,
+    /// Tests being set up (a template may be compiling for them): not idle either.
+    arriving: AtomicUsize,
     last_activity: Mutex<Instant>,
 }
 
@@ -64,6 +66,7 @@ pub(super) fn run(socket: PathBuf) -> ! {
         templates: Mutex::new(HashMap::new()),
         routes: Routes::default(),
         live_workers: AtomicUsize::new(0),
+        arriving: AtomicUsize::new(0),
         last_activity: Mutex::new(Instant::now()),
     });
     spawn_reaper(host.clone());
@@ -77,7 +80,12 @@ pub(super) fn run(socket: PathBuf) -> ! {
         let Ok(stream) = stream else { continue };
         *host.last_activity.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         let host = host.clone();
-        std::thread::spawn(move || serve_test(&host, stream));
+        host.arriving.fetch_add(1, Ordering::SeqCst);
+        std::thread::spawn(move || {
+            serve_test(&host, stream);
+            host.arriving.fetch_sub(1, Ordering::SeqCst);
+            *host.last_activity.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        });
     }
     std::process::exit(0)
 }
@@ -198,9 +206,18 @@ fn spawn_idle_exit(host: Arc<Host>, socket: PathBuf) {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .elapsed();
-            if host.live_workers.load(Ordering::SeqCst) == 0 && quiet >= idle {
-                let _ = std::fs::remove_file(&socket);
-                let _ = std::fs::remove_file(socket.with_extension("pid"));
+            let busy =
+                host.live_workers.load(Ordering::SeqCst) + host.arriving.load(Ordering::SeqCst);
+            if busy == 0 && quiet >= idle {
+                // The log only matters after a crash; the lock file stays, as a process may
+                // be waiting on it.
+                for leftover in [
+                    socket.clone(),
+                    socket.with_extension("pid"),
+                    socket.with_extension("log"),
+                ] {
+                    let _ = std::fs::remove_file(leftover);
+                }
                 std::process::exit(0);
             }
         }

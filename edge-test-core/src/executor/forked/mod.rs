@@ -70,6 +70,21 @@ impl ForkedSession {
     /// `Err(Ok(e))`: the service itself is at fault (reported to the test). `Err(Err(e))`:
     /// the host could not be reached, and the caller may run the test in process instead.
     pub(crate) fn start(spec: SessionSpec) -> Result<Self, Result<EdgeError, EdgeError>> {
+        // A host that was just killed can still hold its socket for a moment (its threads
+        // exit one by one) and then drop the connection: try again, and start a new one.
+        let mut attempts = 0;
+        loop {
+            match Self::handshake(spec.clone()) {
+                Err(Err(_)) if attempts < 3 => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(50 * attempts));
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn handshake(spec: SessionSpec) -> Result<Self, Result<EdgeError, EdgeError>> {
         let mut stream = connect_or_start_host().map_err(Err)?;
         let io = |e: std::io::Error| {
             Err(EdgeError::Runtime(format!(

@@ -1,0 +1,274 @@
+//! The host that compiles each service once and forks a worker per test: crashes, kills,
+//! concurrency across processes, and what is left behind.
+//!
+//! Several tests drive this binary's own `helper_*` tests in child processes (they are
+//! `#[ignore]`d so that a normal run skips them).
+
+#![cfg(target_os = "linux")]
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use edge_test::Edge;
+
+fn forked_edge(test: &str) -> (Edge, u32) {
+    let edge = Edge::start("misbehave", test).expect("misbehave starts");
+    let pid = edge
+        .worker_pid()
+        .expect("tests run in forked workers unless EDGE_TEST_HOST=off");
+    (edge, pid)
+}
+
+fn kill(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -9 {pid}");
+}
+
+fn parent_of(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // "pid (comm) state ppid ...": comm may hold spaces, so read after the last ')'.
+    stat.rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Alive and not a zombie waiting to be reaped.
+fn is_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn helper(name: &str) -> Command {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["--ignored", "--exact", name, "--nocapture"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+fn run_to_end(child: Child) -> String {
+    let output = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "helper failed:\n{text}");
+    text
+}
+
+#[test]
+fn tests_share_one_host_and_get_a_worker_each() {
+    let (_a, worker_a) = forked_edge("a");
+    let (_b, worker_b) = forked_edge("b");
+    assert_ne!(worker_a, worker_b);
+    assert_eq!(
+        parent_of(worker_a),
+        parent_of(worker_b),
+        "one host forks both"
+    );
+    assert_ne!(
+        parent_of(worker_a),
+        std::process::id(),
+        "the host is not the test process"
+    );
+}
+
+#[test]
+fn a_crashed_worker_fails_its_test_with_the_reason() {
+    let (edge, worker) = forked_edge("crash");
+    assert_eq!(edge.get("/ok").send_blocking().text(), "ok");
+    kill(worker);
+
+    let panic = std::panic::catch_unwind(|| edge.get("/ok").send_blocking())
+        .expect_err("the worker is gone");
+    let message = panic.downcast_ref::<String>().unwrap();
+    assert!(
+        message.contains(&format!(
+            "the worker process running this test's guest (pid {worker}) died"
+        )),
+        "{message}"
+    );
+    assert!(message.contains("crashed or was killed"), "{message}");
+}
+
+#[test]
+fn a_killed_host_is_replaced_by_the_next_test() {
+    let (survivor, worker) = forked_edge("before");
+    let old_host = parent_of(worker);
+    kill(old_host);
+    wait_until("the old host is gone", Duration::from_secs(5), || {
+        !is_running(old_host)
+    });
+
+    let (fresh, new_worker) = forked_edge("after");
+    assert_ne!(parent_of(new_worker), old_host);
+    assert_eq!(fresh.get("/ok").send_blocking().text(), "ok");
+    // A running test keeps its worker: its requests do not go through the host.
+    assert_eq!(survivor.get("/ok").send_blocking().text(), "ok");
+}
+
+#[test]
+fn a_killed_test_process_leaves_no_worker_behind() {
+    let mut child = helper("helper_report_worker_then_wait").spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("worker pid ").map(str::to_owned))
+        .expect("the helper reports its worker");
+    let worker: u32 = line.trim().parse().unwrap();
+    assert!(is_running(worker));
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_until("the orphaned worker exits", Duration::from_secs(5), || {
+        !is_running(worker)
+    });
+}
+
+#[test]
+fn ten_test_processes_at_once_stay_isolated() {
+    let children: Vec<Child> = (0..10)
+        .map(|i| {
+            helper("helper_claim_shared_keys")
+                .env("EDGE_TEST_HELPER_ID", format!("p{i}"))
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        run_to_end(child);
+    }
+}
+
+#[test]
+fn a_full_run_leaves_no_process_or_socket_behind() {
+    let runtime_dir = scratch_dir("leftovers");
+    let child = helper("helper_claim_shared_keys")
+        .env("XDG_RUNTIME_DIR", &runtime_dir)
+        .env("EDGE_TEST_HOST_IDLE_MS", "300")
+        .env("EDGE_TEST_HELPER_ID", "solo")
+        .spawn()
+        .unwrap();
+    let output = run_to_end(child);
+    let host: u32 = output
+        .lines()
+        .find_map(|l| l.strip_prefix("host pid "))
+        .expect("the helper reports its host")
+        .trim()
+        .parse()
+        .unwrap();
+
+    wait_until("the idle host exits", Duration::from_secs(10), || {
+        !is_running(host)
+    });
+    let left: Vec<PathBuf> = std::fs::read_dir(runtime_dir.join("edge-test"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|ext| ext == "sock" || ext == "pid")
+        })
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    // The host's proxies and workers were its own: with it gone, nothing of this run is
+    // still listening or running.
+    let children: Vec<u32> = all_pids()
+        .into_iter()
+        .filter(|&pid| is_running(pid) && parent_of(pid) == host)
+        .collect();
+    assert!(children.is_empty(), "workers left: {children:?}");
+}
+
+#[test]
+fn the_host_socket_lives_where_only_this_user_can_reach_it() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let runtime_dir = scratch_dir("private");
+    let output = run_to_end(
+        helper("helper_claim_shared_keys")
+            .env("XDG_RUNTIME_DIR", &runtime_dir)
+            .env("EDGE_TEST_HOST_IDLE_MS", "300")
+            .env("EDGE_TEST_HELPER_ID", "private")
+            .spawn()
+            .unwrap(),
+    );
+    assert!(output.contains("host pid "), "{output}");
+    let dir = std::fs::metadata(runtime_dir.join("edge-test")).unwrap();
+    assert_eq!(
+        dir.permissions().mode() & 0o777,
+        0o700,
+        "only the owner may enter"
+    );
+    assert_eq!(dir.uid(), std::fs::metadata(&runtime_dir).unwrap().uid());
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("edge-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+// ---- helpers run in child processes by the tests above ----
+
+#[test]
+#[ignore = "run by a_killed_test_process_leaves_no_worker_behind"]
+fn helper_report_worker_then_wait() {
+    let (_edge, worker) = forked_edge("orphan");
+    println!("worker pid {worker}");
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+#[ignore = "run by the multi-process tests"]
+fn helper_claim_shared_keys() {
+    let me = std::env::var("EDGE_TEST_HELPER_ID").unwrap_or_else(|_| "me".into());
+    let (edge, worker) = forked_edge("claim");
+    println!("host pid {}", parent_of(worker));
+    assert_eq!(
+        edge.get("/kv/shared").send_blocking().status(),
+        404,
+        "KV starts as fastly.toml declares it"
+    );
+    assert_eq!(
+        edge.get("/cache/shared").send_blocking().status(),
+        404,
+        "the cache starts empty"
+    );
+    edge.put(&format!("/kv/shared/{me}")).send_blocking();
+    edge.put(&format!("/cache/shared/{me}")).send_blocking();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(edge.get("/kv/shared").send_blocking().text(), me);
+    assert_eq!(edge.get("/cache/shared").send_blocking().text(), me);
+}
