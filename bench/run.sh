@@ -76,13 +76,13 @@ cargo nextest run --no-run >/dev/null 2>&1 || true
 cargo test --quiet -- --exact cached_todo_1 >/dev/null
 
 seconds() { local start end; start=$(date +%s.%N); "$@" >/dev/null 2>&1; end=$(date +%s.%N); echo "$end - $start" | bc; }
+nextest() { cargo nextest run --no-fail-fast --test-threads "$(nproc)"; }
 
-cargo run --quiet --example latency
-
-echo "suite: $tests tests x 4 invocations, $(nproc) cores"
+echo "suite: $tests tests x 4 invocations, $(nproc) cores, $(uname -sr)"
 for run in $(seq 1 "$runs"); do
-  echo "run $run: cargo test $(seconds cargo test --quiet) s"
-  if command -v cargo-nextest >/dev/null; then
-    echo "run $run: cargo nextest run $(seconds cargo nextest run --no-fail-fast) s"
-  fi
+  echo "host (default)      cargo test:        $(seconds cargo test --quiet) s"
+  echo "host (default)      cargo nextest run: $(seconds nextest) s"
 done
+# The baseline: every test compiles its own context (the in-process executor).
+echo "per-test compile    cargo test:        $(seconds env EDGE_TEST_HOST=off cargo test --quiet) s"
+echo "per-test compile    cargo nextest run: $(seconds env EDGE_TEST_HOST=off cargo nextest run --no-fail-fast --test-threads "$(nproc)") s"
