@@ -1,9 +1,11 @@
 //! Builds a Rust guest crate for wasm32-wasip1, once per process and once across processes.
 //!
 //! cargo decides whether the sources changed (it knows the guest's path dependencies, build
-//! scripts and features better than any fingerprint of ours), so every test process asks it
-//! once; a file lock makes parallel test processes (cargo nextest) wait for one build
-//! instead of racing.
+//! scripts and features better than any fingerprint of ours). Asking it costs a few hundred
+//! milliseconds, which under cargo nextest every test process would pay, so a process first
+//! compares the last build's module with the files cargo's dep-info lists for it, and only
+//! when one is newer (or anything is missing) runs cargo. A file lock makes parallel test
+//! processes wait for one build instead of racing.
 
 use std::fs::File;
 use std::io::Write;
@@ -43,12 +45,22 @@ pub(crate) fn build_guest_crate(service: &str, crate_dir: &Path) -> Result<PathB
         });
     }
     let target_dir = guests_target_dir();
+    let record = last_build_record(&target_dir, crate_dir);
+    // The common case, and the one every nextest process hits: nothing changed since the
+    // last build, which a look at the files tells faster than starting cargo.
+    if let Some(wasm) = up_to_date_wasm(&record, crate_dir) {
+        return Ok(wasm);
+    }
     std::fs::create_dir_all(&target_dir)
         .map_err(|e| EdgeError::Runtime(format!("cannot create {}: {e}", target_dir.display())))?;
     let lock = File::create(target_dir.join(".edge-test-build.lock"))
         .map_err(|e| EdgeError::Runtime(format!("cannot create the guest build lock: {e}")))?;
     lock.lock()
         .map_err(|e| EdgeError::Runtime(format!("cannot lock the guest build: {e}")))?;
+    // Another process may have built it while this one waited for the lock.
+    if let Some(wasm) = up_to_date_wasm(&record, crate_dir) {
+        return Ok(wasm);
+    }
 
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
@@ -85,13 +97,16 @@ pub(crate) fn build_guest_crate(service: &str, crate_dir: &Path) -> Result<PathB
         return Err(classify_build_failure(service, crate_dir, &stderr));
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
-    built_wasm(&stdout, &manifest).ok_or_else(|| EdgeError::GuestBuild {
+    let wasm = built_wasm(&stdout, &manifest).ok_or_else(|| EdgeError::GuestBuild {
         service: service.to_owned(),
         crate_dir: crate_dir.to_owned(),
         output: format!(
             "cargo built no binary for {GUEST_TARGET}: a guest crate needs a `main`.\n{stderr}"
         ),
-    })
+    })?;
+    // Best effort: without the record, the next process simply asks cargo again.
+    let _ = std::fs::write(&record, wasm.to_string_lossy().as_bytes());
+    Ok(wasm)
 }
 
 fn classify_build_failure(service: &str, crate_dir: &Path, stderr: &str) -> EdgeError {
@@ -106,6 +121,72 @@ fn classify_build_failure(service: &str, crate_dir: &Path, stderr: &str) -> Edge
             output: stderr.to_owned(),
         }
     }
+}
+
+/// Where the last successful build of `crate_dir` left its module.
+fn last_build_record(target_dir: &Path, crate_dir: &Path) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    crate_dir
+        .canonicalize()
+        .unwrap_or_else(|_| crate_dir.to_owned())
+        .hash(&mut hasher);
+    target_dir.join(format!(".edge-test-{:016x}.wasm-path", hasher.finish()))
+}
+
+/// The module of the last build, if none of its inputs changed since: every source file in
+/// cargo's dep-info for it (path dependencies included), the manifest and the lock file.
+/// Anything unreadable or newer means cargo decides.
+fn up_to_date_wasm(record: &Path, crate_dir: &Path) -> Option<PathBuf> {
+    let wasm = PathBuf::from(std::fs::read_to_string(record).ok()?.trim());
+    let built = std::fs::metadata(&wasm).ok()?.modified().ok()?;
+    let dep_info = std::fs::read_to_string(wasm.with_extension("d")).ok()?;
+    let (_, sources) = dep_info.lines().next()?.split_once(": ")?;
+    let mut inputs = split_dep_info(sources);
+    // Two guest crates with the same name share one output path in the shared target
+    // directory: the module is this crate's only if its own sources built it.
+    let own_sources = crate_dir.canonicalize().ok()?.join("src");
+    if !inputs.iter().any(|input| input.starts_with(&own_sources)) {
+        return None;
+    }
+    inputs.push(crate_dir.join("Cargo.toml"));
+    // The lock file (and the manifest beside it, which holds the profiles) sits at the root
+    // of the guest's workspace: the crate itself or an ancestor.
+    if let Some(root) = crate_dir
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").is_file())
+    {
+        inputs.push(root.join("Cargo.lock"));
+        inputs.push(root.join("Cargo.toml"));
+    }
+    let unchanged = |input: &PathBuf| {
+        std::fs::metadata(input)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t <= built)
+    };
+    inputs.iter().all(unchanged).then_some(wasm)
+}
+
+/// Paths in a make-style dep-info line: separated by spaces, with spaces in names escaped.
+fn split_dep_info(line: &str) -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    let mut current = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => current.extend(chars.next()),
+            ' ' => {
+                if !current.is_empty() {
+                    paths.push(PathBuf::from(std::mem::take(&mut current)));
+                }
+            }
+            c => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        paths.push(PathBuf::from(current));
+    }
+    paths
 }
 
 /// The `.wasm` cargo reported for the crate's binary.
@@ -130,11 +211,12 @@ fn guests_target_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("EDGE_TEST_TARGET_DIR") {
         return PathBuf::from(dir);
     }
-    // A test binary lives in `<target>/<profile>/deps/`.
+    // A test binary lives in `<target>/<profile>/deps/`, an example in
+    // `<target>/<profile>/examples/`.
     let host_target = std::env::current_exe().ok().and_then(|exe| {
-        let deps = exe.parent()?;
-        (deps.file_name()? == "deps")
-            .then(|| deps.parent()?.parent().map(Path::to_owned))
+        let dir = exe.parent()?;
+        matches!(dir.file_name()?.to_str()?, "deps" | "examples")
+            .then(|| dir.parent()?.parent().map(Path::to_owned))
             .flatten()
     });
     host_target
@@ -171,6 +253,19 @@ mod tests {
             matches!(err, EdgeError::GuestBuild { ref output, .. } if output.contains("E0308")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn dep_info_paths_keep_escaped_spaces() {
+        assert_eq!(
+            split_dep_info("/a/src/main.rs /my\\ dir/lib.rs  /b.rs"),
+            vec![
+                PathBuf::from("/a/src/main.rs"),
+                PathBuf::from("/my dir/lib.rs"),
+                PathBuf::from("/b.rs")
+            ]
+        );
+        assert!(split_dep_info("").is_empty());
     }
 
     #[test]
