@@ -78,26 +78,31 @@ impl InProcessSession {
             // A session that ended drops the request, and with it `reply`: `wait` sees that.
             let _ = commands.send((request, reply));
         }
-        PendingReport(report)
+        PendingReport::Waiting(report)
     }
 }
 
-/// The report of a request in flight.
-pub(crate) struct PendingReport(tokio::sync::oneshot::Receiver<InvocationReport>);
+/// The report of a request in flight, or already in hand.
+pub(crate) enum PendingReport {
+    Waiting(tokio::sync::oneshot::Receiver<InvocationReport>),
+    Ready(InvocationReport),
+}
 
 impl PendingReport {
-    pub(crate) fn new(report: tokio::sync::oneshot::Receiver<InvocationReport>) -> Self {
-        Self(report)
-    }
-
     pub(crate) async fn wait(self) -> InvocationReport {
-        self.0.await.unwrap_or_else(|_| not_run(SESSION_ENDED))
+        match self {
+            Self::Waiting(report) => report.await.unwrap_or_else(|_| not_run(SESSION_ENDED)),
+            Self::Ready(report) => report,
+        }
     }
 
     pub(crate) fn wait_blocking(self) -> InvocationReport {
-        self.0
-            .blocking_recv()
-            .unwrap_or_else(|_| not_run(SESSION_ENDED))
+        match self {
+            Self::Waiting(report) => report
+                .blocking_recv()
+                .unwrap_or_else(|_| not_run(SESSION_ENDED)),
+            Self::Ready(report) => report,
+        }
     }
 }
 
@@ -122,48 +127,97 @@ fn not_run(reason: &str) -> InvocationReport {
 }
 
 fn guest_thread(guest: CompiledGuest, inbox: mpsc::Receiver<(InvocationRequest, Reply)>) {
-    let traps = TrapCollector::default();
-    let _dispatch = tracing::dispatcher::set_default(&tracing::Dispatch::new(traps.clone()));
-    let CompiledGuest { ctx, logs } = guest;
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
+    let mut runner = match GuestRunner::new(guest) {
+        Ok(runner) => runner,
+        Err(reason) => {
             // Every request of this session is refused with the reason.
-            let reason = format!("could not start a tokio runtime for the guest: {e}");
             while let Ok((_, reply)) = inbox.recv() {
                 let _ = reply.send(not_run(&reason));
             }
             return;
         }
     };
-
     while let Ok((request, reply)) = inbox.recv() {
+        let report = runner.run(request);
+        let timed_out = matches!(report.outcome, Outcome::TimedOut { .. });
+        let _ = reply.send(report);
+        if timed_out {
+            // The guest may still be running: only dropping its runtime stops it, and the
+            // context it ran in can no longer be trusted, so this session ends. Later
+            // requests are refused as soon as the inbox is gone.
+            break;
+        }
+    }
+}
+
+/// Runs a guest's invocations on the thread that owns it: the session's thread in process,
+/// the worker's main thread in a forked worker (where every hop between threads would be
+/// paid on each request).
+pub(crate) struct GuestRunner {
+    ctx: Arc<ExecuteCtx>,
+    logs: LogSink,
+    traps: TrapCollector,
+    runtime: Option<tokio::runtime::Runtime>,
+    // Scopes the trap observer to this thread's guests.
+    _dispatch: tracing::dispatcher::DefaultGuard,
+}
+
+impl GuestRunner {
+    /// `Err` says why the guest cannot run at all.
+    pub(crate) fn new(guest: CompiledGuest) -> Result<Self, String> {
+        let traps = TrapCollector::default();
+        let dispatch = tracing::dispatcher::set_default(&tracing::Dispatch::new(traps.clone()));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("could not start a tokio runtime for the guest: {e}"))?;
+        Ok(Self {
+            ctx: guest.ctx,
+            logs: guest.logs,
+            traps,
+            runtime: Some(runtime),
+            _dispatch: dispatch,
+        })
+    }
+
+    /// Runs one request until the guest has fully finished or its time limit passed. After
+    /// a timeout the guest may still be running, and the runner must be dropped.
+    pub(crate) fn run(&mut self, request: InvocationRequest) -> InvocationReport {
+        let Some(runtime) = &self.runtime else {
+            return not_run(SESSION_ENDED);
+        };
         let progress = Rc::new(RefCell::new(None));
         let limit = request.guest_timeout;
-        let run = invoke(&ctx, request, &logs, &traps, progress.clone());
+        let run = invoke(
+            &self.ctx,
+            request,
+            &self.logs,
+            &self.traps,
+            progress.clone(),
+        );
         match runtime.block_on(async { tokio::time::timeout(limit, run).await }) {
-            Ok(report) => {
-                let _ = reply.send(report);
-            }
+            Ok(report) => report,
             Err(_elapsed) => {
-                let _ = reply.send(InvocationReport {
+                // Only dropping the runtime stops the guest.
+                if let Some(runtime) = self.runtime.take() {
+                    runtime.shutdown_background();
+                }
+                InvocationReport {
                     response: progress.borrow_mut().take(),
-                    log_lines: logs.drain(),
+                    log_lines: self.logs.drain(),
                     outcome: Outcome::TimedOut { limit },
-                });
-                // The guest may still be running: only dropping its runtime stops it, and
-                // the context it ran in can no longer be trusted, so this session ends.
-                // Later requests are refused as soon as the inbox is gone.
-                drop(inbox);
-                break;
+                }
             }
         }
     }
-    runtime.shutdown_background();
-    drop(ctx);
+}
+
+impl Drop for GuestRunner {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 fn build_context(spec: &SessionSpec, logs: &LogSink) -> Result<Arc<ExecuteCtx>, EdgeError> {
@@ -306,12 +360,10 @@ async fn invoke(
     wait_for_guest_exit(ctx, idle_refs).await;
 
     let mut failures = traps.drain_guest_failures();
-    if failures.is_empty() {
-        if let Some(e) = early_error {
-            failures.push(super::trap_capture::without_host_backtrace(&format!(
-                "WebAssembly trapped: {e:?}"
-            )));
-        }
+    if let (true, Some(e)) = (failures.is_empty(), early_error) {
+        failures.push(super::trap_capture::without_host_backtrace(&format!(
+            "WebAssembly trapped: {e:?}"
+        )));
     }
     let mut response = progress.borrow_mut().take();
     if let (Some(received), Some(failure)) = (response.as_mut(), failures.first()) {

@@ -114,12 +114,7 @@ fn serve_test(host: &Host, mut stream: UnixStream) {
             // The child: only this thread exists now. Everything it touches from here on is
             // its own copy; the routes lock it inherited is never used again.
             std::mem::forget(guard);
-            worker::run(
-                stream,
-                template.guest.clone(),
-                &hello.spec.service,
-                hello.client_pid,
-            )
+            worker::run(stream, template.guest.clone(), hello.client_pid)
         }
         -1 => {
             drop(guard);

@@ -20,7 +20,7 @@ use std::io::BufReader;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::in_process::PendingReport;
@@ -57,13 +57,16 @@ pub(crate) fn enabled() -> bool {
 
 /// A test's connection to its forked worker.
 pub(crate) struct ForkedSession {
-    commands: Option<
-        mpsc::Sender<(
-            InvocationRequest,
-            tokio::sync::oneshot::Sender<InvocationReport>,
-        )>,
-    >,
+    link: Mutex<WorkerLink>,
     worker_pid: u32,
+}
+
+/// The socket to the worker, used by one invocation at a time.
+struct WorkerLink {
+    stream: UnixStream,
+    reader: BufReader<UnixStream>,
+    /// Why later requests cannot run: the worker timed out, crashed or was killed.
+    ended: Option<String>,
 }
 
 impl ForkedSession {
@@ -105,23 +108,23 @@ impl ForkedSession {
             Some(Welcome::Refused(error)) => return Err(Ok(error)),
             None => return Err(Err(EdgeError::Runtime("the edge-test host hung up".into()))),
         };
-        let (commands, inbox) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("edge-test worker link".into())
-            .spawn(move || talk_to_worker(stream, reader, worker_pid, inbox))
-            .map_err(|e| Err(EdgeError::Runtime(format!("cannot start a thread: {e}"))))?;
         Ok(Self {
-            commands: Some(commands),
+            link: Mutex::new(WorkerLink {
+                stream,
+                reader,
+                ended: None,
+            }),
             worker_pid,
         })
     }
 
+    /// Runs the request in the worker and waits for its report, on the caller's thread:
+    /// a hop through another thread would cost more than a small guest's whole request.
+    /// An async test's runtime is blocked meanwhile, which only delays the test's own
+    /// futures; mocks are served on a runtime of their own.
     pub(crate) fn invoke(&self, request: InvocationRequest) -> PendingReport {
-        let (reply, report) = tokio::sync::oneshot::channel();
-        if let Some(commands) = &self.commands {
-            let _ = commands.send((request, reply));
-        }
-        PendingReport::new(report)
+        let mut link = self.link.lock().unwrap_or_else(|p| p.into_inner());
+        PendingReport::Ready(link.exchange(request, self.worker_pid))
     }
 
     pub(crate) fn worker_pid(&self) -> u32 {
@@ -129,37 +132,20 @@ impl ForkedSession {
     }
 }
 
-impl Drop for ForkedSession {
-    fn drop(&mut self) {
-        // Closing the link closes the socket; the worker sees end of stream and exits.
-        self.commands.take();
-    }
-}
-
-fn talk_to_worker(
-    mut stream: UnixStream,
-    mut reader: BufReader<UnixStream>,
-    worker_pid: u32,
-    inbox: mpsc::Receiver<(
-        InvocationRequest,
-        tokio::sync::oneshot::Sender<InvocationReport>,
-    )>,
-) {
-    let mut ended: Option<String> = None;
-    while let Ok((request, reply)) = inbox.recv() {
-        if let Some(reason) = &ended {
-            let _ = reply.send(not_run(reason));
-            continue;
+impl WorkerLink {
+    fn exchange(&mut self, request: InvocationRequest, worker_pid: u32) -> InvocationReport {
+        if let Some(reason) = &self.ended {
+            return not_run(reason);
         }
         let limit = request.guest_timeout;
-        let _ = stream.set_read_timeout(Some(limit + WORKER_GRACE));
+        let _ = self.stream.set_read_timeout(Some(limit + WORKER_GRACE));
         let started = Instant::now();
-        let answer = protocol::send(&mut stream, &Invoke(request))
-            .and_then(|()| protocol::receive::<Report>(&mut reader));
-        let report = match answer {
+        let answer = protocol::send(&mut self.stream, &Invoke(request))
+            .and_then(|()| protocol::receive::<Report>(&mut self.reader));
+        match answer {
             Ok(Some(Report(report))) => {
                 if matches!(report.outcome, Outcome::TimedOut { .. }) {
-                    ended = Some(SESSION_ENDED.to_owned());
+                    self.ended = Some(SESSION_ENDED.to_owned());
                 }
                 report
             }
@@ -172,7 +158,7 @@ fn talk_to_worker(
                 // The worker's own clock should have stopped the guest; it is stuck in a
                 // way that did not yield. Kill it.
                 unsafe { libc::kill(worker_pid as i32, libc::SIGKILL) };
-                ended = Some(SESSION_ENDED.to_owned());
+                self.ended = Some(SESSION_ENDED.to_owned());
                 InvocationReport {
                     response: None,
                     log_lines: Vec::new(),
@@ -185,11 +171,10 @@ fn talk_to_worker(
                      request: it crashed or was killed",
                     started.elapsed()
                 );
-                ended = Some(reason.clone());
+                self.ended = Some(reason.clone());
                 not_run(&reason)
             }
-        };
-        let _ = reply.send(report);
+        }
     }
 }
 

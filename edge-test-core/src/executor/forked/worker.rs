@@ -1,19 +1,21 @@
 //! A worker: one test's guest, in a process forked from the compiled template.
 
 use std::io::BufReader;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::host::LISTENER_FD;
 use super::protocol::{self, Invoke, Report, Welcome};
-use crate::executor::in_process::{CompiledGuest, InProcessSession};
+use crate::error::EdgeError;
+use crate::executor::in_process::{CompiledGuest, GuestRunner};
 
 /// How often the worker advances wasmtime's epoch: the fork left the template's epoch
 /// thread behind, and without ticks a guest never yields, so it could never be stopped.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-pub(super) fn run(stream: UnixStream, guest: CompiledGuest, service: &str, client_pid: u32) -> ! {
+pub(super) fn run(stream: UnixStream, guest: CompiledGuest, client_pid: u32) -> ! {
     unsafe {
         libc::close(LISTENER_FD.load(Ordering::SeqCst));
     }
@@ -29,11 +31,11 @@ pub(super) fn run(stream: UnixStream, guest: CompiledGuest, service: &str, clien
             engine.increment_epoch();
         }
     });
-    let session = match InProcessSession::serve(service, guest) {
-        Ok(session) => session,
-        Err(error) => {
+    let mut runner = match GuestRunner::new(guest) {
+        Ok(runner) => runner,
+        Err(reason) => {
             let mut stream = stream;
-            let _ = protocol::send(&mut stream, &Welcome::Refused(error));
+            let _ = protocol::send(&mut stream, &Welcome::Refused(EdgeError::Runtime(reason)));
             exit(1);
         }
     };
@@ -51,21 +53,13 @@ pub(super) fn run(stream: UnixStream, guest: CompiledGuest, service: &str, clien
     let Ok(reader) = writer.try_clone() else {
         exit(1)
     };
+    exit_when_the_test_hangs_up(&writer);
 
-    // Reading happens on its own thread so that a vanished test is noticed even while a
-    // guest is running.
-    let (requests, inbox) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(reader);
-        while let Ok(Some(Invoke(request))) = protocol::receive(&mut reader) {
-            if requests.send(request).is_err() {
-                break;
-            }
-        }
-        exit(0);
-    });
-    while let Ok(request) = inbox.recv() {
-        let report = session.invoke(request).wait_blocking();
+    // Requests are read and run on this thread: a hop to another thread per request would
+    // cost more than the guest itself.
+    let mut reader = BufReader::new(reader);
+    while let Ok(Some(Invoke(request))) = protocol::receive(&mut reader) {
+        let report = runner.run(request);
         let timed_out = matches!(report.outcome, crate::executor::Outcome::TimedOut { .. });
         if protocol::send(&mut writer, &Report(report)).is_err() || timed_out {
             // A timed-out guest may still be running; this process is its only way out.
@@ -73,6 +67,25 @@ pub(super) fn run(stream: UnixStream, guest: CompiledGuest, service: &str, clien
         }
     }
     exit(0)
+}
+
+/// A test process that dies mid-request takes its worker along, even while a guest runs:
+/// a thread waits for the peer to hang up (without reading what it sends) and exits.
+fn exit_when_the_test_hangs_up(stream: &UnixStream) {
+    let fd = stream.as_raw_fd();
+    std::thread::spawn(move || {
+        loop {
+            let mut watch = libc::pollfd {
+                fd,
+                events: libc::POLLRDHUP,
+                revents: 0,
+            };
+            let ready = unsafe { libc::poll(&mut watch, 1, -1) };
+            if ready > 0 && watch.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
+                exit(0);
+            }
+        }
+    });
 }
 
 /// Leaves without running the template's exit handlers or flushing buffers it inherited.
