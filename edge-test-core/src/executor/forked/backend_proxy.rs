@@ -2,12 +2,14 @@
 //!
 //! A template is compiled once, so its backends point at fixed addresses: one loopback
 //! proxy per backend, in the host. Every worker forked from the template connects there;
-//! the proxy tells workers apart by the process on the other end of the connection (found
-//! through /proc), and forwards the bytes to that worker's test's mock for the backend.
+//! the proxy tells workers apart by the process on the other end of the connection (its
+//! socket found through the kernel's socket diagnostics, its process through /proc), and
+//! forwards the bytes to that worker's test's mock for the backend.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -80,15 +82,9 @@ fn mock_for(
     let deadline = Instant::now() + Duration::from_millis(500);
     loop {
         let workers: Vec<u32> = routes.lock().keys().copied().collect();
-        if let Some(pid) = owner_of(peer, proxy, &workers) {
-            if let Some(mock) = routes
-                .lock()
-                .get(&pid)
-                .and_then(|m| m.get(backend))
-                .copied()
-            {
-                return Some(mock);
-            }
+        let owner = owner_of(peer, proxy, &workers);
+        if let Some(mock) = owner.and_then(|pid| routes.lock().get(&pid)?.get(backend).copied()) {
+            return Some(mock);
         }
         if Instant::now() > deadline {
             return None;
@@ -98,9 +94,13 @@ fn mock_for(
 }
 
 /// Which of `candidates` holds the client end of the loopback connection `peer -> proxy`:
-/// its socket inode from /proc/net/tcp, then the process whose descriptors include it.
+/// its socket inode, then the process whose descriptors include it.
 fn owner_of(peer: SocketAddr, proxy: SocketAddr, candidates: &[u32]) -> Option<u32> {
-    let inode = socket_inode(peer, proxy)?;
+    let (SocketAddr::V4(peer), SocketAddr::V4(proxy)) = (peer, proxy) else {
+        return None;
+    };
+    let inode =
+        socket_inode_by_netlink(peer, proxy).or_else(|| socket_inode_in_proc(peer, proxy))?;
     let target = format!("socket:[{inode}]");
     candidates.iter().copied().find(|pid| {
         std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
@@ -111,10 +111,76 @@ fn owner_of(peer: SocketAddr, proxy: SocketAddr, candidates: &[u32]) -> Option<u
     })
 }
 
-fn socket_inode(local: SocketAddr, remote: SocketAddr) -> Option<u64> {
-    let (SocketAddr::V4(local), SocketAddr::V4(remote)) = (local, remote) else {
-        return None;
+/// The inode of the TCP socket bound to `local` and connected to `remote`, looked up by the
+/// kernel's socket-diagnostics netlink interface: one exact lookup, where /proc/net/tcp
+/// prints every socket of the machine (thousands, with the connections of a long run
+/// waiting out TIME_WAIT). `None` where that interface is unavailable.
+fn socket_inode_by_netlink(local: SocketAddrV4, remote: SocketAddrV4) -> Option<u64> {
+    // From <linux/netlink.h>, <linux/sock_diag.h> and <linux/inet_diag.h>.
+    const NETLINK_SOCK_DIAG: i32 = 4;
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const NLM_F_REQUEST: u16 = 1;
+    const HEADER: usize = 16; // struct nlmsghdr
+    const REQUEST: usize = 56; // struct inet_diag_req_v2
+    const INODE_IN_REPLY: usize = 68; // offset of idiag_inode in struct inet_diag_msg
+
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            NETLINK_SOCK_DIAG,
+        )
     };
+    if fd < 0 {
+        return None;
+    }
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+
+    let mut message = [0u8; HEADER + REQUEST];
+    message[0..4].copy_from_slice(&((HEADER + REQUEST) as u32).to_ne_bytes());
+    message[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    message[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    let request = &mut message[HEADER..];
+    request[0] = libc::AF_INET as u8;
+    request[1] = libc::IPPROTO_TCP as u8;
+    request[4..8].copy_from_slice(&u32::MAX.to_ne_bytes()); // any state
+    // struct inet_diag_sockid: ports and addresses in network order, then the cookie,
+    // all ones for "no cookie" (without NLM_F_DUMP this is the exact-match lookup).
+    request[8..10].copy_from_slice(&local.port().to_be_bytes());
+    request[10..12].copy_from_slice(&remote.port().to_be_bytes());
+    request[12..16].copy_from_slice(&local.ip().octets());
+    request[28..32].copy_from_slice(&remote.ip().octets());
+    request[48..56].fill(0xff);
+
+    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    let sent = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            message.as_ptr().cast(),
+            message.len(),
+            0,
+            (&raw const kernel).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if sent != message.len() as isize {
+        return None;
+    }
+    let mut reply = [0u8; 512];
+    let received = unsafe { libc::recv(fd.as_raw_fd(), reply.as_mut_ptr().cast(), reply.len(), 0) };
+    // An error (no such socket, no tcp_diag module) comes back as NLMSG_ERROR instead.
+    let kind = u16::from_ne_bytes([reply[4], reply[5]]);
+    if received < (HEADER + INODE_IN_REPLY + 4) as isize || kind != SOCK_DIAG_BY_FAMILY {
+        return None;
+    }
+    let at = HEADER + INODE_IN_REPLY;
+    let inode = u32::from_ne_bytes(reply[at..at + 4].try_into().ok()?);
+    Some(inode.into())
+}
+
+/// The same lookup through /proc/net/tcp, for kernels without socket diagnostics.
+fn socket_inode_in_proc(local: SocketAddrV4, remote: SocketAddrV4) -> Option<u64> {
     let hex = |addr: std::net::SocketAddrV4| {
         format!(
             "{:08X}:{:04X}",
@@ -155,5 +221,27 @@ mod tests {
             None,
             "pid 1 does not hold this socket"
         );
+    }
+
+    #[test]
+    fn netlink_and_proc_agree_on_the_socket() {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let Ok(SocketAddr::V4(proxy)) = listener.local_addr() else {
+            unreachable!("bound to an IPv4 address")
+        };
+        let _client = TcpStream::connect(proxy).unwrap();
+        let (_server, peer) = listener.accept().unwrap();
+        let SocketAddr::V4(peer) = peer else {
+            unreachable!("an IPv4 peer")
+        };
+        let from_proc = socket_inode_in_proc(peer, proxy);
+        assert!(from_proc.is_some(), "/proc/net/tcp lists the connection");
+        // Socket diagnostics can be missing (no tcp_diag module); when present, they agree.
+        if let Some(from_netlink) = socket_inode_by_netlink(peer, proxy) {
+            assert_eq!(Some(from_netlink), from_proc);
+        }
+        // And a connection that does not exist is not found.
+        let nowhere = SocketAddrV4::new(*peer.ip(), 1);
+        assert_eq!(socket_inode_by_netlink(nowhere, proxy), None);
     }
 }
