@@ -174,12 +174,7 @@ fn check_signature(function: &ItemFn, errors: &mut Vec<syn::Error>) {
             }
         }
         _ => {
-            let extra = sig
-                .inputs
-                .iter()
-                .skip(1)
-                .next()
-                .expect("more than one input");
+            let extra = sig.inputs.iter().nth(1).expect("more than one input");
             errors.push(syn::Error::new(
                 extra.span(),
                 format!("{fix}; remove the other arguments"),

@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -167,7 +167,7 @@ fn ten_test_processes_at_once_stay_isolated() {
 fn a_full_run_leaves_no_process_or_socket_behind() {
     let runtime_dir = scratch_dir("leftovers");
     let child = helper("helper_claim_shared_keys")
-        .env("XDG_RUNTIME_DIR", &runtime_dir)
+        .env("XDG_RUNTIME_DIR", &*runtime_dir)
         .env("EDGE_TEST_HOST_IDLE_MS", "300")
         .env("EDGE_TEST_HELPER_ID", "solo")
         .spawn()
@@ -209,7 +209,7 @@ fn the_host_socket_lives_where_only_this_user_can_reach_it() {
     let runtime_dir = scratch_dir("private");
     let output = run_to_end(
         helper("helper_claim_shared_keys")
-            .env("XDG_RUNTIME_DIR", &runtime_dir)
+            .env("XDG_RUNTIME_DIR", &*runtime_dir)
             .env("EDGE_TEST_HOST_IDLE_MS", "300")
             .env("EDGE_TEST_HELPER_ID", "private")
             .spawn()
@@ -222,14 +222,30 @@ fn the_host_socket_lives_where_only_this_user_can_reach_it() {
         0o700,
         "only the owner may enter"
     );
-    assert_eq!(dir.uid(), std::fs::metadata(&runtime_dir).unwrap().uid());
+    assert_eq!(dir.uid(), std::fs::metadata(&*runtime_dir).unwrap().uid());
 }
 
-fn scratch_dir(name: &str) -> PathBuf {
+/// A directory of this test's own, removed when the test ends (passed or not).
+struct ScratchDir(PathBuf);
+
+impl std::ops::Deref for ScratchDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch_dir(name: &str) -> ScratchDir {
     let dir = std::env::temp_dir().join(format!("edge-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    ScratchDir(dir)
 }
 
 fn all_pids() -> Vec<u32> {

@@ -204,8 +204,7 @@ fn spawn_idle_exit(host: Arc<Host>, socket: PathBuf) {
             let busy =
                 host.live_workers.load(Ordering::SeqCst) + host.arriving.load(Ordering::SeqCst);
             if busy == 0 && quiet >= idle {
-                // The log only matters after a crash; the lock file stays, as a process may
-                // be waiting on it.
+                // The log only matters after a crash.
                 for leftover in [
                     socket.clone(),
                     socket.with_extension("pid"),

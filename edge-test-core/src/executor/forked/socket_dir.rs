@@ -9,7 +9,8 @@ use crate::error::EdgeError;
 
 pub(super) struct HostPaths {
     pub socket: PathBuf,
-    /// Held while starting a host, so that concurrent test processes start one.
+    /// Held while starting a host, so that concurrent test processes start one. One for
+    /// the directory, not one per binary: every rebuild would leave another file behind.
     pub start_lock: PathBuf,
     /// The host's own output: never the test's stdout or stderr.
     pub log: PathBuf,
@@ -33,7 +34,7 @@ pub(super) fn host_paths() -> Result<HostPaths, EdgeError> {
     let id = format!("{:016x}", hasher.finish());
     Ok(HostPaths {
         socket: dir.join(format!("host-{id}.sock")),
-        start_lock: dir.join(format!("host-{id}.lock")),
+        start_lock: dir.join("host-start.lock"),
         log: dir.join(format!("host-{id}.log")),
     })
 }
