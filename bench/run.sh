@@ -72,6 +72,7 @@ cd "$bench"
 echo "building the suite (not timed)..." >&2
 cargo test --no-run --quiet 2>/dev/null || cargo test --no-run
 cargo nextest run --no-run >/dev/null 2>&1 || true
+cargo build --quiet --example latency
 # Warm the guest build, so that no run pays for it.
 cargo test --quiet -- --exact cached_todo_1 >/dev/null
 
@@ -83,6 +84,10 @@ for run in $(seq 1 "$runs"); do
   echo "host (default)      cargo test:        $(seconds cargo test --quiet) s"
   echo "host (default)      cargo nextest run: $(seconds nextest) s"
 done
+# Overhead, latency against raw handle_request, cold start and memory over 2,000 tests.
+cargo run --quiet --example latency
+# BENCH_BASELINE=0 skips the slow baseline, for quick looks at the host figures.
+if [ "${BENCH_BASELINE:-1}" = 0 ]; then exit 0; fi
 # The baseline: every test compiles its own context (the in-process executor).
 echo "per-test compile    cargo test:        $(seconds env EDGE_TEST_HOST=off cargo test --quiet) s"
 echo "per-test compile    cargo nextest run: $(seconds env EDGE_TEST_HOST=off cargo nextest run --no-fail-fast --test-threads "$(nproc)") s"
