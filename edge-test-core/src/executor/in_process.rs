@@ -91,7 +91,9 @@ pub(crate) enum PendingReport {
 impl PendingReport {
     pub(crate) async fn wait(self) -> InvocationReport {
         match self {
-            Self::Waiting(report) => report.await.unwrap_or_else(|_| not_run(SESSION_ENDED)),
+            Self::Waiting(report) => report
+                .await
+                .unwrap_or_else(|_| InvocationReport::not_run(SESSION_ENDED)),
             Self::Ready(report) => report,
         }
     }
@@ -100,7 +102,7 @@ impl PendingReport {
         match self {
             Self::Waiting(report) => report
                 .blocking_recv()
-                .unwrap_or_else(|_| not_run(SESSION_ENDED)),
+                .unwrap_or_else(|_| InvocationReport::not_run(SESSION_ENDED)),
             Self::Ready(report) => report,
         }
     }
@@ -116,23 +118,13 @@ impl Drop for InProcessSession {
     }
 }
 
-fn not_run(reason: &str) -> InvocationReport {
-    InvocationReport {
-        response: None,
-        log_lines: Vec::new(),
-        outcome: Outcome::NotRun {
-            reason: reason.to_owned(),
-        },
-    }
-}
-
 fn guest_thread(guest: CompiledGuest, inbox: mpsc::Receiver<(InvocationRequest, Reply)>) {
     let mut runner = match GuestRunner::new(guest) {
         Ok(runner) => runner,
         Err(reason) => {
             // Every request of this session is refused with the reason.
             while let Ok((_, reply)) = inbox.recv() {
-                let _ = reply.send(not_run(&reason));
+                let _ = reply.send(InvocationReport::not_run(&reason));
             }
             return;
         }
@@ -184,7 +176,7 @@ impl GuestRunner {
     /// a timeout the guest may still be running, and the runner must be dropped.
     pub(crate) fn run(&mut self, request: InvocationRequest) -> InvocationReport {
         let Some(runtime) = &self.runtime else {
-            return not_run(SESSION_ENDED);
+            return InvocationReport::not_run(SESSION_ENDED);
         };
         let progress = Rc::new(RefCell::new(None));
         let limit = request.guest_timeout;
@@ -314,7 +306,7 @@ async fn invoke(
 
     let hyper_request = match to_hyper_request(request.clone()) {
         Ok(r) => r,
-        Err(reason) => return not_run(&reason),
+        Err(reason) => return InvocationReport::not_run(&reason),
     };
     let local = SocketAddr::from(EDGE_ADDR);
     let remote = SocketAddr::new(request.client_ip, 50_000);
@@ -324,7 +316,9 @@ async fn invoke(
         .await
     {
         Ok(result) => result,
-        Err(e) => return not_run(&format!("the runtime refused the request: {e}")),
+        Err(e) => {
+            return InvocationReport::not_run(&format!("the runtime refused the request: {e}"));
+        }
     };
 
     let (parts, mut body) = response.into_parts();

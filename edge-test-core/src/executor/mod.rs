@@ -56,6 +56,19 @@ pub(crate) struct InvocationReport {
     pub outcome: Outcome,
 }
 
+impl InvocationReport {
+    /// The report of a request that never reached the guest, and why.
+    pub(crate) fn not_run(reason: &str) -> Self {
+        Self {
+            response: None,
+            log_lines: Vec::new(),
+            outcome: Outcome::NotRun {
+                reason: reason.to_owned(),
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ReceivedResponse {
     pub status: u16,

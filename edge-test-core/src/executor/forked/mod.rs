@@ -135,7 +135,7 @@ impl ForkedSession {
 impl WorkerLink {
     fn exchange(&mut self, request: InvocationRequest, worker_pid: u32) -> InvocationReport {
         if let Some(reason) = &self.ended {
-            return not_run(reason);
+            return InvocationReport::not_run(reason);
         }
         let limit = request.guest_timeout;
         let _ = self.stream.set_read_timeout(Some(limit + WORKER_GRACE));
@@ -172,19 +172,9 @@ impl WorkerLink {
                     started.elapsed()
                 );
                 self.ended = Some(reason.clone());
-                not_run(&reason)
+                InvocationReport::not_run(&reason)
             }
         }
-    }
-}
-
-fn not_run(reason: &str) -> InvocationReport {
-    InvocationReport {
-        response: None,
-        log_lines: Vec::new(),
-        outcome: Outcome::NotRun {
-            reason: reason.to_owned(),
-        },
     }
 }
 
