@@ -134,6 +134,13 @@ impl Edge {
         self.inner.session.worker_pid()
     }
 
+    /// The compiled template this edge's worker was forked from: edges with equal ids
+    /// share one compile (for tests of edge-test itself).
+    #[doc(hidden)]
+    pub fn template_id(&self) -> Option<u64> {
+        self.inner.session.template_id()
+    }
+
     /// How long each following invocation may run before its guest is stopped.
     pub fn set_guest_timeout(&self, limit: Duration) {
         *self

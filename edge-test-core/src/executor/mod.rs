@@ -155,4 +155,13 @@ impl Session {
             Session::InProcess(_) => None,
         }
     }
+
+    /// The compiled template the worker was forked from, when there is one.
+    pub(crate) fn template_id(&self) -> Option<u64> {
+        match self {
+            #[cfg(target_os = "linux")]
+            Session::Forked(session) => Some(session.template_id()),
+            Session::InProcess(_) => None,
+        }
+    }
 }

@@ -19,3 +19,6 @@ edge_test::register_service!("missing-manifest", || {
 edge_test::register_service!("misbehave-impatient", || {
     Service::guest_crate("guests/misbehave").guest_timeout(std::time::Duration::from_millis(250))
 });
+edge_test::register_service!("misbehave-reseeded", || {
+    Service::guest_crate("guests/misbehave").fastly_toml("fixtures/misbehave-reseeded.toml")
+});

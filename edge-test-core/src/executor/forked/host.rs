@@ -5,7 +5,7 @@ use std::io::BufReader;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,8 @@ pub(super) static LISTENER_FD: AtomicI32 = AtomicI32::new(-1);
 /// One compiled configuration of a service, and the proxies its backends point at.
 struct Template {
     guest: CompiledGuest,
+    /// This host's pid and the template's number: unique across host restarts.
+    id: u64,
 }
 
 /// What makes two sessions share a template: the module and everything compiled into the
@@ -114,7 +116,12 @@ fn serve_test(host: &Host, mut stream: UnixStream) {
             // The child: only this thread exists now. Everything it touches from here on is
             // its own copy; the routes lock it inherited is never used again.
             std::mem::forget(guard);
-            worker::run(stream, template.guest.clone(), hello.client_pid)
+            worker::run(
+                stream,
+                template.guest.clone(),
+                template.id,
+                hello.client_pid,
+            )
         }
         -1 => {
             drop(guard);
@@ -167,7 +174,12 @@ fn compile_template(host: &Host, spec: &SessionSpec) -> Result<Arc<Template>, Ed
         ..spec.clone()
     };
     let guest = CompiledGuest::compile(&template_spec)?;
-    Ok(Arc::new(Template { guest }))
+    static COMPILED: AtomicU64 = AtomicU64::new(0);
+    let number = COMPILED.fetch_add(1, Ordering::SeqCst) + 1;
+    Ok(Arc::new(Template {
+        guest,
+        id: (u64::from(std::process::id()) << 32) | number,
+    }))
 }
 
 /// Collects exited workers, so none is left a zombie and the idle clock knows.

@@ -59,6 +59,7 @@ pub(crate) fn enabled() -> bool {
 pub(crate) struct ForkedSession {
     link: Mutex<WorkerLink>,
     worker_pid: u32,
+    template_id: u64,
 }
 
 /// The socket to the worker, used by one invocation at a time.
@@ -103,11 +104,15 @@ impl ForkedSession {
         )
         .map_err(io)?;
         let mut reader = BufReader::new(stream.try_clone().map_err(io)?);
-        let worker_pid = match protocol::receive::<Welcome>(&mut reader).map_err(io)? {
-            Some(Welcome::Ready { worker_pid }) => worker_pid,
-            Some(Welcome::Refused(error)) => return Err(Ok(error)),
-            None => return Err(Err(EdgeError::Runtime("the edge-test host hung up".into()))),
-        };
+        let (worker_pid, template_id) =
+            match protocol::receive::<Welcome>(&mut reader).map_err(io)? {
+                Some(Welcome::Ready {
+                    worker_pid,
+                    template_id,
+                }) => (worker_pid, template_id),
+                Some(Welcome::Refused(error)) => return Err(Ok(error)),
+                None => return Err(Err(EdgeError::Runtime("the edge-test host hung up".into()))),
+            };
         Ok(Self {
             link: Mutex::new(WorkerLink {
                 stream,
@@ -115,6 +120,7 @@ impl ForkedSession {
                 ended: None,
             }),
             worker_pid,
+            template_id,
         })
     }
 
@@ -129,6 +135,10 @@ impl ForkedSession {
 
     pub(crate) fn worker_pid(&self) -> u32 {
         self.worker_pid
+    }
+
+    pub(crate) fn template_id(&self) -> u64 {
+        self.template_id
     }
 }
 

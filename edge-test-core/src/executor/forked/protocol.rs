@@ -23,6 +23,8 @@ pub(super) enum Welcome {
     /// A worker forked from the compiled template now owns this connection.
     Ready {
         worker_pid: u32,
+        /// Which compiled template the worker was forked from (unique to the host).
+        template_id: u64,
     },
     Refused(EdgeError),
 }

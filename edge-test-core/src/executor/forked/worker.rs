@@ -15,7 +15,12 @@ use crate::executor::in_process::{CompiledGuest, GuestRunner};
 /// thread behind, and without ticks a guest never yields, so it could never be stopped.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-pub(super) fn run(stream: UnixStream, guest: CompiledGuest, client_pid: u32) -> ! {
+pub(super) fn run(
+    stream: UnixStream,
+    guest: CompiledGuest,
+    template_id: u64,
+    client_pid: u32,
+) -> ! {
     unsafe {
         libc::close(LISTENER_FD.load(Ordering::SeqCst));
     }
@@ -44,6 +49,7 @@ pub(super) fn run(stream: UnixStream, guest: CompiledGuest, client_pid: u32) -> 
         &mut writer,
         &Welcome::Ready {
             worker_pid: std::process::id(),
+            template_id,
         },
     )
     .is_err()
