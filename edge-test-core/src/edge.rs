@@ -321,7 +321,7 @@ impl RequestBuilder {
         let edge = self.edge.clone();
         let _turn = edge.inner.turn.lock().await;
         let (invocation, request) = edge.next_invocation(&self);
-        let report = edge.inner.session.invoke(request).wait().await;
+        let report = edge.inner.session.run(request).await;
         edge.conclude(invocation, self.summary(), report)
     }
 
@@ -336,7 +336,7 @@ impl RequestBuilder {
         let edge = self.edge.clone();
         let _turn = edge.inner.turn.blocking_lock();
         let (invocation, request) = edge.next_invocation(&self);
-        let report = edge.inner.session.invoke(request).wait_blocking();
+        let report = edge.inner.session.run_blocking(request);
         edge.conclude(invocation, self.summary(), report)
     }
 

@@ -78,33 +78,24 @@ impl InProcessSession {
             // A session that ended drops the request, and with it `reply`: `wait` sees that.
             let _ = commands.send((request, reply));
         }
-        PendingReport::Waiting(report)
+        PendingReport(report)
     }
 }
 
-/// The report of a request in flight, or already in hand.
-pub(crate) enum PendingReport {
-    Waiting(tokio::sync::oneshot::Receiver<InvocationReport>),
-    Ready(InvocationReport),
-}
+/// The report of a request in flight.
+pub(crate) struct PendingReport(tokio::sync::oneshot::Receiver<InvocationReport>);
 
 impl PendingReport {
     pub(crate) async fn wait(self) -> InvocationReport {
-        match self {
-            Self::Waiting(report) => report
-                .await
-                .unwrap_or_else(|_| InvocationReport::not_run(SESSION_ENDED)),
-            Self::Ready(report) => report,
-        }
+        self.0
+            .await
+            .unwrap_or_else(|_| InvocationReport::not_run(SESSION_ENDED))
     }
 
     pub(crate) fn wait_blocking(self) -> InvocationReport {
-        match self {
-            Self::Waiting(report) => report
-                .blocking_recv()
-                .unwrap_or_else(|_| InvocationReport::not_run(SESSION_ENDED)),
-            Self::Ready(report) => report,
-        }
+        self.0
+            .blocking_recv()
+            .unwrap_or_else(|_| InvocationReport::not_run(SESSION_ENDED))
     }
 }
 

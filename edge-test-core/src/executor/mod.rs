@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::EdgeError;
 
-use in_process::{InProcessSession, PendingReport};
+use in_process::InProcessSession;
 
 /// Everything an executor needs to run one test's guest.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,11 +139,22 @@ impl Session {
         InProcessSession::start(spec).map(Session::InProcess)
     }
 
-    pub(crate) fn invoke(&self, request: InvocationRequest) -> PendingReport {
+    /// Runs one request and waits, without blocking the caller's runtime, until the guest
+    /// has fully finished or was stopped.
+    pub(crate) async fn run(&self, request: InvocationRequest) -> InvocationReport {
         match self {
             #[cfg(target_os = "linux")]
-            Session::Forked(session) => session.invoke(request),
-            Session::InProcess(session) => session.invoke(request),
+            Session::Forked(session) => session.run(request).await,
+            Session::InProcess(session) => session.invoke(request).wait().await,
+        }
+    }
+
+    /// [`run`](Self::run) for blocking callers (not from async code).
+    pub(crate) fn run_blocking(&self, request: InvocationRequest) -> InvocationReport {
+        match self {
+            #[cfg(target_os = "linux")]
+            Session::Forked(session) => session.run_blocking(request),
+            Session::InProcess(session) => session.invoke(request).wait_blocking(),
         }
     }
 

@@ -15,25 +15,24 @@ mod host;
 mod protocol;
 mod socket_dir;
 mod worker;
+mod worker_link;
 
 use std::io::BufReader;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use super::in_process::PendingReport;
-use super::{InvocationReport, InvocationRequest, Outcome, SESSION_ENDED, SessionSpec};
+use super::{InvocationReport, InvocationRequest, SessionSpec};
 use crate::error::EdgeError;
-use protocol::{Hello, Invoke, Report, Welcome};
+use protocol::{Hello, Welcome};
+use worker_link::{Waiting, WorkerLink};
 
 /// Set in the host's environment: where it listens.
 const HOST_SOCKET_ENV: &str = "EDGE_TEST_HOST_SOCKET";
 /// `EDGE_TEST_HOST=off` runs every test in process, compiling per test.
 const HOST_SWITCH_ENV: &str = "EDGE_TEST_HOST";
-/// How much longer than the guest's own limit a test waits for its worker before killing it.
-const WORKER_GRACE: Duration = Duration::from_secs(5);
 
 #[used]
 #[unsafe(link_section = ".init_array")]
@@ -57,17 +56,11 @@ pub(crate) fn enabled() -> bool {
 
 /// A test's connection to its forked worker.
 pub(crate) struct ForkedSession {
-    link: Mutex<WorkerLink>,
+    // Never contended (the edge runs one request at a time), but held across an await, so
+    // it must not make the test's future !Send.
+    link: tokio::sync::Mutex<WorkerLink>,
     worker_pid: u32,
     template_id: u64,
-}
-
-/// The socket to the worker, used by one invocation at a time.
-struct WorkerLink {
-    stream: UnixStream,
-    reader: BufReader<UnixStream>,
-    /// Why later requests cannot run: the worker timed out, crashed or was killed.
-    ended: Option<String>,
 }
 
 impl ForkedSession {
@@ -103,6 +96,8 @@ impl ForkedSession {
             },
         )
         .map_err(io)?;
+        // Nothing follows the welcome until a request is sent, so this reader buffers no
+        // more than the welcome.
         let mut reader = BufReader::new(stream.try_clone().map_err(io)?);
         let (worker_pid, template_id) =
             match protocol::receive::<Welcome>(&mut reader).map_err(io)? {
@@ -114,23 +109,25 @@ impl ForkedSession {
                 None => return Err(Err(EdgeError::Runtime("the edge-test host hung up".into()))),
             };
         Ok(Self {
-            link: Mutex::new(WorkerLink {
-                stream,
-                reader,
-                ended: None,
-            }),
+            link: tokio::sync::Mutex::new(WorkerLink::new(stream, worker_pid).map_err(io)?),
             worker_pid,
             template_id,
         })
     }
 
-    /// Runs the request in the worker and waits for its report, on the caller's thread:
-    /// a hop through another thread would cost more than a small guest's whole request.
-    /// An async test's runtime is blocked meanwhile, which only delays the test's own
-    /// futures; mocks are served on a runtime of their own.
-    pub(crate) fn invoke(&self, request: InvocationRequest) -> PendingReport {
-        let mut link = self.link.lock().unwrap_or_else(|p| p.into_inner());
-        PendingReport::Ready(link.exchange(request, self.worker_pid))
+    pub(crate) async fn run(&self, request: InvocationRequest) -> InvocationReport {
+        let mut link = self.link.lock().await;
+        link.exchange(request, Waiting::Async).await
+    }
+
+    pub(crate) fn run_blocking(&self, request: InvocationRequest) -> InvocationReport {
+        let mut link = self.link.blocking_lock();
+        let exchange = std::pin::pin!(link.exchange(request, Waiting::Blocking));
+        // A blocking exchange waits in poll(2), never on a waker: one poll finishes it.
+        match exchange.poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(report) => report,
+            Poll::Pending => unreachable!("a blocking exchange never waits on a waker"),
+        }
     }
 
     pub(crate) fn worker_pid(&self) -> u32 {
@@ -139,52 +136,6 @@ impl ForkedSession {
 
     pub(crate) fn template_id(&self) -> u64 {
         self.template_id
-    }
-}
-
-impl WorkerLink {
-    fn exchange(&mut self, request: InvocationRequest, worker_pid: u32) -> InvocationReport {
-        if let Some(reason) = &self.ended {
-            return InvocationReport::not_run(reason);
-        }
-        let limit = request.guest_timeout;
-        let _ = self.stream.set_read_timeout(Some(limit + WORKER_GRACE));
-        let started = Instant::now();
-        let answer = protocol::send(&mut self.stream, &Invoke(request))
-            .and_then(|()| protocol::receive::<Report>(&mut self.reader));
-        match answer {
-            Ok(Some(Report(report))) => {
-                if matches!(report.outcome, Outcome::TimedOut { .. }) {
-                    self.ended = Some(SESSION_ENDED.to_owned());
-                }
-                report
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                // The worker's own clock should have stopped the guest; it is stuck in a
-                // way that did not yield. Kill it.
-                unsafe { libc::kill(worker_pid as i32, libc::SIGKILL) };
-                self.ended = Some(SESSION_ENDED.to_owned());
-                InvocationReport {
-                    response: None,
-                    log_lines: Vec::new(),
-                    outcome: Outcome::TimedOut { limit },
-                }
-            }
-            Ok(None) | Err(_) => {
-                let reason = format!(
-                    "the worker process running this test's guest (pid {worker_pid}) died {:?} into the \
-                     request: it crashed or was killed",
-                    started.elapsed()
-                );
-                self.ended = Some(reason.clone());
-                InvocationReport::not_run(&reason)
-            }
-        }
     }
 }
 
