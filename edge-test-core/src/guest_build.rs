@@ -1,16 +1,18 @@
 //! Builds a Rust guest crate for wasm32-wasip1, once per process and once across processes.
 //!
 //! cargo decides whether the sources changed (it knows the guest's path dependencies, build
-//! scripts and features better than any fingerprint of ours). Asking it costs a few hundred
-//! milliseconds, which under cargo nextest every test process would pay, so a process first
-//! compares the last build's module with the files cargo's dep-info lists for it, and only
-//! when one is newer (or anything is missing) runs cargo. A file lock makes parallel test
-//! processes wait for one build instead of racing.
+//! scripts and features better than any fingerprint of ours). Asking it costs 0.1 s or more
+//! even when nothing changed, which under cargo nextest every test process would pay, so a
+//! process first checks the files cargo's dep-info lists for the last build's module
+//! against the moment that build started, and runs cargo only when one is as new or newer
+//! (or anything is missing). A file lock makes parallel test processes wait for one build
+//! instead of racing.
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::UNIX_EPOCH;
 
 use crate::error::EdgeError;
 
@@ -87,6 +89,9 @@ pub(crate) fn build_guest_crate(service: &str, crate_dir: &Path) -> Result<PathB
         "edge-test: building guest `{service}` ({}) for {GUEST_TARGET}",
         crate_dir.display()
     );
+    // When cargo started, by the file clock that stamps the sources: a source saved during
+    // the build may not be in it, and must count as newer.
+    let started = build_start_stamp(&record);
     let output = command.output().map_err(|e| {
         EdgeError::Runtime(format!("cannot run cargo to build guest `{service}`: {e}"))
     })?;
@@ -105,7 +110,9 @@ pub(crate) fn build_guest_crate(service: &str, crate_dir: &Path) -> Result<PathB
         ),
     })?;
     // Best effort: without the record, the next process simply asks cargo again.
-    let _ = std::fs::write(&record, wasm.to_string_lossy().as_bytes());
+    if let Some(started) = started {
+        let _ = std::fs::write(&record, format!("{started}\n{}", wasm.display()));
+    }
     Ok(wasm)
 }
 
@@ -134,12 +141,28 @@ fn last_build_record(target_dir: &Path, crate_dir: &Path) -> PathBuf {
     target_dir.join(format!(".edge-test-{:016x}.wasm-path", hasher.finish()))
 }
 
-/// The module of the last build, if none of its inputs changed since: every source file in
-/// cargo's dep-info for it (path dependencies included), the manifest and the lock file.
-/// Anything unreadable or newer means cargo decides.
+/// Touches a file next to the record and returns its modification time (nanoseconds since
+/// the epoch): the file system's own clock, the one source files are stamped with, which
+/// may be coarser than the system's.
+fn build_start_stamp(record: &Path) -> Option<u128> {
+    let stamp = record.with_extension("started");
+    std::fs::write(&stamp, b"").ok()?;
+    let modified = std::fs::metadata(&stamp).ok()?.modified().ok()?;
+    Some(modified.duration_since(UNIX_EPOCH).ok()?.as_nanos())
+}
+
+/// The module of the last build, if none of its inputs changed since that build started:
+/// every source file in cargo's dep-info for it (path dependencies included), the manifest
+/// and the lock file. Anything unreadable, newer, or as new (the file clock can be coarse)
+/// means cargo decides.
 fn up_to_date_wasm(record: &Path, crate_dir: &Path) -> Option<PathBuf> {
-    let wasm = PathBuf::from(std::fs::read_to_string(record).ok()?.trim());
-    let built = std::fs::metadata(&wasm).ok()?.modified().ok()?;
+    let record = std::fs::read_to_string(record).ok()?;
+    let (started, wasm) = record.split_once('\n')?;
+    let started: u128 = started.parse().ok()?;
+    let wasm = PathBuf::from(wasm.trim());
+    if !wasm.is_file() {
+        return None;
+    }
     let dep_info = std::fs::read_to_string(wasm.with_extension("d")).ok()?;
     let (_, sources) = dep_info.lines().next()?.split_once(": ")?;
     let mut inputs = split_dep_info(sources);
@@ -162,7 +185,9 @@ fn up_to_date_wasm(record: &Path, crate_dir: &Path) -> Option<PathBuf> {
     let unchanged = |input: &PathBuf| {
         std::fs::metadata(input)
             .and_then(|m| m.modified())
-            .is_ok_and(|t| t <= built)
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .is_some_and(|t| t.as_nanos() < started)
     };
     inputs.iter().all(unchanged).then_some(wasm)
 }
@@ -228,6 +253,7 @@ fn guests_target_dir() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, SystemTime};
 
     #[test]
     fn a_missing_target_is_told_apart_from_a_compile_error() {
@@ -253,6 +279,92 @@ mod tests {
             matches!(err, EdgeError::GuestBuild { ref output, .. } if output.contains("E0308")),
             "{err}"
         );
+    }
+
+    /// A crate whose last build is recorded as started at `started`, with a module and the
+    /// dep-info cargo would have written for it.
+    fn recorded_build(dir: &Path, started: SystemTime) -> (PathBuf, PathBuf) {
+        let crate_dir = dir.join("guest");
+        std::fs::create_dir_all(crate_dir.join("src")).unwrap();
+        let main = crate_dir.join("src/main.rs");
+        for file in [
+            main.clone(),
+            crate_dir.join("Cargo.toml"),
+            crate_dir.join("Cargo.lock"),
+        ] {
+            std::fs::write(&file, "").unwrap();
+            set_modified(&file, started - Duration::from_secs(60));
+        }
+        let wasm = dir.join("target/guest.wasm");
+        std::fs::create_dir_all(wasm.parent().unwrap()).unwrap();
+        std::fs::write(&wasm, "\0asm").unwrap();
+        let main = main.canonicalize().unwrap();
+        std::fs::write(
+            wasm.with_extension("d"),
+            format!("{}: {}\n", wasm.display(), main.display()),
+        )
+        .unwrap();
+        let record = dir.join("target/.edge-test-guest.wasm-path");
+        let nanos = started.duration_since(UNIX_EPOCH).unwrap().as_nanos();
+        std::fs::write(&record, format!("{nanos}\n{}", wasm.display())).unwrap();
+        (crate_dir, record)
+    }
+
+    fn set_modified(file: &Path, when: SystemTime) {
+        File::options()
+            .write(true)
+            .open(file)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("edge-test-build-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn an_unchanged_crate_skips_cargo_and_a_touched_one_does_not() {
+        let dir = scratch("fresh");
+        let started = SystemTime::now();
+        let (crate_dir, record) = recorded_build(&dir, started);
+        let wasm = up_to_date_wasm(&record, &crate_dir);
+        assert_eq!(wasm, Some(dir.join("target/guest.wasm")));
+
+        // Saved the moment the build started: it may or may not be in the module.
+        set_modified(&crate_dir.join("src/main.rs"), started);
+        assert_eq!(up_to_date_wasm(&record, &crate_dir), None);
+        set_modified(
+            &crate_dir.join("src/main.rs"),
+            started - Duration::from_secs(1),
+        );
+        assert!(up_to_date_wasm(&record, &crate_dir).is_some());
+
+        // A manifest or lock file edited after the build counts as well.
+        set_modified(
+            &crate_dir.join("Cargo.lock"),
+            started + Duration::from_secs(1),
+        );
+        assert_eq!(up_to_date_wasm(&record, &crate_dir), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_module_built_from_another_crate_of_the_same_name_is_not_taken() {
+        let dir = scratch("same-name");
+        let started = SystemTime::now();
+        let (guest, record) = recorded_build(&dir, started);
+        assert!(up_to_date_wasm(&record, &guest).is_some());
+        // Unchanged as well, but the module in that path was not built from its sources.
+        let other = dir.join("other");
+        std::fs::create_dir_all(other.join("src")).unwrap();
+        std::fs::write(other.join("Cargo.toml"), "").unwrap();
+        set_modified(&other.join("Cargo.toml"), started - Duration::from_secs(60));
+        assert_eq!(up_to_date_wasm(&record, &other), None);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -18,19 +18,6 @@ edge_test::register_service!("rebuild-probe", || Service::guest_crate(probe_dir(
 
 fn write_probe(dir: &Path, body: &str) {
     std::fs::create_dir_all(dir.join("src")).unwrap();
-    let guests = Path::new(env!("CARGO_MANIFEST_DIR")).join("guests/misbehave");
-    let manifest = std::fs::read_to_string(guests.join("Cargo.toml"))
-        .unwrap()
-        .replace("misbehave-guest", "edge-test-rebuild-probe");
-    let lock = std::fs::read_to_string(guests.join("Cargo.lock"))
-        .unwrap()
-        .replace("misbehave-guest", "edge-test-rebuild-probe");
-    for (file, text) in [("Cargo.toml", manifest), ("Cargo.lock", lock)] {
-        // Rewritten only when different: an unchanged manifest must not force a build.
-        if std::fs::read_to_string(dir.join(file)).ok().as_deref() != Some(text.as_str()) {
-            std::fs::write(dir.join(file), text).unwrap();
-        }
-    }
     std::fs::write(
         dir.join("src/main.rs"),
         format!(
@@ -39,6 +26,60 @@ fn write_probe(dir: &Path, body: &str) {
         ),
     )
     .unwrap();
+    if dir.join("Cargo.lock").exists() {
+        return;
+    }
+    // First time: the misbehave guest's manifest and lock file under another name, so that
+    // its dependencies are already built in the guests' target directory.
+    let guests = Path::new(env!("CARGO_MANIFEST_DIR")).join("guests/misbehave");
+    for file in ["Cargo.toml", "Cargo.lock"] {
+        let text = std::fs::read_to_string(guests.join(file)).unwrap();
+        std::fs::write(
+            dir.join(file),
+            text.replace("misbehave-guest", "edge-test-rebuild-probe"),
+        )
+        .unwrap();
+    }
+    // The renamed package sorts elsewhere: let cargo put the lock file in its own order now,
+    // not during the first build (which would make the next process build again).
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "update",
+            "--workspace",
+            "--offline",
+            "--quiet",
+            "--manifest-path",
+        ])
+        .arg(dir.join("Cargo.toml"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "cargo update --workspace on the probe");
+}
+
+/// Returns once the file system's clock (coarser than the system's on most machines) has
+/// moved past the probe's last change, as it has by the time anyone runs tests after an
+/// edit: a build that starts in the same tick as an edit is, rightly, not trusted to
+/// include it.
+fn let_the_file_clock_pass(dir: &Path) {
+    let modified = |file: &Path| std::fs::metadata(file).unwrap().modified().unwrap();
+    let edited = ["src/main.rs", "Cargo.toml", "Cargo.lock"]
+        .map(|file| modified(&dir.join(file)))
+        .into_iter()
+        .max()
+        .unwrap();
+    let marker = dir.join("clock");
+    for _ in 0..100_000 {
+        std::fs::write(&marker, b"").unwrap();
+        if modified(&marker) > edited {
+            return;
+        }
+        std::thread::yield_now();
+    }
+    panic!(
+        "the file clock did not move past the edits in {}",
+        dir.display()
+    );
 }
 
 /// Runs the helper in a fresh test process: what it printed, and whether cargo ran.
@@ -66,6 +107,7 @@ fn an_edited_guest_is_rebuilt_and_an_unchanged_one_is_not() {
     let dir = probe_dir();
     let first = format!("first {}", std::process::id());
     write_probe(&dir, &first);
+    let_the_file_clock_pass(&dir);
     let (body, _) = serve_once();
     assert_eq!(body, first);
 
@@ -78,6 +120,7 @@ fn an_edited_guest_is_rebuilt_and_an_unchanged_one_is_not() {
 
     let second = format!("second {}", std::process::id());
     write_probe(&dir, &second);
+    let_the_file_clock_pass(&dir);
     let (body, built) = serve_once();
     assert!(built, "the guest's source changed, yet it was not rebuilt");
     // The running host compiled the first module; the new one gets a template of its own.
