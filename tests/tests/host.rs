@@ -235,6 +235,45 @@ fn a_full_run_leaves_no_process_or_socket_behind() {
 }
 
 #[test]
+fn logs_of_dead_hosts_are_swept_after_a_day() {
+    let runtime_dir = scratch_dir("stale-logs");
+    let dir = runtime_dir.join("edge-test");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let log = |name: &str, age: Duration| {
+        let path = dir.join(name);
+        std::fs::write(&path, "edge-test host 1 listening").unwrap();
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(std::time::SystemTime::now() - age)
+            .unwrap();
+        path
+    };
+    let day = Duration::from_secs(24 * 60 * 60);
+    let stale = log("host-00000000000000aa.log", 2 * day);
+    let recent = log("host-00000000000000bb.log", Duration::from_secs(60));
+    let not_ours = log("notes.log", 2 * day);
+
+    // Starting a host sweeps the directory.
+    run_to_end(
+        helper("helper_claim_shared_keys")
+            .env("XDG_RUNTIME_DIR", &*runtime_dir)
+            .env("EDGE_TEST_HOST_IDLE_MS", "300")
+            .env("EDGE_TEST_HELPER_ID", "sweeper")
+            .spawn()
+            .unwrap(),
+    );
+    assert!(!stale.exists(), "a day-old log of a dead host is removed");
+    assert!(
+        recent.exists(),
+        "a recent one is kept for whoever investigates"
+    );
+    assert!(
+        not_ours.exists(),
+        "files that are not host logs are left alone"
+    );
+}
+
+#[test]
 fn the_host_socket_lives_where_only_this_user_can_reach_it() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let runtime_dir = scratch_dir("private");

@@ -157,6 +157,7 @@ fn connect_or_start_host() -> Result<UnixStream, EdgeError> {
         return Ok(stream);
     }
     let _ = std::fs::remove_file(&paths.socket);
+    socket_dir::remove_stale_logs(&paths);
     let exe = std::env::current_exe()
         .map_err(|e| EdgeError::Runtime(format!("cannot find the test binary: {e}")))?;
     let log = std::fs::File::create(&paths.log)

@@ -4,6 +4,7 @@
 use std::hash::{Hash, Hasher};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::error::EdgeError;
 
@@ -37,6 +38,33 @@ pub(super) fn host_paths() -> Result<HostPaths, EdgeError> {
         start_lock: dir.join("host-start.lock"),
         log: dir.join(format!("host-{id}.log")),
     })
+}
+
+/// A host removes its log when it exits idle; one that crashed or was killed leaves it for
+/// whoever investigates. Logs a day old with no host listening beside them go, so that the
+/// directory does not collect one per killed host. Called under the start lock: no other
+/// host is between creating its log and listening.
+pub(super) fn remove_stale_logs(paths: &HostPaths) {
+    const KEPT_FOR: Duration = Duration::from_secs(24 * 60 * 60);
+    let Some(dir) = paths.log.parent() else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for log in entries.flatten().map(|entry| entry.path()) {
+        let is_host_log = log.extension().is_some_and(|ext| ext == "log")
+            && log
+                .file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("host-"));
+        let old = std::fs::metadata(&log)
+            .and_then(|meta| meta.modified())
+            .is_ok_and(|modified| modified.elapsed().is_ok_and(|age| age > KEPT_FOR));
+        if is_host_log && old && !log.with_extension("sock").exists() {
+            let _ = std::fs::remove_file(&log);
+        }
+    }
 }
 
 /// `$XDG_RUNTIME_DIR/edge-test` or `/tmp/edge-test-<uid>`, mode 0700, owned by us; anything
