@@ -36,10 +36,20 @@ pub(super) struct Invoke(pub InvocationRequest);
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct Report(pub InvocationReport);
 
-pub(super) fn send(stream: &mut impl Write, message: &impl Serialize) -> std::io::Result<()> {
+/// One message as it goes on the wire: JSON, then a newline.
+pub(super) fn encode(message: &impl Serialize) -> std::io::Result<Vec<u8>> {
     let mut line = serde_json::to_vec(message).map_err(std::io::Error::other)?;
     line.push(b'\n');
-    stream.write_all(&line)?;
+    Ok(line)
+}
+
+/// One line received, its newline included or not.
+pub(super) fn decode<T: DeserializeOwned>(line: &[u8]) -> std::io::Result<T> {
+    serde_json::from_slice(line).map_err(std::io::Error::other)
+}
+
+pub(super) fn send(stream: &mut impl Write, message: &impl Serialize) -> std::io::Result<()> {
+    stream.write_all(&encode(message)?)?;
     stream.flush()
 }
 
@@ -47,11 +57,9 @@ pub(super) fn send(stream: &mut impl Write, message: &impl Serialize) -> std::io
 pub(super) fn receive<T: DeserializeOwned>(
     stream: &mut impl BufRead,
 ) -> std::io::Result<Option<T>> {
-    let mut line = String::new();
-    if stream.read_line(&mut line)? == 0 {
+    let mut line = Vec::new();
+    if stream.read_until(b'\n', &mut line)? == 0 {
         return Ok(None);
     }
-    serde_json::from_str(&line)
-        .map(Some)
-        .map_err(std::io::Error::other)
+    decode(&line).map(Some)
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use super::protocol::{Invoke, Report};
+use super::protocol::{self, Invoke, Report};
 use crate::executor::{InvocationReport, InvocationRequest, Outcome, SESSION_ENDED};
 
 /// How much longer than the guest's own limit a test waits for its worker before killing it.
@@ -123,8 +123,7 @@ impl WorkerLink {
     }
 
     fn send(&mut self, message: &Invoke) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(message).map_err(std::io::Error::other)?;
-        line.push(b'\n');
+        let line = protocol::encode(message)?;
         let mut written = 0;
         while written < line.len() {
             match (&self.stream).write(&line[written..]) {
@@ -212,11 +211,7 @@ impl WorkerLink {
     fn take_report(&mut self) -> Option<std::io::Result<InvocationReport>> {
         let end = self.received.iter().position(|&b| b == b'\n')?;
         let line: Vec<u8> = self.received.drain(..=end).collect();
-        Some(
-            serde_json::from_slice::<Report>(&line)
-                .map(|Report(report)| report)
-                .map_err(std::io::Error::other),
-        )
+        Some(protocol::decode(&line).map(|Report(report)| report))
     }
 }
 
