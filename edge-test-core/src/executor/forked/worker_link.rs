@@ -27,10 +27,24 @@ pub(super) struct WorkerLink {
     worker_pid: u32,
     /// Bytes of reports read from the socket and not yet taken.
     received: Vec<u8>,
-    /// A request was sent and its report not yet read: the deadline for that report.
-    outstanding: Option<(Instant, Duration)>,
+    /// A request was sent and its report not yet read.
+    outstanding: Option<Outstanding>,
     /// Why later requests cannot run: the worker timed out, crashed or was killed.
     ended: Option<String>,
+}
+
+/// A request in the worker: when it was sent, and the guest's time limit for it.
+#[derive(Clone, Copy)]
+struct Outstanding {
+    sent: Instant,
+    limit: Duration,
+}
+
+impl Outstanding {
+    /// When the worker has had its own limit and the grace past it.
+    fn deadline(self) -> Instant {
+        self.sent + self.limit + WORKER_GRACE
+    }
 }
 
 /// How to wait for the worker: on the caller's thread, or on its tokio runtime.
@@ -70,7 +84,10 @@ impl WorkerLink {
         if let Err(e) = self.send(&Invoke(request)) {
             return self.worker_died(&e.to_string());
         }
-        self.outstanding = Some((Instant::now() + limit + WORKER_GRACE, limit));
+        self.outstanding = Some(Outstanding {
+            sent: Instant::now(),
+            limit,
+        });
         self.receive(waiting).await
     }
 
@@ -78,13 +95,12 @@ impl WorkerLink {
     /// worker. Cancelled mid-way (the test stopped awaiting), it leaves the request
     /// outstanding and what was read so far in `received`.
     async fn receive(&mut self, waiting: Waiting) -> InvocationReport {
-        let Some((deadline, limit)) = self.outstanding else {
+        let Some(request) = self.outstanding else {
             return InvocationReport::not_run("no request is waiting for a report");
         };
-        let started = deadline - limit - WORKER_GRACE;
         let answer = match waiting {
-            Waiting::Blocking => self.read_report_blocking(deadline),
-            Waiting::Async => self.read_report_async(deadline).await,
+            Waiting::Blocking => self.read_report_blocking(request.deadline()),
+            Waiting::Async => self.read_report_async(request.deadline()).await,
         };
         self.outstanding = None;
         match answer {
@@ -102,11 +118,13 @@ impl WorkerLink {
                 InvocationReport {
                     response: None,
                     log_lines: Vec::new(),
-                    outcome: Outcome::TimedOut { limit },
+                    outcome: Outcome::TimedOut {
+                        limit: request.limit,
+                    },
                 }
             }
             Ok(None) | Err(_) => {
-                self.worker_died(&format!("{:?} into the request", started.elapsed()))
+                self.worker_died(&format!("{:?} into the request", request.sent.elapsed()))
             }
         }
     }
