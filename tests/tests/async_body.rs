@@ -54,3 +54,31 @@ async fn the_test_body_runs_while_the_guest_works(edge: Edge) {
         "a future of the test made no progress during a 300 ms request"
     );
 }
+
+/// Polls a future to completion on this thread, with no tokio runtime anywhere: what a
+/// test on another executor does.
+fn block_on_without_tokio<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Arc::new(Unpark(std::thread::current())).into();
+    let mut context = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
+#[test]
+fn send_can_be_awaited_outside_tokio() {
+    let edge = Edge::start("misbehave", "other executor").expect("misbehave starts");
+    assert!(tokio::runtime::Handle::try_current().is_err());
+    let response = block_on_without_tokio(edge.get("/ok").send());
+    assert_eq!(response.text(), "ok");
+}

@@ -116,8 +116,14 @@ impl ForkedSession {
     }
 
     pub(crate) async fn run(&self, request: InvocationRequest) -> InvocationReport {
+        // Awaited outside tokio (another executor), there is no runtime to wait on: the
+        // caller's thread waits instead, as a blocking send would.
+        let waiting = match tokio::runtime::Handle::try_current() {
+            Ok(_) => Waiting::Async,
+            Err(_) => Waiting::Blocking,
+        };
         let mut link = self.link.lock().await;
-        link.exchange(request, Waiting::Async).await
+        link.exchange(request, waiting).await
     }
 
     pub(crate) fn run_blocking(&self, request: InvocationRequest) -> InvocationReport {

@@ -66,8 +66,9 @@ impl WorkerLink {
         })
     }
 
-    /// Runs one request in the worker and returns its report. `Waiting::Async` needs a tokio
-    /// runtime with I/O and time enabled (as `#[edge_test]` and `#[tokio::test]` give).
+    /// Runs one request in the worker and returns its report. `Waiting::Async` needs the
+    /// current tokio runtime to have I/O and time enabled (as `#[edge_test]` and
+    /// `#[tokio::test]` give).
     pub(super) async fn exchange(
         &mut self,
         request: InvocationRequest,
