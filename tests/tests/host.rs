@@ -43,6 +43,11 @@ fn parent_of(pid: u32) -> u32 {
         .unwrap()
 }
 
+fn process_name(pid: u32) -> String {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    comm.trim_end().to_owned()
+}
+
 /// Alive and not a zombie waiting to be reaped.
 fn is_running(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
@@ -94,6 +99,9 @@ fn tests_share_one_host_and_get_a_worker_each() {
         std::process::id(),
         "the host is not the test process"
     );
+    // Named, so that `ps` tells them from the test processes of the same binary.
+    assert_eq!(process_name(parent_of(worker_a)), "edge-test host");
+    assert_eq!(process_name(worker_a), "edge-test guest");
 }
 
 #[test]

@@ -54,6 +54,7 @@ struct Host {
 pub(super) fn run(socket: PathBuf) -> ! {
     // Not inherited by anything the host starts.
     unsafe { std::env::remove_var(super::HOST_SOCKET_ENV) };
+    super::name_this_process(c"edge-test host");
     let _ = std::fs::remove_file(&socket);
     let listener = match UnixListener::bind(&socket) {
         Ok(listener) => listener,

@@ -24,6 +24,7 @@ pub(super) fn run(
     unsafe {
         libc::close(LISTENER_FD.load(Ordering::SeqCst));
     }
+    super::name_this_process(c"edge-test guest");
     // A test process that dies takes its worker along: its end of the socket closes, and
     // the reader below exits. If the test process is already gone, do not even start.
     if unsafe { libc::kill(client_pid as i32, 0) } != 0 {
