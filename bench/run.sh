@@ -62,6 +62,11 @@ async fn cached_todo_$i(edge: Edge) {
 }
 RS
   done
+  # The floor: the same number of tests in the same binary, doing nothing. What a runner
+  # costs per test process before any edge-test code runs.
+  for i in $(seq 1 "$tests"); do
+    echo "#[test] fn floor_$i() {}"
+  done
 } > "$bench/tests/suite.rs"
 
 mkdir -p "$bench/examples"
@@ -76,18 +81,32 @@ cargo build --quiet --example latency
 # Warm the guest build, so that no run pays for it.
 cargo test --quiet -- --exact cached_todo_1 >/dev/null
 
-seconds() { local start end; start=$(date +%s.%N); "$@" >/dev/null 2>&1; end=$(date +%s.%N); echo "$end - $start" | bc; }
-nextest() { cargo nextest run --no-fail-fast --test-threads "$(nproc)"; }
+# A run that fails is not a figure: stop and show why.
+seconds() {
+  local start end
+  start=$(date +%s.%N)
+  if ! "$@" >"$bench/last-run.log" 2>&1; then
+    echo "failed: $* (output in $bench/last-run.log)" >&2
+    return 1
+  fi
+  end=$(date +%s.%N)
+  echo "$end - $start" | bc
+}
+timed() { local label="$1" took; shift; took=$(seconds "$@"); echo "$label $took s"; }
+edge_tests() { cargo test --quiet -- cached_todo_; }
+nextest() { cargo nextest run --no-fail-fast --test-threads "$(nproc)" -E "test(/^$1/)"; }
 
 echo "suite: $tests tests x 4 invocations, $(nproc) cores, $(uname -sr)"
 for run in $(seq 1 "$runs"); do
-  echo "host (default)      cargo test:        $(seconds cargo test --quiet) s"
-  echo "host (default)      cargo nextest run: $(seconds nextest) s"
+  timed "host (default)      cargo test:       " edge_tests
+  timed "host (default)      cargo nextest run:" nextest cached_todo_
+  timed "floor: $tests empty tests in the same binary, cargo nextest run:" nextest floor_
 done
 # Overhead, latency against raw handle_request, cold start and memory over 2,000 tests.
 cargo run --quiet --example latency
 # BENCH_BASELINE=0 skips the slow baseline, for quick looks at the host figures.
 if [ "${BENCH_BASELINE:-1}" = 0 ]; then exit 0; fi
 # The baseline: every test compiles its own context (the in-process executor).
-echo "per-test compile    cargo test:        $(seconds env EDGE_TEST_HOST=off cargo test --quiet) s"
-echo "per-test compile    cargo nextest run: $(seconds env EDGE_TEST_HOST=off cargo nextest run --no-fail-fast --test-threads "$(nproc)") s"
+export EDGE_TEST_HOST=off
+timed "per-test compile    cargo test:       " edge_tests
+timed "per-test compile    cargo nextest run:" nextest cached_todo_
