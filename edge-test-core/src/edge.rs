@@ -185,6 +185,18 @@ impl Edge {
         if !failures.is_empty() {
             panic!("{}", failures.join("\n"));
         }
+        // So is a guest reaching past its mocks: a test never touches the network.
+        if !report.refused_connections.is_empty() {
+            panic!(
+                "edge-test: during {summary} (invocation {invocation}) the guest of service `{}` \
+                 tried to connect to {}, which is none of its mocked backends, and was refused: \
+                 tests never reach the network. Declare the backend in fastly.toml under \
+                 [local_server.backends] and mount a mock on it with `edge.backend(\"name\")`; \
+                 dynamic backends (`Backend::builder`) cannot be mocked.",
+                self.service(),
+                report.refused_connections.join(", ")
+            );
+        }
         let logs = Logs::new(report.log_lines);
         let backend_calls = self.inner.mocks.calls_of(invocation);
         let (response, phase) = match report.response {

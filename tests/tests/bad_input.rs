@@ -2,6 +2,7 @@
 
 mod support;
 
+use edge_test::mock::{Mock, Reply, matchers::path};
 use edge_test::{Edge, EdgeError, edge_test};
 
 fn start_error(service: &str) -> String {
@@ -119,4 +120,48 @@ fn an_error_in_one_service_leaves_other_services_working() {
     let _ = start_error("not-wasm");
     let edge = Edge::start("misbehave", "bad_input").expect("a good service still starts");
     assert_eq!(edge.get("/ok").send_blocking().text(), "ok");
+}
+
+#[test]
+fn a_guest_reaching_past_its_mocks_is_refused_and_fails_the_test() {
+    let edge = Edge::start("misbehave", "bad_input").expect("misbehave starts");
+    // TEST-NET-3: routed nowhere. Unfenced, the connection would fail or hang on its own;
+    // fenced, it is refused at once and the test is told why.
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        edge.get("/dynamic-backend/203.0.113.9:80").send_blocking()
+    }))
+    .expect_err("a connection past the mocks fails the test");
+    let message = panic.downcast_ref::<String>().expect("a formatted message");
+    assert_mentions(
+        message,
+        &[
+            "GET /dynamic-backend/203.0.113.9:80 (invocation 1)",
+            "the guest of service `misbehave` tried to connect to TCP 203.0.113.9:80",
+            "none of its mocked backends, and was refused",
+            "[local_server.backends]",
+            "dynamic backends (`Backend::builder`) cannot be mocked",
+        ],
+    );
+    // The mocked backend is still reached, through the same fence.
+    Mock::given(path("/x"))
+        .respond_with(Reply::text(200, "mocked"))
+        .mount(&edge.backend("api"));
+    assert_eq!(edge.get("/backend/x").send_blocking().text(), "mocked");
+}
+
+#[test]
+fn a_guest_looking_up_a_host_name_is_refused_too() {
+    let edge = Edge::start("misbehave", "bad_input").expect("misbehave starts");
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        edge.get("/dynamic-backend/example.invalid:80")
+            .send_blocking()
+    }))
+    .expect_err("a DNS lookup is a connection past the mocks");
+    let message = panic.downcast_ref::<String>().unwrap();
+    assert_mentions(message, &["tried to connect to UDP ", ":53 (a DNS lookup)"]);
+    assert_eq!(
+        message.matches("(a DNS lookup)").count(),
+        1,
+        "a destination is named once however often it was tried:\n{message}"
+    );
 }

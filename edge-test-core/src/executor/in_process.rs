@@ -18,6 +18,7 @@ use viceroy_lib::config::{Backend, Backends, FastlyConfig, UnknownImportBehavior
 use viceroy_lib::{ExecuteCtx, ProfilingConfig, WasmFeatures};
 
 use super::log_sink::LogSink;
+use super::network_fence::NetworkFence;
 use super::trap_capture::TrapCollector;
 use super::{
     InvocationReport, InvocationRequest, Outcome, ReceivedResponse, SESSION_ENDED, SessionSpec,
@@ -41,13 +42,19 @@ pub(crate) struct InProcessSession {
 pub(crate) struct CompiledGuest {
     pub(crate) ctx: Arc<ExecuteCtx>,
     logs: LogSink,
+    /// Where its backends point: the only addresses its guest may connect to.
+    backend_addrs: Vec<SocketAddr>,
 }
 
 impl CompiledGuest {
     pub(crate) fn compile(spec: &SessionSpec) -> Result<Self, EdgeError> {
         let logs = LogSink::default();
         let ctx = build_context(spec, &logs)?;
-        Ok(Self { ctx, logs })
+        Ok(Self {
+            ctx,
+            logs,
+            backend_addrs: spec.backend_addrs.values().copied().collect(),
+        })
     }
 }
 
@@ -141,6 +148,8 @@ pub(crate) struct GuestRunner {
     logs: LogSink,
     traps: TrapCollector,
     runtime: Option<tokio::runtime::Runtime>,
+    /// `None` where the kernel has no seccomp to offer: the guest then runs unfenced.
+    fence: Option<NetworkFence>,
     // Scopes the trap observer to this thread's guests.
     _dispatch: tracing::dispatcher::DefaultGuard,
 }
@@ -150,6 +159,9 @@ impl GuestRunner {
     pub(crate) fn new(guest: CompiledGuest) -> Result<Self, String> {
         let traps = TrapCollector::default();
         let dispatch = tracing::dispatcher::set_default(&tracing::Dispatch::new(traps.clone()));
+        // Before the runtime, so that every thread it starts (the blocking pool, where
+        // host names are resolved) is fenced too.
+        let fence = NetworkFence::install(guest.backend_addrs);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -159,6 +171,7 @@ impl GuestRunner {
             logs: guest.logs,
             traps,
             runtime: Some(runtime),
+            fence,
             _dispatch: dispatch,
         })
     }
@@ -178,7 +191,7 @@ impl GuestRunner {
             &self.traps,
             progress.clone(),
         );
-        match runtime.block_on(async { tokio::time::timeout(limit, run).await }) {
+        let mut report = match runtime.block_on(async { tokio::time::timeout(limit, run).await }) {
             Ok(report) => report,
             Err(_elapsed) => {
                 // Only dropping the runtime stops the guest.
@@ -189,9 +202,14 @@ impl GuestRunner {
                     response: progress.borrow_mut().take(),
                     log_lines: self.logs.drain(),
                     outcome: Outcome::TimedOut { limit },
+                    refused_connections: Vec::new(),
                 }
             }
+        };
+        if let Some(fence) = &self.fence {
+            report.refused_connections = fence.take_refused();
         }
+        report
     }
 }
 
@@ -362,6 +380,7 @@ async fn invoke(
         response,
         log_lines: logs.drain(),
         outcome,
+        refused_connections: Vec::new(),
     }
 }
 

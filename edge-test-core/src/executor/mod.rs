@@ -10,6 +10,7 @@
 mod forked;
 mod in_process;
 mod log_sink;
+mod network_fence;
 mod trap_capture;
 
 use std::collections::BTreeMap;
@@ -54,6 +55,8 @@ pub(crate) struct InvocationReport {
     pub response: Option<ReceivedResponse>,
     pub log_lines: Vec<LogLine>,
     pub outcome: Outcome,
+    /// Connections the guest tried to open to anything but its mocks, refused by the fence.
+    pub refused_connections: Vec<network_fence::Refused>,
 }
 
 impl InvocationReport {
@@ -65,6 +68,7 @@ impl InvocationReport {
             outcome: Outcome::NotRun {
                 reason: reason.to_owned(),
             },
+            refused_connections: Vec::new(),
         }
     }
 }

@@ -122,6 +122,7 @@ impl WorkerLink {
                     outcome: Outcome::TimedOut {
                         limit: request.limit,
                     },
+                    refused_connections: Vec::new(),
                 }
             }
             Ok(None) | Err(_) => {

@@ -69,6 +69,19 @@ fn main() {
                 Err(e) => Response::from_status(StatusCode::BAD_GATEWAY).with_body(format!("send failed: {e}")).send_to_client(),
             }
         }
+        ["dynamic-backend", target] => {
+            // A backend made at run time, to any address: nothing a test can mock.
+            let sent = fastly::Backend::builder("dynamic", *target)
+                .finish()
+                .map_err(|e| e.to_string())
+                .and_then(|backend| {
+                    Request::get(format!("http://{target}/")).send(backend).map_err(|e| e.to_string())
+                });
+            match sent {
+                Ok(resp) => Response::from_status(resp.get_status()).send_to_client(),
+                Err(e) => Response::from_status(StatusCode::BAD_GATEWAY).with_body(format!("send failed: {e}")).send_to_client(),
+            }
+        }
         ["kv", key] => {
             let store = KVStore::open("data").unwrap().unwrap();
             match store.lookup(key) {
