@@ -31,7 +31,9 @@
 //!   them, a mock server for each backend, its own logs.
 //! - `send` waits until the guest has fully finished: a panic after `send_to_client` or in
 //!   the middle of `stream_to_client` fails the test; `try_send` lets a test assert on it.
-//! - A backend request no mock matches fails the test; nothing reaches the network.
+//! - A backend request no mock matches fails the test; nothing reaches the network: a
+//!   connection the guest opens to anything but its mocks (a dynamic backend) is refused
+//!   and fails the test too (on Linux).
 //! - A guest past its time limit (5 s by default) is stopped and reported.
 //!
 //! `#[edge_test]` accepts `async fn` and plain `fn` (use `send_blocking` there), returning
