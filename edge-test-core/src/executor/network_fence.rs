@@ -33,7 +33,7 @@ mod imp {
 
     pub(crate) struct NetworkFence {
         refused: Arc<Mutex<Vec<Refused>>>,
-        /// Written to (or closed) to stop the supervisor.
+        /// The write end of a pipe the supervisor watches: dropping it stops the supervisor.
         stop: Option<OwnedFd>,
         supervisor: Option<JoinHandle<()>>,
     }
@@ -260,8 +260,8 @@ mod imp {
         }
     }
 
-    /// TCP or UDP (a DNS lookup), for the report: the fenced threads share this process's
-    /// descriptors.
+    /// TCP or UDP (UDP to port 53 is a DNS lookup), for the report: the fenced threads share
+    /// this process's descriptors.
     fn socket_kind(fd: i32) -> &'static str {
         let mut kind: libc::c_int = 0;
         let mut size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -277,7 +277,7 @@ mod imp {
         match (asked, kind) {
             (0, libc::SOCK_STREAM) => "TCP",
             (0, libc::SOCK_DGRAM) => "UDP",
-            _ => "a connection to",
+            _ => "socket",
         }
     }
 }
