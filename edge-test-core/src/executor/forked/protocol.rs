@@ -1,7 +1,13 @@
-//! What test processes, the host and its workers say to each other: one JSON message per
-//! line over a Unix socket.
+//! What test processes, the host and its workers say to each other over a Unix socket: one
+//! frame per message, a little-endian `u32` length and then the message in postcard.
+//!
+//! Why not JSON lines: bodies and logs are bytes, and JSON wrote them as arrays of numbers
+//! (five times their size), and finding a line's end meant searching what had arrived again
+//! after every read. A length prefix lets each side read exactly what it needs, in time
+//! linear in the message, and refuse a frame larger than it will ever accept before it
+//! allocates anything.
 
-use std::io::{BufRead, Write};
+use std::io::{ErrorKind, Read, Write};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -9,12 +15,27 @@ use serde::{Deserialize, Serialize};
 use crate::error::EdgeError;
 use crate::executor::{InvocationReport, InvocationRequest, SessionSpec};
 
+/// The largest Hello the host reads: a `fastly.toml` with inline store data fits many
+/// times over; a stray or hostile client cannot make the host allocate more.
+pub(super) const MAX_HELLO: usize = 16 << 20;
+/// The largest request or report either side reads (bodies and logs included).
+pub(super) const MAX_MESSAGE: usize = 1 << 30;
+
+const LENGTH: usize = std::mem::size_of::<u32>();
+
 /// Test process -> host, once per connection.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct Hello {
     pub spec: SessionSpec,
     /// The test process, so the host can tell when it is gone.
     pub client_pid: u32,
+}
+
+/// Host -> test process, at once after a Hello: the host is alive and working on it
+/// (compiling a template can take seconds; a host that does not even say this is stuck).
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Accepted {
+    pub host_pid: u32,
 }
 
 /// Host (or, once forked, the worker) -> test process, once.
@@ -36,16 +57,39 @@ pub(super) struct Invoke(pub InvocationRequest);
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct Report(pub InvocationReport);
 
-/// One message as it goes on the wire: JSON, then a newline.
+/// One message as it goes on the wire: its length, then its bytes.
 pub(super) fn encode(message: &impl Serialize) -> std::io::Result<Vec<u8>> {
-    let mut line = serde_json::to_vec(message).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    Ok(line)
+    let mut frame = vec![0; LENGTH];
+    frame = postcard::to_extend(message, frame).map_err(std::io::Error::other)?;
+    let length = u32::try_from(frame.len() - LENGTH)
+        .map_err(|_| std::io::Error::other("a message of 4 GiB or more cannot be sent"))?;
+    frame[..LENGTH].copy_from_slice(&length.to_le_bytes());
+    Ok(frame)
 }
 
-/// One line received, its newline included or not.
-pub(super) fn decode<T: DeserializeOwned>(line: &[u8]) -> std::io::Result<T> {
-    serde_json::from_slice(line).map_err(std::io::Error::other)
+/// A message's payload (the frame without its length).
+pub(super) fn decode<T: DeserializeOwned>(payload: &[u8]) -> std::io::Result<T> {
+    postcard::from_bytes(payload).map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))
+}
+
+/// The length of the frame that starts `buffer`, once its prefix has arrived; an error when
+/// it is larger than `limit`.
+pub(super) fn frame_length(buffer: &[u8], limit: usize) -> std::io::Result<Option<usize>> {
+    let Some(prefix) = buffer.first_chunk::<LENGTH>() else {
+        return Ok(None);
+    };
+    let length = u32::from_le_bytes(*prefix) as usize;
+    if length > limit {
+        return Err(too_large(length, limit));
+    }
+    Ok(Some(LENGTH + length))
+}
+
+fn too_large(length: usize, limit: usize) -> std::io::Error {
+    std::io::Error::new(
+        ErrorKind::InvalidData,
+        format!("a message of {length} bytes is larger than the {limit} bytes accepted"),
+    )
 }
 
 pub(super) fn send(stream: &mut impl Write, message: &impl Serialize) -> std::io::Result<()> {
@@ -53,13 +97,76 @@ pub(super) fn send(stream: &mut impl Write, message: &impl Serialize) -> std::io
     stream.flush()
 }
 
-/// `Ok(None)` at end of stream: the other side has gone.
+/// Reads one whole message of at most `limit` bytes. `Ok(None)`: the other side hung up
+/// before a message began.
 pub(super) fn receive<T: DeserializeOwned>(
-    stream: &mut impl BufRead,
+    stream: &mut impl Read,
+    limit: usize,
 ) -> std::io::Result<Option<T>> {
-    let mut line = Vec::new();
-    if stream.read_until(b'\n', &mut line)? == 0 {
-        return Ok(None);
+    let mut prefix = [0; LENGTH];
+    match stream.read_exact(&mut prefix) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
     }
-    decode(&line).map(Some)
+    let length = u32::from_le_bytes(prefix) as usize;
+    if length > limit {
+        return Err(too_large(length, limit));
+    }
+    let mut payload = vec![0; length];
+    stream.read_exact(&mut payload)?;
+    decode(&payload).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_is_its_length_then_its_message() {
+        let frame = encode(&Accepted { host_pid: 7 }).unwrap();
+        assert_eq!(frame_length(&frame, 100).unwrap(), Some(frame.len()));
+        assert_eq!(frame_length(&frame[..2], 100).unwrap(), None);
+        let back: Accepted = receive(&mut frame.as_slice(), 100).unwrap().unwrap();
+        assert_eq!(back.host_pid, 7);
+        assert!(
+            receive::<Accepted>(&mut [].as_slice(), 100)
+                .unwrap()
+                .is_none(),
+            "a hang-up before a frame is the end, not an error"
+        );
+    }
+
+    #[test]
+    fn a_frame_over_the_limit_is_refused_before_it_is_read() {
+        let mut frame = (300u32 << 20).to_le_bytes().to_vec();
+        frame.extend_from_slice(b"never read");
+        let error = receive::<Accepted>(&mut frame.as_slice(), MAX_HELLO).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::InvalidData);
+        assert!(
+            error
+                .to_string()
+                .contains("314572800 bytes is larger than the 16777216 bytes accepted"),
+            "{error}"
+        );
+        assert!(frame_length(&frame, MAX_HELLO).is_err());
+    }
+
+    #[test]
+    fn bodies_travel_as_bytes() {
+        let body = vec![0xABu8; 1 << 20];
+        let frame = encode(&crate::executor::ReceivedResponse {
+            status: 200,
+            headers: Vec::new(),
+            body: body.clone(),
+            body_error: None,
+            from_runtime: false,
+        })
+        .unwrap();
+        assert!(
+            frame.len() < body.len() + 64,
+            "a 1 MiB body takes {} bytes on the wire",
+            frame.len()
+        );
+    }
 }

@@ -4,8 +4,9 @@
 //! request cost more than a small guest's whole request), and an async test awaits the
 //! report on its own runtime, so that its other futures (a timeout around `send`, a
 //! `select!`) keep running while the guest works. A request whose test stopped awaiting it
-//! still runs to its end in the worker; its report is read and dropped before the next
-//! request is sent, so reports never shift by one.
+//! still runs to its end in the worker; the edge settles it (reads its report and judges it)
+//! before the next request is sent, so reports never shift by one and nothing it did is
+//! lost or counted as the next one's.
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -27,6 +28,8 @@ pub(super) struct WorkerLink {
     worker_pid: u32,
     /// Bytes of reports read from the socket and not yet taken.
     received: Vec<u8>,
+    /// The length of the frame at the start of `received`, once its prefix has arrived.
+    frame: Option<usize>,
     /// A request was sent and its report not yet read.
     outstanding: Option<Outstanding>,
     /// Why later requests cannot run: the worker timed out, crashed or was killed.
@@ -41,9 +44,10 @@ struct Outstanding {
 }
 
 impl Outstanding {
-    /// When the worker has had its own limit and the grace past it.
-    fn deadline(self) -> Instant {
-        self.sent + self.limit + WORKER_GRACE
+    /// When the worker has had its own limit and the grace past it; `None` for a limit so
+    /// far away that it cannot be written as an instant (`Duration::MAX`): no deadline.
+    fn deadline(self) -> Option<Instant> {
+        self.sent.checked_add(self.limit)?.checked_add(WORKER_GRACE)
     }
 }
 
@@ -61,6 +65,7 @@ impl WorkerLink {
             stream,
             worker_pid,
             received: Vec::new(),
+            frame: None,
             outstanding: None,
             ended: None,
         })
@@ -75,7 +80,8 @@ impl WorkerLink {
         waiting: Waiting,
     ) -> InvocationReport {
         if self.outstanding.is_some() {
-            // An earlier request its test stopped awaiting: its report comes first.
+            // The edge settles an abandoned request before it sends the next; a link used
+            // otherwise still never lets reports shift by one.
             let _abandoned = self.receive(waiting).await;
         }
         if let Some(reason) = &self.ended {
@@ -83,13 +89,22 @@ impl WorkerLink {
         }
         let limit = request.guest_timeout;
         if let Err(e) = self.send(&Invoke(request)) {
-            return self.worker_died(&e.to_string());
+            return self.worker_died(&format!("before it took the request ({e})"));
         }
         self.outstanding = Some(Outstanding {
             sent: Instant::now(),
             limit,
         });
         self.receive(waiting).await
+    }
+
+    /// The report of a request whose test stopped awaiting it, once the worker has finished
+    /// it; `None` when no request is outstanding.
+    pub(super) async fn settle(&mut self, waiting: Waiting) -> Option<InvocationReport> {
+        if self.outstanding.is_none() {
+            return None;
+        }
+        Some(self.receive(waiting).await)
     }
 
     /// Waits for the outstanding request's report and settles what it says about the
@@ -114,16 +129,28 @@ impl WorkerLink {
             Err(e) if e.kind() == ErrorKind::TimedOut => {
                 // The worker's own clock should have stopped the guest; it is stuck in a
                 // way that did not yield. Kill it.
+                // SAFETY: kill takes plain integers. The worker is the host's child, not
+                // ours, so its pid could in principle be reused once it exits; it cannot
+                // have exited unseen here, since its socket would have closed first.
                 unsafe { libc::kill(self.worker_pid as i32, libc::SIGKILL) };
                 self.ended = Some(SESSION_ENDED.to_owned());
                 InvocationReport {
-                    response: None,
-                    log_lines: Vec::new(),
                     outcome: Outcome::TimedOut {
                         limit: request.limit,
                     },
-                    refused_connections: Vec::new(),
+                    ..InvocationReport::not_run("")
                 }
+            }
+            Err(e) if e.kind() == ErrorKind::InvalidData => {
+                let reason = format!(
+                    "the worker process running this test's guest (pid {}) sent a report that \
+                     cannot be read ({e}); it was stopped",
+                    self.worker_pid
+                );
+                // SAFETY: as above; a worker that breaks the protocol is not trusted further.
+                unsafe { libc::kill(self.worker_pid as i32, libc::SIGKILL) };
+                self.ended = Some(reason.clone());
+                InvocationReport::not_run(&reason)
             }
             Ok(None) | Err(_) => {
                 self.worker_died(&format!("{:?} into the request", request.sent.elapsed()))
@@ -143,14 +170,22 @@ impl WorkerLink {
     }
 
     fn send(&mut self, message: &Invoke) -> std::io::Result<()> {
-        let line = protocol::encode(message)?;
+        let frame = protocol::encode(message)?;
         let mut written = 0;
-        while written < line.len() {
-            match (&self.stream).write(&line[written..]) {
+        let deadline = Instant::now() + WORKER_GRACE;
+        while written < frame.len() {
+            match (&self.stream).write(&frame[written..]) {
                 Ok(n) => written += n,
                 // The worker reads as fast as it can; a large body fills the buffer.
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    poll(self.stream.as_raw_fd(), libc::POLLOUT, None)?;
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(std::io::Error::new(
+                            ErrorKind::TimedOut,
+                            format!("it took no request bytes for {WORKER_GRACE:?}"),
+                        ));
+                    }
+                    poll(self.stream.as_raw_fd(), libc::POLLOUT, Some(left))?;
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -161,17 +196,17 @@ impl WorkerLink {
 
     fn read_report_blocking(
         &mut self,
-        deadline: Instant,
+        deadline: Option<Instant>,
     ) -> std::io::Result<Option<InvocationReport>> {
         loop {
-            if let Some(report) = self.take_report() {
-                return report.map(Some);
+            if let Some(report) = self.take_report()? {
+                return Ok(Some(report));
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            let left = deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|left| left.is_zero()) {
                 return Err(ErrorKind::TimedOut.into());
             }
-            poll(self.stream.as_raw_fd(), libc::POLLIN, Some(left))?;
+            poll(self.stream.as_raw_fd(), libc::POLLIN, left)?;
             match self.read_available() {
                 Ok(true) => {}
                 Ok(false) => return Ok(None),
@@ -184,7 +219,7 @@ impl WorkerLink {
 
     async fn read_report_async(
         &mut self,
-        deadline: Instant,
+        deadline: Option<Instant>,
     ) -> std::io::Result<Option<InvocationReport>> {
         let fd = SocketFd(self.stream.as_raw_fd());
         // SAFETY: the descriptor is `self.stream`'s, which stays open and unchanged while
@@ -192,8 +227,8 @@ impl WorkerLink {
         let readiness = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?;
         let read = async {
             loop {
-                if let Some(report) = self.take_report() {
-                    return report.map(Some);
+                if let Some(report) = self.take_report()? {
+                    return Ok(Some(report));
                 }
                 let mut ready = readiness.readable().await?;
                 // Readiness can be stale: a read that would block clears it.
@@ -205,33 +240,51 @@ impl WorkerLink {
                 }
             }
         };
-        tokio::time::timeout_at(deadline.into(), read)
-            .await
-            .unwrap_or_else(|_| Err(ErrorKind::TimedOut.into()))
+        match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), read)
+                .await
+                .unwrap_or_else(|_| Err(ErrorKind::TimedOut.into())),
+            None => read.await,
+        }
     }
 
     /// Reads what the socket holds; `Ok(false)` at end of stream, `WouldBlock` when it holds
     /// nothing yet.
     fn read_available(&mut self) -> std::io::Result<bool> {
-        let mut chunk = [0u8; 64 * 1024];
+        // Straight into the buffer, sized for the frame once its length is known: a large
+        // report is read in as few calls as the socket allows, and copied once.
+        let wanted = self.frame.unwrap_or(0).max(self.received.len() + 64 * 1024);
+        self.received.reserve(wanted - self.received.len());
+        let filled = self.received.len();
+        self.received.resize(self.received.capacity(), 0);
         loop {
-            match (&self.stream).read(&mut chunk) {
-                Ok(0) => return Ok(false),
+            match (&self.stream).read(&mut self.received[filled..]) {
                 Ok(n) => {
-                    self.received.extend_from_slice(&chunk[..n]);
-                    return Ok(true);
+                    self.received.truncate(filled + n);
+                    return Ok(n > 0);
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.received.truncate(filled);
+                    return Err(e);
+                }
             }
         }
     }
 
-    /// The next whole report in `received`, if one has arrived.
-    fn take_report(&mut self) -> Option<std::io::Result<InvocationReport>> {
-        let end = self.received.iter().position(|&b| b == b'\n')?;
-        let line: Vec<u8> = self.received.drain(..=end).collect();
-        Some(protocol::decode(&line).map(|Report(report)| report))
+    /// The next whole report in `received`, if one has arrived. Looks only at the frame's
+    /// length prefix until the whole frame is there: time linear in the report's size.
+    fn take_report(&mut self) -> std::io::Result<Option<InvocationReport>> {
+        if self.frame.is_none() {
+            self.frame = protocol::frame_length(&self.received, protocol::MAX_MESSAGE)?;
+        }
+        let Some(frame) = self.frame.filter(|&frame| self.received.len() >= frame) else {
+            return Ok(None);
+        };
+        self.frame = None;
+        let report = protocol::decode(&self.received[4..frame]).map(|Report(report)| report);
+        self.received.drain(..frame);
+        report.map(Some)
     }
 }
 
@@ -256,6 +309,7 @@ fn poll(fd: RawFd, events: libc::c_short, limit: Option<Duration>) -> std::io::R
         events,
         revents: 0,
     };
+    // SAFETY: `watch` is one valid pollfd, alive for the call.
     if unsafe { libc::poll(&mut watch, 1, timeout_ms) } < 0 {
         let error = std::io::Error::last_os_error();
         if error.kind() != ErrorKind::Interrupted {
