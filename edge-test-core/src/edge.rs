@@ -42,7 +42,11 @@ struct EdgeInner {
     session: executor::Session,
     mocks: MockHub,
     guest_timeout: Mutex<Duration>,
+    max_log_bytes: AtomicUsize,
     invocations: AtomicUsize,
+    /// A request whose test stopped awaiting it (a `timeout` or `select!` around `send`):
+    /// its invocation number and summary, until it is settled.
+    abandoned: Mutex<Option<(usize, String)>>,
     /// One invocation at a time: logs and backend calls are attributed by invocation.
     turn: tokio::sync::Mutex<()>,
 }
@@ -67,6 +71,8 @@ impl Edge {
         Ok(Self {
             inner: Arc::new(EdgeInner {
                 guest_timeout: Mutex::new(service.guest_timeout),
+                max_log_bytes: AtomicUsize::new(service.max_log_bytes),
+                abandoned: Mutex::new(None),
                 service,
                 test: test.to_owned(),
                 session,
@@ -150,6 +156,13 @@ impl Edge {
             .unwrap_or_else(|p| p.into_inner()) = limit;
     }
 
+    /// How many bytes of log output (endpoints, stdout and stderr together) each following
+    /// invocation may write. Output past it is dropped and fails the test, naming how much
+    /// was dropped: memory stays bounded whatever the guest prints.
+    pub fn set_max_log_bytes(&self, limit: usize) {
+        self.inner.max_log_bytes.store(limit, Ordering::SeqCst);
+    }
+
     /// Panics with a report when a mock's expectation is not met. `#[edge_test]` calls it
     /// when the test body returns; call it earlier to check at a point of your choosing.
     pub fn verify(&self) {
@@ -169,8 +182,43 @@ impl Edge {
                     .guest_timeout
                     .lock()
                     .unwrap_or_else(|p| p.into_inner()),
+                self.inner.max_log_bytes.load(Ordering::SeqCst),
             ),
         )
+    }
+
+    /// Settles a request the test stopped awaiting, if there is one: waits for its guest to
+    /// finish, so that nothing it does is counted as the next invocation's, and fails the
+    /// test, naming it, when it trapped, timed out or broke a rule.
+    pub(crate) async fn settle_abandoned(&self) {
+        if let Some((invocation, summary)) = self.take_abandoned() {
+            if let Some(report) = self.inner.session.settle().await {
+                self.judge_abandoned(invocation, summary, report);
+            }
+        }
+    }
+
+    fn settle_abandoned_blocking(&self) {
+        if let Some((invocation, summary)) = self.take_abandoned() {
+            if let Some(report) = self.inner.session.settle_blocking() {
+                self.judge_abandoned(invocation, summary, report);
+            }
+        }
+    }
+
+    fn take_abandoned(&self) -> Option<(usize, String)> {
+        self.inner
+            .abandoned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    fn judge_abandoned(&self, invocation: usize, summary: String, report: InvocationReport) {
+        let summary = format!("{summary}, which the test stopped awaiting,");
+        if let Err(failure) = self.conclude(invocation, summary, report) {
+            panic!("{failure}");
+        }
     }
 
     fn conclude(
@@ -179,22 +227,67 @@ impl Edge {
         summary: String,
         report: InvocationReport,
     ) -> Result<Response, GuestFailure> {
+        let during = format!("during {summary} (invocation {invocation})");
+        let service = self.service();
         // Mock problems are defects of the test setup, not guest behaviour: they fail the
         // test whether or not it expected the guest to fail.
         let failures = self.inner.mocks.take_failures();
         if !failures.is_empty() {
             panic!("{}", failures.join("\n"));
         }
+        if let Some(why) = &report.unfenced {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                executor::warn(&format!(
+                    "guests in this process run without the network fence: {why}. A guest \
+                     can reach the network past its mocks unnoticed."
+                ))
+            });
+        }
         // So is a guest reaching past its mocks: a test never touches the network.
         if !report.refused_connections.is_empty() {
             panic!(
-                "edge-test: during {summary} (invocation {invocation}) the guest of service `{}` \
-                 tried to connect to {}, which is none of its mocked backends, and was refused: \
-                 tests never reach the network. Declare the backend in fastly.toml under \
-                 [local_server.backends] and mount a mock on it with `edge.backend(\"name\")`; \
-                 dynamic backends (`Backend::builder`) cannot be mocked.",
-                self.service(),
+                "edge-test: {during} the guest of service `{service}` tried to connect to {}, \
+                 which is none of its mocked backends, and was refused: tests never reach the \
+                 network. Declare the backend in fastly.toml under [local_server.backends] and \
+                 mount a mock on it with `edge.backend(\"name\")`; dynamic backends \
+                 (`Backend::builder`) cannot be mocked.",
                 report.refused_connections.join(", ")
+            );
+        }
+        // And a backend the service does not declare, which production would not have either.
+        let undeclared: Vec<&str> = report
+            .runtime_warnings
+            .iter()
+            .filter_map(|warning| executor::undeclared_backend(warning))
+            .collect();
+        if !undeclared.is_empty() {
+            let declared = self.inner.mocks.backend_names();
+            panic!(
+                "edge-test: {during} the guest of service `{service}` sent a request to backend \
+                 {}, which its fastly.toml does not declare (declared: {}); the guest got an \
+                 error where production would have one too. Declare it under \
+                 [local_server.backends] in fastly.toml, or fix the name the guest uses.",
+                undeclared
+                    .iter()
+                    .map(|name| format!("`{name}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if declared.is_empty() {
+                    "none".to_owned()
+                } else {
+                    declared.join(", ")
+                }
+            );
+        }
+        if report.dropped_log_bytes > 0 {
+            panic!(
+                "edge-test: {during} the guest of service `{service}` wrote more log output \
+                 (endpoints, stdout and stderr) than the {} bytes an invocation may write; \
+                 {} bytes past that were dropped. Log less, or raise the limit with \
+                 `Service::max_log_bytes` or `edge.set_max_log_bytes`.",
+                self.inner.max_log_bytes.load(Ordering::SeqCst),
+                report.dropped_log_bytes
             );
         }
         let logs = Logs::new(report.log_lines);
@@ -237,6 +330,7 @@ impl Edge {
             response: response.clone(),
             phase,
             logs: logs.clone(),
+            runtime_warnings: report.runtime_warnings.clone(),
         };
         match report.outcome {
             Outcome::Completed => Ok(response.expect("a guest that completed has answered")),
@@ -281,15 +375,24 @@ pub struct RequestBuilder {
 impl RequestBuilder {
     /// Adds a header (repeating a name adds another value). Panics on an invalid name or
     /// value: that is a bug in the test.
+    #[track_caller]
     pub fn header<K, V>(mut self, name: K, value: V) -> Self
     where
+        K: std::fmt::Debug,
+        V: std::fmt::Debug,
         HeaderName: TryFrom<K>,
-        <HeaderName as TryFrom<K>>::Error: std::fmt::Debug,
+        <HeaderName as TryFrom<K>>::Error: std::fmt::Display,
         HeaderValue: TryFrom<V>,
-        <HeaderValue as TryFrom<V>>::Error: std::fmt::Debug,
+        <HeaderValue as TryFrom<V>>::Error: std::fmt::Display,
     {
-        let name = HeaderName::try_from(name).expect("a valid header name");
-        let value = HeaderValue::try_from(value).expect("a valid header value");
+        let shown = format!("{name:?}");
+        let name = HeaderName::try_from(name).unwrap_or_else(|e| {
+            panic!("edge-test: the request header name {shown} is not valid ({e}); header names are tokens: letters, digits and !#$%&'*+-.^_`|~")
+        });
+        let shown_value = format!("{value:?}");
+        let value = HeaderValue::try_from(value).unwrap_or_else(|e| {
+            panic!("edge-test: the value {shown_value} of request header `{name}` is not valid ({e}); header values may not hold control characters such as newlines")
+        });
         self.headers.append(name, value);
         self
     }
@@ -329,11 +432,22 @@ impl RequestBuilder {
     }
 
     /// Like [`send`](Self::send), but a guest failure is returned rather than panicking.
+    ///
+    /// Stopping awaiting it (a `timeout` or `select!` around it) does not stop the guest: the
+    /// request runs to its end, and the next `send` (or the end of the test) waits for it
+    /// first and fails, naming it, if it trapped, timed out or reached past its mocks.
     pub async fn try_send(self) -> Result<Response, GuestFailure> {
         let edge = self.edge.clone();
         let _turn = edge.inner.turn.lock().await;
+        edge.settle_abandoned().await;
         let (invocation, request) = edge.next_invocation(&self);
+        // Dropped before it is disarmed, the future was cancelled mid-request.
+        let mut watch = AbandonWatch {
+            edge: &edge,
+            request: Some((invocation, self.summary())),
+        };
         let report = edge.inner.session.run(request).await;
+        watch.request = None;
         edge.conclude(invocation, self.summary(), report)
     }
 
@@ -347,6 +461,7 @@ impl RequestBuilder {
     pub fn try_send_blocking(self) -> Result<Response, GuestFailure> {
         let edge = self.edge.clone();
         let _turn = edge.inner.turn.blocking_lock();
+        edge.settle_abandoned_blocking();
         let (invocation, request) = edge.next_invocation(&self);
         let report = edge.inner.session.run_blocking(request);
         edge.conclude(invocation, self.summary(), report)
@@ -363,7 +478,7 @@ impl RequestBuilder {
         format!("{} {}", self.method, self.path)
     }
 
-    fn to_invocation(&self, guest_timeout: Duration) -> InvocationRequest {
+    fn to_invocation(&self, guest_timeout: Duration, max_log_bytes: usize) -> InvocationRequest {
         let host = self
             .headers
             .get(http::header::HOST)
@@ -385,6 +500,27 @@ impl RequestBuilder {
             body: self.body.to_vec(),
             client_ip: self.client_ip,
             guest_timeout,
+            max_log_bytes,
+        }
+    }
+}
+
+/// Notes a request as abandoned when the future sending it is dropped before its report
+/// arrived; disarmed (`request = None`) once it has.
+struct AbandonWatch<'a> {
+    edge: &'a Edge,
+    request: Option<(usize, String)>,
+}
+
+impl Drop for AbandonWatch<'_> {
+    fn drop(&mut self) {
+        if let Some(request) = self.request.take() {
+            *self
+                .edge
+                .inner
+                .abandoned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(request);
         }
     }
 }

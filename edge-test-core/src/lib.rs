@@ -20,7 +20,7 @@ pub use edge::{Edge, RequestBuilder};
 pub use error::EdgeError;
 pub use logs::{LogLine, Logs};
 pub use response::{FailurePhase, GuestFailure, GuestFailureKind, Response};
-pub use service::{DEFAULT_GUEST_TIMEOUT, Service};
+pub use service::{DEFAULT_GUEST_TIMEOUT, DEFAULT_MAX_LOG_BYTES, Service};
 
 /// What `#[edge_test]` and `register_service!` expand to. Not a public API.
 #[doc(hidden)]

@@ -81,6 +81,9 @@ pub struct GuestFailure {
     pub(crate) response: Option<Response>,
     pub(crate) phase: FailurePhase,
     pub(crate) logs: Logs,
+    /// What viceroy warned about during the invocation (a hostcall that answered with an
+    /// error, say): often the reason the guest failed.
+    pub(crate) runtime_warnings: Vec<String>,
 }
 
 /// How far the guest got before it failed.
@@ -131,6 +134,12 @@ impl GuestFailure {
         &self.logs
     }
 
+    /// What the runtime warned about during the invocation, such as a hostcall that
+    /// answered the guest with an error: often why it failed.
+    pub fn runtime_warnings(&self) -> &[String] {
+        &self.runtime_warnings
+    }
+
     /// The Rust panic message the guest printed, if it panicked.
     pub fn panic_message(&self) -> Option<String> {
         self.logs.panic_message()
@@ -165,6 +174,12 @@ impl std::fmt::Display for GuestFailure {
                  and was stopped. Raise the limit with `Service::guest_timeout`, \
                  `#[edge_test(guest_timeout_ms = ..)]` or `Edge::set_guest_timeout` if it is legitimately slow."
             )?,
+        }
+        if !self.runtime_warnings.is_empty() {
+            write!(f, "\n  runtime warnings:")?;
+            for warning in &self.runtime_warnings {
+                write!(f, "\n    {warning}")?;
+            }
         }
         if !self.logs.is_empty() {
             write!(f, "\n  logs:")?;

@@ -13,6 +13,11 @@ use crate::guest_build;
 /// looping guest fails fast.
 pub const DEFAULT_GUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How many bytes of log output (endpoints, stdout and stderr together) one invocation may
+/// write, unless the service or the test says otherwise: far more than a service should
+/// log per request, and a bound on what a guest printing in a loop costs the test.
+pub const DEFAULT_MAX_LOG_BYTES: usize = 32 << 20;
+
 /// A Fastly Compute service under test: where its wasm comes from and how it is configured.
 ///
 /// Relative paths resolve against the directory of the crate that registers the service.
@@ -37,6 +42,7 @@ pub struct Service {
     source: GuestSource,
     fastly_toml: Option<PathBuf>,
     guest_timeout: Duration,
+    max_log_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +59,7 @@ impl Service {
             source: GuestSource::Crate(dir.into()),
             fastly_toml: None,
             guest_timeout: DEFAULT_GUEST_TIMEOUT,
+            max_log_bytes: DEFAULT_MAX_LOG_BYTES,
         }
     }
 
@@ -62,6 +69,7 @@ impl Service {
             source: GuestSource::Wasm(path.into()),
             fastly_toml: None,
             guest_timeout: DEFAULT_GUEST_TIMEOUT,
+            max_log_bytes: DEFAULT_MAX_LOG_BYTES,
         }
     }
 
@@ -75,6 +83,13 @@ impl Service {
     /// How long one invocation of this service may run (default 5 s).
     pub fn guest_timeout(mut self, limit: Duration) -> Self {
         self.guest_timeout = limit;
+        self
+    }
+
+    /// How many bytes of log output one invocation may write (default 32 MiB); past it,
+    /// output is dropped and the test fails saying how much.
+    pub fn max_log_bytes(mut self, limit: usize) -> Self {
+        self.max_log_bytes = limit;
         self
     }
 }
@@ -111,6 +126,7 @@ pub(crate) struct ResolvedService {
     pub wasm: PathBuf,
     pub manifest: Option<crate::manifest::Manifest>,
     pub guest_timeout: Duration,
+    pub max_log_bytes: usize,
 }
 
 /// Resolves (and, for a guest crate, builds) a service once per process; every test of the
@@ -173,6 +189,7 @@ fn resolve_uncached(name: &str) -> Result<ResolvedService, EdgeError> {
         wasm,
         manifest,
         guest_timeout: service.guest_timeout,
+        max_log_bytes: service.max_log_bytes,
     })
 }
 

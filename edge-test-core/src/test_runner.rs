@@ -67,5 +67,7 @@ where
         .build()
         .expect("a tokio runtime for the test body");
     let output = runtime.block_on(test(edge.clone()));
+    // A request the body stopped awaiting is judged before the test may pass.
+    runtime.block_on(edge.settle_abandoned());
     finish(&edge, output);
 }

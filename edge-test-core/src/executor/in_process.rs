@@ -33,6 +33,9 @@ type Reply = tokio::sync::oneshot::Sender<InvocationReport>;
 pub(crate) struct InProcessSession {
     commands: Option<mpsc::Sender<(InvocationRequest, Reply)>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The report of the request in flight: kept here, not in the caller's future, so that
+    /// a request whose test stopped awaiting it can still be settled.
+    outstanding: tokio::sync::Mutex<Option<Report>>,
 }
 
 /// A guest compiled and linked, with the sink its log endpoints write to: everything a
@@ -74,37 +77,58 @@ impl InProcessSession {
         Ok(Self {
             commands: Some(commands),
             thread: Some(thread),
+            outstanding: tokio::sync::Mutex::new(None),
         })
     }
 
     /// Starts one request; its report is ready once the guest has fully finished (or was
     /// stopped).
-    pub(crate) fn invoke(&self, request: InvocationRequest) -> PendingReport {
+    fn invoke(&self, request: InvocationRequest) -> Report {
         let (reply, report) = tokio::sync::oneshot::channel();
         if let Some(commands) = &self.commands {
             // A session that ended drops the request, and with it `reply`: `wait` sees that.
             let _ = commands.send((request, reply));
         }
-        PendingReport(report)
-    }
-}
-
-/// The report of a request in flight.
-pub(crate) struct PendingReport(tokio::sync::oneshot::Receiver<InvocationReport>);
-
-impl PendingReport {
-    pub(crate) async fn wait(self) -> InvocationReport {
-        self.0
-            .await
-            .unwrap_or_else(|_| InvocationReport::not_run(SESSION_ENDED))
+        report
     }
 
-    pub(crate) fn wait_blocking(self) -> InvocationReport {
-        self.0
+    pub(crate) async fn run(&self, request: InvocationRequest) -> InvocationReport {
+        let mut outstanding = self.outstanding.lock().await;
+        if let Some(abandoned) = outstanding.as_mut() {
+            // The edge settles an abandoned request first; even if not, never shift by one.
+            let _ = abandoned.await;
+        }
+        let report = outstanding.insert(self.invoke(request));
+        let report = report.await;
+        *outstanding = None;
+        report.unwrap_or_else(|_| InvocationReport::not_run(SESSION_ENDED))
+    }
+
+    pub(crate) fn run_blocking(&self, request: InvocationRequest) -> InvocationReport {
+        let mut outstanding = self.outstanding.blocking_lock();
+        if let Some(abandoned) = outstanding.take() {
+            let _ = abandoned.blocking_recv();
+        }
+        self.invoke(request)
             .blocking_recv()
             .unwrap_or_else(|_| InvocationReport::not_run(SESSION_ENDED))
     }
+
+    pub(crate) async fn settle(&self) -> Option<InvocationReport> {
+        let mut outstanding = self.outstanding.lock().await;
+        let report = outstanding.as_mut()?.await;
+        *outstanding = None;
+        Some(report.unwrap_or_else(|_| InvocationReport::not_run(SESSION_ENDED)))
+    }
+
+    pub(crate) fn settle_blocking(&self) -> Option<InvocationReport> {
+        let report = self.outstanding.blocking_lock().take()?.blocking_recv();
+        Some(report.unwrap_or_else(|_| InvocationReport::not_run(SESSION_ENDED)))
+    }
 }
+
+/// Where the report of one request arrives.
+type Report = tokio::sync::oneshot::Receiver<InvocationReport>;
 
 impl Drop for InProcessSession {
     fn drop(&mut self) {
@@ -148,8 +172,8 @@ pub(crate) struct GuestRunner {
     logs: LogSink,
     traps: TrapCollector,
     runtime: Option<tokio::runtime::Runtime>,
-    /// `None` where the kernel has no seccomp to offer: the guest then runs unfenced.
-    fence: Option<NetworkFence>,
+    /// `Err` (why) where the kernel will not fence the guest: it then runs unfenced.
+    fence: Result<NetworkFence, String>,
     // Scopes the trap observer to this thread's guests.
     _dispatch: tracing::dispatcher::DefaultGuard,
 }
@@ -198,16 +222,21 @@ impl GuestRunner {
                 if let Some(runtime) = self.runtime.take() {
                     runtime.shutdown_background();
                 }
+                let logs = self.logs.drain();
                 InvocationReport {
                     response: progress.borrow_mut().take(),
-                    log_lines: self.logs.drain(),
+                    log_lines: logs.lines,
                     outcome: Outcome::TimedOut { limit },
                     refused_connections: Vec::new(),
+                    dropped_log_bytes: logs.dropped,
+                    runtime_warnings: self.traps.drain_warnings(),
+                    unfenced: None,
                 }
             }
         };
-        if let Some(fence) = &self.fence {
-            report.refused_connections = fence.take_refused();
+        match &self.fence {
+            Ok(fence) => report.refused_connections = fence.take_refused(),
+            Err(why) => report.unfenced = Some(why.clone()),
         }
         report
     }
@@ -269,7 +298,9 @@ fn compile_error(spec: &SessionSpec, error: &viceroy_lib::Error) -> EdgeError {
     }
 }
 
-/// Points every backend at the test's mock for it, keeping the production Host header.
+/// Points every backend at the test's mock for it. The Host the mock sees is the one
+/// production sends: the backend's `override_host` when `fastly.toml` gives one, the
+/// request's own Host otherwise (viceroy, like Fastly, keeps it then).
 fn mocked_backends(
     declared: Option<&Backends>,
     addrs: &std::collections::BTreeMap<String, SocketAddr>,
@@ -278,11 +309,7 @@ fn mocked_backends(
         .iter()
         .map(|(name, addr)| {
             let original = declared.and_then(|b| b.get(name));
-            let override_host = original.and_then(|b| {
-                b.override_host
-                    .clone()
-                    .or_else(|| b.uri.host().and_then(|h| h.parse().ok()))
-            });
+            let override_host = original.and_then(|b| b.override_host.clone());
             let backend = Backend {
                 uri: format!("http://{addr}")
                     .parse()
@@ -311,6 +338,8 @@ async fn invoke(
 ) -> InvocationReport {
     // Output left by an earlier invocation was drained with it; this is belt and braces.
     let _ = traps.drain_guest_failures();
+    let _ = traps.drain_warnings();
+    logs.begin(request.max_log_bytes);
     let idle_refs = Arc::strong_count(ctx);
 
     let hyper_request = match to_hyper_request(request.clone()) {
@@ -376,11 +405,15 @@ async fn invoke(
         None => Outcome::Completed,
         Some(message) => Outcome::Trapped { message },
     };
+    let logs = logs.drain();
     InvocationReport {
         response,
-        log_lines: logs.drain(),
+        log_lines: logs.lines,
         outcome,
         refused_connections: Vec::new(),
+        dropped_log_bytes: logs.dropped,
+        runtime_warnings: traps.drain_warnings(),
+        unfenced: None,
     }
 }
 

@@ -6,30 +6,67 @@ use std::sync::{Arc, Mutex};
 use super::LogLine;
 
 /// viceroy formats each entry as `<endpoint> :: <message>\n`, one `write_all` per entry.
+///
+/// Bounded: a guest printing in a loop must not take the test process's memory with it.
+/// Entries past the invocation's limit are counted and dropped whole (never cut in half).
 #[derive(Clone, Default)]
-pub(super) struct LogSink {
-    buffer: Arc<Mutex<Vec<u8>>>,
+pub(crate) struct LogSink {
+    state: Arc<Mutex<SinkState>>,
+}
+
+#[derive(Default)]
+struct SinkState {
+    buffer: Vec<u8>,
+    limit: usize,
+    dropped: u64,
+}
+
+/// One invocation's output, drained from the sink.
+pub(crate) struct Drained {
+    pub lines: Vec<LogLine>,
+    /// Bytes written past the limit and dropped.
+    pub dropped: u64,
 }
 
 impl LogSink {
-    pub(super) fn as_writer(&self) -> Arc<Mutex<dyn Write + Send>> {
+    pub(crate) fn as_writer(&self) -> Arc<Mutex<dyn Write + Send>> {
         Arc::new(Mutex::new(self.clone()))
+    }
+
+    /// Starts an invocation that may write `limit` bytes.
+    pub(crate) fn begin(&self, limit: usize) {
+        let mut state = self.lock();
+        state.buffer.clear();
+        state.dropped = 0;
+        state.limit = limit;
     }
 
     /// Everything written since the last drain. One invocation runs at a time per session,
     /// so what is drained after a guest finished is exactly that guest's output.
-    pub(super) fn drain(&self) -> Vec<LogLine> {
-        let bytes = std::mem::take(&mut *self.buffer.lock().unwrap_or_else(|p| p.into_inner()));
-        parse_entries(&bytes)
+    pub(crate) fn drain(&self) -> Drained {
+        let mut state = self.lock();
+        let bytes = std::mem::take(&mut state.buffer);
+        let dropped = std::mem::take(&mut state.dropped);
+        drop(state);
+        Drained {
+            lines: parse_entries(&bytes),
+            dropped,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SinkState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 impl Write for LogSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.buffer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(buf);
+        let mut state = self.lock();
+        if state.buffer.len() + buf.len() <= state.limit {
+            state.buffer.extend_from_slice(buf);
+        } else {
+            state.dropped += buf.len() as u64;
+        }
         Ok(buf.len())
     }
 
@@ -66,6 +103,7 @@ mod tests {
     #[test]
     fn drain_splits_entries_by_endpoint_and_empties_the_sink() {
         let sink = LogSink::default();
+        sink.begin(usize::MAX);
         let writer = sink.as_writer();
         writer
             .lock()
@@ -88,7 +126,7 @@ mod tests {
             .write_all(b"audit :: kept \\n as written\n")
             .unwrap();
 
-        let lines = sink.drain();
+        let lines = sink.drain().lines;
         assert_eq!(
             lines,
             vec![
@@ -115,8 +153,33 @@ mod tests {
             ]
         );
         assert!(
-            sink.drain().is_empty(),
+            sink.drain().lines.is_empty(),
             "a drained sink starts the next invocation empty"
+        );
+    }
+
+    #[test]
+    fn output_past_the_limit_is_counted_and_dropped_whole() {
+        let sink = LogSink::default();
+        sink.begin(40);
+        let writer = sink.as_writer();
+        for i in 0..5 {
+            writer
+                .lock()
+                .unwrap()
+                .write_all(format!("stdout :: line {i}\n").as_bytes())
+                .unwrap();
+        }
+        let drained = sink.drain();
+        let kept: Vec<&str> = drained.lines.iter().map(|l| l.message.as_str()).collect();
+        assert_eq!(kept, ["line 0", "line 1"], "only whole entries are kept");
+        assert_eq!(drained.dropped, 3 * 17);
+
+        sink.begin(40);
+        assert_eq!(
+            sink.drain().dropped,
+            0,
+            "each invocation starts its own count"
         );
     }
 }

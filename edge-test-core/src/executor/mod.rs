@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::EdgeError;
 
 use in_process::InProcessSession;
+pub(crate) use trap_capture::undeclared_backend;
 
 /// Everything an executor needs to run one test's guest.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,10 +43,14 @@ pub(crate) struct InvocationRequest {
     /// Absolute URI (`http://host/path?query`).
     pub uri: String,
     pub headers: Vec<(String, Vec<u8>)>,
+    #[serde(with = "as_bytes")]
     pub body: Vec<u8>,
     pub client_ip: IpAddr,
     /// How long the guest may run, response and all, before it is stopped.
     pub guest_timeout: Duration,
+    /// How many bytes of log output (endpoints, stdout and stderr) the invocation may
+    /// write; past that, output is counted and dropped.
+    pub max_log_bytes: usize,
 }
 
 /// What the client received and how the guest ended, once the guest has fully finished.
@@ -57,6 +62,13 @@ pub(crate) struct InvocationReport {
     pub outcome: Outcome,
     /// Connections the guest tried to open to anything but its mocks, refused by the fence.
     pub refused_connections: Vec<network_fence::Refused>,
+    /// Log output past the invocation's `max_log_bytes`, dropped unread.
+    pub dropped_log_bytes: u64,
+    /// What viceroy warned about while the guest ran (an undeclared backend, a hostcall
+    /// that answered with an error): the explanation of many a puzzling failure.
+    pub runtime_warnings: Vec<String>,
+    /// Why the guest ran without the network fence, when it did.
+    pub unfenced: Option<String>,
 }
 
 impl InvocationReport {
@@ -69,6 +81,9 @@ impl InvocationReport {
                 reason: reason.to_owned(),
             },
             refused_connections: Vec::new(),
+            dropped_log_bytes: 0,
+            runtime_warnings: Vec::new(),
+            unfenced: None,
         }
     }
 }
@@ -77,6 +92,7 @@ impl InvocationReport {
 pub(crate) struct ReceivedResponse {
     pub status: u16,
     pub headers: Vec<(String, Vec<u8>)>,
+    #[serde(with = "as_bytes")]
     pub body: Vec<u8>,
     /// Why the body ended early, when the guest stopped mid-stream.
     pub body_error: Option<String>,
@@ -110,6 +126,42 @@ pub(crate) enum Outcome {
     },
 }
 
+/// Says something to whoever runs the tests, past libtest's capture of the test's output:
+/// a warning about the whole run belongs to no single test.
+pub(crate) fn warn(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "edge-test: warning: {message}");
+}
+
+/// Bodies as one run of bytes on the wire (serde writes a `Vec<u8>` as a sequence of
+/// numbers, one call per byte).
+mod as_bytes {
+    use serde::{Deserializer, Serializer, de};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<u8>, D::Error> {
+        struct Bytes;
+        impl de::Visitor<'_> for Bytes {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(bytes.to_vec())
+            }
+            fn visit_byte_buf<E: de::Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(bytes)
+            }
+        }
+        deserializer.deserialize_byte_buf(Bytes)
+    }
+}
+
 /// Why an invocation cannot run once its session has ended.
 pub(crate) const SESSION_ENDED: &str =
     "this edge stopped after an earlier guest ran past its time limit";
@@ -127,16 +179,29 @@ impl Session {
     pub(crate) fn start(spec: SessionSpec) -> Result<Self, EdgeError> {
         #[cfg(target_os = "linux")]
         if forked::enabled() {
-            match forked::ForkedSession::start(spec.clone()) {
-                Ok(session) => return Ok(Session::Forked(session)),
-                Err(Ok(service_error)) => return Err(service_error),
-                Err(Err(host_error)) => {
-                    // Slower, never wrong: the same test runs in process.
-                    use std::io::Write;
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "{host_error}; running this test in process"
-                    );
+            // Once the host is known not to be available to this process for good, every
+            // later test goes straight to running in process: no retries, no sleeps, and the
+            // reason said once.
+            static HOST_UNAVAILABLE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+            if HOST_UNAVAILABLE.get().is_none() {
+                match forked::ForkedSession::start(spec.clone()) {
+                    Ok(session) => return Ok(Session::Forked(session)),
+                    Err(forked::StartError::Service(error)) => return Err(error),
+                    Err(forked::StartError::Host { reason, permanent }) => {
+                        let said_before =
+                            permanent && HOST_UNAVAILABLE.set(reason.clone()).is_err();
+                        if !said_before {
+                            // Slower, never wrong: the same test runs in process.
+                            warn(&format!(
+                                "{reason}; running {} in process (a compile per test)",
+                                if permanent {
+                                    "this process's tests"
+                                } else {
+                                    "this test"
+                                }
+                            ));
+                        }
+                    }
                 }
             }
         }
@@ -144,12 +209,13 @@ impl Session {
     }
 
     /// Runs one request and waits, without blocking the caller's runtime, until the guest
-    /// has fully finished or was stopped.
+    /// has fully finished or was stopped. Cancelled (the test stopped awaiting), the request
+    /// stays outstanding until [`settle`](Self::settle) collects its report.
     pub(crate) async fn run(&self, request: InvocationRequest) -> InvocationReport {
         match self {
             #[cfg(target_os = "linux")]
             Session::Forked(session) => session.run(request).await,
-            Session::InProcess(session) => session.invoke(request).wait().await,
+            Session::InProcess(session) => session.run(request).await,
         }
     }
 
@@ -158,7 +224,26 @@ impl Session {
         match self {
             #[cfg(target_os = "linux")]
             Session::Forked(session) => session.run_blocking(request),
-            Session::InProcess(session) => session.invoke(request).wait_blocking(),
+            Session::InProcess(session) => session.run_blocking(request),
+        }
+    }
+
+    /// The report of a request whose test stopped awaiting it, once its guest finished;
+    /// `None` when there is none.
+    pub(crate) async fn settle(&self) -> Option<InvocationReport> {
+        match self {
+            #[cfg(target_os = "linux")]
+            Session::Forked(session) => session.settle().await,
+            Session::InProcess(session) => session.settle().await,
+        }
+    }
+
+    /// [`settle`](Self::settle) for blocking callers.
+    pub(crate) fn settle_blocking(&self) -> Option<InvocationReport> {
+        match self {
+            #[cfg(target_os = "linux")]
+            Session::Forked(session) => session.settle_blocking(),
+            Session::InProcess(session) => session.settle_blocking(),
         }
     }
 

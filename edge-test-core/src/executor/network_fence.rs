@@ -39,11 +39,13 @@ mod imp {
     }
 
     impl NetworkFence {
-        /// Fences the calling thread and every thread it starts from now on. `None` when the
-        /// kernel will not have it (no seccomp, or another supervisor already there): the
-        /// guest then runs unfenced, as it would without edge-test.
-        pub(crate) fn install(allowed: Vec<SocketAddr>) -> Option<Self> {
-            let (stop_reader, stop) = pipe()?;
+        /// Fences the calling thread and every thread it starts from now on. `Err` says why
+        /// the kernel will not have it (no seccomp, or a supervisor already there, as under
+        /// some sandboxes and CI runners): the guest then runs unfenced, as it would without
+        /// edge-test.
+        pub(crate) fn install(allowed: Vec<SocketAddr>) -> Result<Self, String> {
+            let (stop_reader, stop) =
+                pipe().map_err(|e| format!("cannot make the fence's stop pipe: {e}"))?;
             let refused = Arc::new(Mutex::new(Vec::new()));
             // The supervisor starts before the filter exists, so that it does not inherit
             // it, and is handed the listener once there is one.
@@ -57,16 +59,23 @@ mod imp {
                             supervise(listener, stop_reader, &allowed, &refused);
                         }
                     })
-                    .ok()?
+                    .map_err(|e| format!("cannot start the fence's supervisor thread: {e}"))?
             };
+            let installed = install_filter();
+            let handed_over = installed.and_then(|listener| {
+                hand_over
+                    .send(listener)
+                    .map_err(|_| "the fence's supervisor thread is gone".to_owned())
+            });
+            // Without a listener, the supervisor's `recv` ends only once this sender is gone:
+            // drop it before anything joins the supervisor.
+            drop(hand_over);
             let fence = Self {
                 refused,
                 stop: Some(stop),
                 supervisor: Some(supervisor),
             };
-            // Without a listener, dropping the fence (and the sender) ends the supervisor.
-            hand_over.send(install_filter()?).ok()?;
-            Some(fence)
+            handed_over.map(|()| fence)
         }
 
         pub(crate) fn take_refused(&self) -> Vec<Refused> {
@@ -84,16 +93,18 @@ mod imp {
         }
     }
 
-    fn pipe() -> Option<(OwnedFd, OwnedFd)> {
+    fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
         let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return None;
+            return Err(std::io::Error::last_os_error());
         }
-        Some(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+        // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+        Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
     }
 
     /// `connect` goes to the listener; every other system call runs as usual.
-    fn install_filter() -> Option<OwnedFd> {
+    fn install_filter() -> Result<OwnedFd, String> {
         let statement = |code: u32, k: u32| libc::sock_filter {
             code: code as u16,
             jt: 0,
@@ -119,20 +130,40 @@ mod imp {
             len: program.len() as u16,
             filter: program.as_mut_ptr(),
         };
-        unsafe {
-            // Required to install a filter without privileges. It only stops this thread's
-            // future execve from gaining privileges; the guest never execs.
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                return None;
-            }
-            let listener = libc::syscall(
+        // SAFETY: prctl with PR_SET_NO_NEW_PRIVS takes plain integers. Required to install
+        // a filter without privileges; it only stops this thread's future execve from
+        // gaining privileges, and the guest never execs.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(format!(
+                "prctl(PR_SET_NO_NEW_PRIVS) failed: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: `prog` points at `program`, both alive for the call; the kernel copies the
+        // filter before it returns.
+        let listener = unsafe {
+            libc::syscall(
                 libc::SYS_seccomp,
                 libc::SECCOMP_SET_MODE_FILTER,
                 libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
                 &prog as *const libc::sock_fprog,
-            );
-            (listener >= 0).then(|| OwnedFd::from_raw_fd(listener as i32))
+            )
+        };
+        if listener < 0 {
+            let error = std::io::Error::last_os_error();
+            let why = match error.raw_os_error() {
+                Some(libc::EBUSY) => {
+                    " (this process is already under a seccomp supervisor, as in some sandboxes and CI runners)"
+                }
+                Some(libc::ENOSYS | libc::EINVAL) => {
+                    " (this kernel has no seccomp user notification)"
+                }
+                _ => "",
+            };
+            return Err(format!("seccomp refused the fence: {error}{why}"));
         }
+        // SAFETY: the call succeeded, so `listener` is a new descriptor this thread owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(listener as i32) })
     }
 
     fn supervise(
@@ -295,8 +326,8 @@ mod imp {
     pub(crate) struct NetworkFence;
 
     impl NetworkFence {
-        pub(crate) fn install(_allowed: Vec<SocketAddr>) -> Option<Self> {
-            None
+        pub(crate) fn install(_allowed: Vec<SocketAddr>) -> Result<Self, String> {
+            Err("the network fence is built for Linux on x86_64 and aarch64 only".to_owned())
         }
 
         pub(crate) fn take_refused(&self) -> Vec<Refused> {

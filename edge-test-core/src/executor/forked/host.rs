@@ -1,7 +1,6 @@
 //! The host: compiles each configuration once, then forks a worker per test from it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::BufReader;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
@@ -10,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::backend_proxy::{self, Routes};
-use super::protocol::{self, Hello, Welcome};
+use super::protocol::{self, Accepted, Hello, Welcome};
 use super::worker;
 use crate::error::EdgeError;
 use crate::executor::SessionSpec;
@@ -51,15 +50,30 @@ struct Host {
     last_activity: Mutex<Instant>,
 }
 
+/// How long a client may take to send its Hello: the project's own tests send it at once.
+const HELLO_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Writes a line to the host's log. Never panics (as `eprintln!` does when the write
+/// fails, on a full disk): the host runs before `main`, where a panic is an abort.
+fn say(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 pub(super) fn run(socket: PathBuf) -> ! {
-    // Not inherited by anything the host starts.
+    // SAFETY: the host runs from a constructor, before main and before any other thread
+    // exists, so nothing can be reading the environment concurrently. Not inherited by
+    // anything the host starts.
     unsafe { std::env::remove_var(super::HOST_SOCKET_ENV) };
     super::name_this_process(c"edge-test host");
     let _ = std::fs::remove_file(&socket);
     let listener = match UnixListener::bind(&socket) {
         Ok(listener) => listener,
         Err(e) => {
-            eprintln!("edge-test host: cannot listen on {}: {e}", socket.display());
+            say(format_args!(
+                "edge-test host: cannot listen on {}: {e}",
+                socket.display()
+            ));
             std::process::exit(1);
         }
     };
@@ -74,11 +88,11 @@ pub(super) fn run(socket: PathBuf) -> ! {
     });
     spawn_reaper(host.clone());
     spawn_idle_exit(host.clone(), socket.clone());
-    eprintln!(
+    say(format_args!(
         "edge-test host {} listening on {}",
         std::process::id(),
         socket.display()
-    );
+    ));
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         *host.last_activity.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
@@ -94,13 +108,36 @@ pub(super) fn run(socket: PathBuf) -> ! {
 }
 
 fn serve_test(host: &Host, mut stream: UnixStream) {
-    let Ok(reader) = stream.try_clone() else {
+    // A client that sends nothing, or half a Hello, must not keep the host alive.
+    if stream.set_read_timeout(Some(HELLO_DEADLINE)).is_err()
+        || stream.set_write_timeout(Some(HELLO_DEADLINE)).is_err()
+    {
         return;
-    };
-    let hello: Hello = match protocol::receive(&mut BufReader::new(reader)) {
+    }
+    let hello: Hello = match protocol::receive(&mut stream, protocol::MAX_HELLO) {
         Ok(Some(hello)) => hello,
-        _ => return,
+        Ok(None) => return,
+        Err(e) => {
+            say(format_args!(
+                "edge-test host: a client's Hello was refused: {e}"
+            ));
+            return;
+        }
     };
+    let accepted = Accepted {
+        host_pid: std::process::id(),
+    };
+    // The worker inherits this socket: it must block on it again, without time limits.
+    if protocol::send(&mut stream, &accepted).is_err()
+        || stream.set_read_timeout(None).is_err()
+        || stream.set_write_timeout(None).is_err()
+    {
+        return;
+    }
+    if let Err(error) = admit(&hello.spec) {
+        let _ = protocol::send(&mut stream, &Welcome::Refused(error));
+        return;
+    }
     let template = match template_for(host, &hello.spec) {
         Ok(template) => template,
         Err(error) => {
@@ -112,6 +149,8 @@ fn serve_test(host: &Host, mut stream: UnixStream) {
     // Routes are registered before the worker can send a single backend request: the
     // worker only runs a guest after it has said Ready.
     let guard = host.routes.lock();
+    // SAFETY: the child only touches what `worker::run` documents (its copy of the
+    // template, the test's socket, fresh threads); the routes lock it inherits is forgotten.
     match unsafe { libc::fork() } {
         0 => {
             // The child: only this thread exists now. Everything it touches from here on is
@@ -139,6 +178,49 @@ fn serve_test(host: &Host, mut stream: UnixStream) {
             drop(stream);
         }
     }
+}
+
+/// Checks a session before anything is read or compiled for it: the host serves only what
+/// edge-test's own test processes send. Any process of this user can reach the socket, and
+/// a hand-written Hello must not make the host read an arbitrary file (and quote it back)
+/// or proxy to an arbitrary address outside the fence.
+fn admit(spec: &SessionSpec) -> Result<(), EdgeError> {
+    let refuse = |reason: String| EdgeError::GuestLoad {
+        service: spec.service.clone(),
+        wasm: spec.wasm.clone(),
+        reason,
+    };
+    let is_text = spec.wasm.extension().is_some_and(|ext| ext == "wat");
+    let mut magic = [0u8; 4];
+    let read = std::fs::File::open(&spec.wasm)
+        .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut magic));
+    match read {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(refuse("no such file".to_owned()));
+        }
+        Err(e) if e.kind() != std::io::ErrorKind::UnexpectedEof => {
+            return Err(refuse(format!("cannot read it: {e}")));
+        }
+        _ if !is_text && magic != *b"\0asm" => {
+            return Err(refuse(
+                "it is not a WebAssembly module (it does not start with the wasm magic bytes)"
+                    .to_owned(),
+            ));
+        }
+        _ => {}
+    }
+    if let Some((backend, addr)) = spec
+        .backend_addrs
+        .iter()
+        .find(|(_, addr)| !addr.ip().is_loopback())
+    {
+        return Err(EdgeError::Runtime(format!(
+            "service `{}`: backend `{backend}` would be served at {addr}, which is not a \
+             loopback address; mocks only ever listen on loopback",
+            spec.service
+        )));
+    }
+    Ok(())
 }
 
 /// The template for a session's configuration: compiled by the first test that needs it,
@@ -174,7 +256,7 @@ fn compile_template(host: &Host, spec: &SessionSpec) -> Result<Arc<Template>, Ed
         backend_addrs: proxies,
         ..spec.clone()
     };
-    let guest = CompiledGuest::compile(&template_spec)?;
+    let guest = with_lazy_timers(|| CompiledGuest::compile(&template_spec))?;
     give_back_free_memory();
     static COMPILED: AtomicU64 = AtomicU64::new(0);
     let number = COMPILED.fetch_add(1, Ordering::SeqCst) + 1;
@@ -184,9 +266,29 @@ fn compile_template(host: &Host, spec: &SessionSpec) -> Result<Arc<Template>, Ed
     }))
 }
 
+/// Runs `compile` with this thread's timer slack at 100 ms, restored after.
+///
+/// viceroy starts a thread per context that advances wasmtime's epoch every 50 µs, forever,
+/// and offers no way to stop it but dropping the context. A template's context is never
+/// run (its workers tick their own epoch after the fork, which leaves that thread behind),
+/// so in the host the thread only burns CPU: about a tenth of a core per template, idle.
+/// Timer slack is inherited by the threads a thread starts: started with 100 ms of it, the
+/// epoch thread wakes a few times a second instead of 20,000.
+fn with_lazy_timers<T>(compile: impl FnOnce() -> T) -> T {
+    const LAZY: libc::c_ulong = 100_000_000;
+    // SAFETY: PR_SET_TIMERSLACK takes plain integers and changes only this thread's slack;
+    // 0 restores the default.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, LAZY, 0, 0, 0) };
+    let compiled = compile();
+    // SAFETY: as above.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 0 as libc::c_ulong, 0, 0, 0) };
+    compiled
+}
+
 /// Compiling leaves megabytes of freed memory in malloc's arenas. Every fork copies the page
 /// tables of all of it, and every worker's exit tears them down again: hand it back first.
 fn give_back_free_memory() {
+    // SAFETY: malloc_trim only returns free memory to the kernel.
     #[cfg(target_env = "gnu")]
     unsafe {
         libc::malloc_trim(0);
@@ -198,6 +300,7 @@ fn spawn_reaper(host: Arc<Host>) {
     std::thread::spawn(move || {
         loop {
             let mut status = 0;
+            // SAFETY: `status` is a valid place for waitpid to write.
             let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
             if pid > 0 {
                 host.routes.lock().remove(&(pid as u32));

@@ -17,7 +17,7 @@ mod socket_dir;
 mod worker;
 mod worker_link;
 
-use std::io::BufReader;
+use std::io::ErrorKind;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use super::{InvocationReport, InvocationRequest, SessionSpec};
 use crate::error::EdgeError;
-use protocol::{Hello, Welcome};
+use protocol::{Accepted, Hello, Welcome};
 use worker_link::{Waiting, WorkerLink};
 
 /// Set in the host's environment: where it listens.
@@ -48,6 +48,7 @@ extern "C" fn run_as_host_when_asked() {
 /// and `top` show, so a user looking at a machine full of test binaries can tell the host
 /// and its workers apart.
 fn name_this_process(name: &std::ffi::CStr) {
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string, which a CStr is.
     unsafe {
         libc::prctl(libc::PR_SET_NAME, name.as_ptr());
     }
@@ -72,16 +73,62 @@ pub(crate) struct ForkedSession {
     template_id: u64,
 }
 
+/// Why a forked session could not start.
+pub(crate) enum StartError {
+    /// The service itself is at fault: reported to the test.
+    Service(EdgeError),
+    /// The host could not be reached or started; the test may run in process instead.
+    /// `permanent`: trying again in this process would fail the same way (a squatted
+    /// directory, a full disk), so it should not.
+    Host { reason: String, permanent: bool },
+}
+
+impl StartError {
+    fn transient(reason: impl Into<String>) -> Self {
+        StartError::Host {
+            reason: reason.into(),
+            permanent: false,
+        }
+    }
+
+    fn permanent(reason: impl Into<String>) -> Self {
+        StartError::Host {
+            reason: reason.into(),
+            permanent: true,
+        }
+    }
+}
+
+/// How long a host may take to acknowledge a Hello before it is taken for stuck and
+/// replaced: it answers from a thread of its own before any compile, so only a stopped,
+/// frozen or wedged host misses this (`EDGE_TEST_HOST_ANSWER_MS` shortens it for tests).
+const DEFAULT_HOST_ANSWER: Duration = Duration::from_secs(20);
+/// How long a template may take to compile (a large guest on a loaded machine takes
+/// seconds; far beyond that the host is not compiling but stuck).
+const TEMPLATE_COMPILE_LIMIT: Duration = Duration::from_secs(180);
+/// How long a test process waits for another one that is starting the host.
+const START_LOCK_LIMIT: Duration = Duration::from_secs(60);
+/// How long a new host may take to listen.
+const HOST_LISTEN_LIMIT: Duration = Duration::from_secs(30);
+
+fn host_answer_limit() -> Duration {
+    std::env::var("EDGE_TEST_HOST_ANSWER_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map_or(DEFAULT_HOST_ANSWER, Duration::from_millis)
+}
+
 impl ForkedSession {
-    /// `Err(Ok(e))`: the service itself is at fault (reported to the test). `Err(Err(e))`:
-    /// the host could not be reached, and the caller may run the test in process instead.
-    pub(crate) fn start(spec: SessionSpec) -> Result<Self, Result<EdgeError, EdgeError>> {
+    pub(crate) fn start(spec: SessionSpec) -> Result<Self, StartError> {
         // A host that was just killed can still hold its socket for a moment (its threads
-        // exit one by one) and then drop the connection: try again, and start a new one.
+        // exit one by one) and then drop the connection; a stuck one is replaced: try again,
+        // and start a new one.
         let mut attempts = 0;
         loop {
             match Self::handshake(spec.clone()) {
-                Err(Err(_)) if attempts < 3 => {
+                Err(StartError::Host {
+                    permanent: false, ..
+                }) if attempts < 3 => {
                     attempts += 1;
                     std::thread::sleep(Duration::from_millis(50 * attempts));
                 }
@@ -90,13 +137,15 @@ impl ForkedSession {
         }
     }
 
-    fn handshake(spec: SessionSpec) -> Result<Self, Result<EdgeError, EdgeError>> {
-        let mut stream = connect_or_start_host().map_err(Err)?;
-        let io = |e: std::io::Error| {
-            Err(EdgeError::Runtime(format!(
-                "talking to the edge-test host: {e}"
-            )))
+    fn handshake(spec: SessionSpec) -> Result<Self, StartError> {
+        let service = spec.service.clone();
+        let (mut stream, paths) = connect_or_start_host()?;
+        let io = |what: &str, e: std::io::Error| {
+            StartError::transient(format!("{what} the edge-test host: {e}"))
         };
+        stream
+            .set_write_timeout(Some(host_answer_limit()))
+            .map_err(|e| io("configuring the socket to", e))?;
         protocol::send(
             &mut stream,
             &Hello {
@@ -104,45 +153,75 @@ impl ForkedSession {
                 client_pid: std::process::id(),
             },
         )
-        .map_err(io)?;
-        // Nothing follows the welcome until a request is sent, so this reader buffers no
-        // more than the welcome.
-        let mut reader = BufReader::new(stream.try_clone().map_err(io)?);
+        .map_err(|e| io("sending the session to", e))?;
+
+        let answer = host_answer_limit();
+        stream
+            .set_read_timeout(Some(answer))
+            .map_err(|e| io("configuring the socket to", e))?;
+        match protocol::receive::<Accepted>(&mut stream, 1024) {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(StartError::transient("the edge-test host hung up")),
+            Err(e) if is_timeout(&e) => {
+                let host = replace_stuck_host(&paths);
+                return Err(StartError::transient(format!(
+                    "the edge-test host ({host}) did not answer within {answer:?}: it is \
+                     stuck (stopped or frozen); it was stopped and a new one will be started"
+                )));
+            }
+            Err(e) => return Err(io("reading from", e)),
+        }
+
+        stream
+            .set_read_timeout(Some(TEMPLATE_COMPILE_LIMIT))
+            .map_err(|e| io("configuring the socket to", e))?;
         let (worker_pid, template_id) =
-            match protocol::receive::<Welcome>(&mut reader).map_err(io)? {
-                Some(Welcome::Ready {
+            match protocol::receive::<Welcome>(&mut stream, protocol::MAX_MESSAGE) {
+                Ok(Some(Welcome::Ready {
                     worker_pid,
                     template_id,
-                }) => (worker_pid, template_id),
-                Some(Welcome::Refused(error)) => return Err(Ok(error)),
-                None => return Err(Err(EdgeError::Runtime("the edge-test host hung up".into()))),
+                })) => (worker_pid, template_id),
+                Ok(Some(Welcome::Refused(error))) => return Err(StartError::Service(error)),
+                Ok(None) => return Err(StartError::transient("the edge-test host hung up")),
+                Err(e) if is_timeout(&e) => {
+                    return Err(StartError::Service(EdgeError::Runtime(format!(
+                        "the edge-test host did not have service `{service}` compiled and a \
+                         worker forked within {TEMPLATE_COMPILE_LIMIT:?}; its log is {}",
+                        paths.log.display()
+                    ))));
+                }
+                Err(e) => return Err(io("reading from", e)),
             };
+        let link =
+            WorkerLink::new(stream, worker_pid).map_err(|e| io("configuring the socket to", e))?;
         Ok(Self {
-            link: tokio::sync::Mutex::new(WorkerLink::new(stream, worker_pid).map_err(io)?),
+            link: tokio::sync::Mutex::new(link),
             worker_pid,
             template_id,
         })
     }
 
     pub(crate) async fn run(&self, request: InvocationRequest) -> InvocationReport {
-        // Awaited outside tokio (another executor), there is no runtime to wait on: the
-        // caller's thread waits instead, as a blocking send would.
-        let waiting = match tokio::runtime::Handle::try_current() {
-            Ok(_) => Waiting::Async,
-            Err(_) => Waiting::Blocking,
-        };
+        let waiting = waiting_here();
         let mut link = self.link.lock().await;
         link.exchange(request, waiting).await
     }
 
     pub(crate) fn run_blocking(&self, request: InvocationRequest) -> InvocationReport {
         let mut link = self.link.blocking_lock();
-        let exchange = std::pin::pin!(link.exchange(request, Waiting::Blocking));
-        // A blocking exchange waits in poll(2), never on a waker: one poll finishes it.
-        match exchange.poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(report) => report,
-            Poll::Pending => unreachable!("a blocking exchange never waits on a waker"),
-        }
+        finish_blocking(link.exchange(request, Waiting::Blocking))
+    }
+
+    /// The report of a request its test stopped awaiting, once the guest finished it.
+    pub(crate) async fn settle(&self) -> Option<InvocationReport> {
+        let waiting = waiting_here();
+        let mut link = self.link.lock().await;
+        link.settle(waiting).await
+    }
+
+    pub(crate) fn settle_blocking(&self) -> Option<InvocationReport> {
+        let mut link = self.link.blocking_lock();
+        finish_blocking(link.settle(Waiting::Blocking))
     }
 
     pub(crate) fn worker_pid(&self) -> u32 {
@@ -154,32 +233,74 @@ impl ForkedSession {
     }
 }
 
+/// Awaited outside tokio (another executor), there is no runtime to wait on: the caller's
+/// thread waits instead, as a blocking send would.
+fn waiting_here() -> Waiting {
+    match tokio::runtime::Handle::try_current() {
+        Ok(_) => Waiting::Async,
+        Err(_) => Waiting::Blocking,
+    }
+}
+
+/// Runs a link operation that waits in poll(2), never on a waker: one poll finishes it.
+fn finish_blocking<T>(operation: impl std::future::Future<Output = T>) -> T {
+    let operation = std::pin::pin!(operation);
+    match operation.poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(value) => value,
+        Poll::Pending => unreachable!("a blocking link operation never waits on a waker"),
+    }
+}
+
+fn is_timeout(error: &std::io::Error) -> bool {
+    matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
+/// Stops a host that accepted a connection but does not answer, so that the next attempt
+/// starts a fresh one. Returns how to name it. Only a process running this very test binary
+/// is signalled: a pid file can outlive its process, and its number be reused.
+fn replace_stuck_host(paths: &socket_dir::HostPaths) -> String {
+    let pid = std::fs::read_to_string(paths.socket.with_extension("pid"))
+        .ok()
+        .and_then(|pid| pid.trim().parse::<i32>().ok());
+    let Some(pid) = pid else {
+        let _ = std::fs::remove_file(&paths.socket);
+        return "pid unknown".to_owned();
+    };
+    let ours = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .zip(std::env::current_exe().ok())
+        .is_some_and(|(running, this)| running == this);
+    if ours {
+        // SAFETY: kill takes plain integers; the pid was just checked to run this binary.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    // Whether or not it could be stopped, the next host listens at a fresh socket.
+    let _ = std::fs::remove_file(&paths.socket);
+    format!("pid {pid}")
+}
+
 /// Connects to this test binary's host, starting one if none is listening (a killed host
 /// is replaced the same way).
-fn connect_or_start_host() -> Result<UnixStream, EdgeError> {
-    let paths = socket_dir::host_paths()?;
+fn connect_or_start_host() -> Result<(UnixStream, socket_dir::HostPaths), StartError> {
+    let paths = socket_dir::host_paths().map_err(StartError::permanent)?;
     if let Ok(stream) = UnixStream::connect(&paths.socket) {
-        return Ok(stream);
+        return Ok((stream, paths));
     }
-    let lock = std::fs::File::create(&paths.start_lock).map_err(|e| {
-        EdgeError::Runtime(format!("cannot create {}: {e}", paths.start_lock.display()))
-    })?;
-    lock.lock().map_err(|e| {
-        EdgeError::Runtime(format!("cannot lock {}: {e}", paths.start_lock.display()))
-    })?;
+    let lock = std::fs::File::create(&paths.start_lock)
+        .map_err(|e| StartError::permanent(socket_dir::cannot("create", &paths.start_lock, &e)))?;
+    lock_within(&lock, &paths.start_lock, START_LOCK_LIMIT)?;
     // Another test process may have started it while we waited for the lock.
     if let Ok(stream) = UnixStream::connect(&paths.socket) {
-        return Ok(stream);
+        return Ok((stream, paths));
     }
     let _ = std::fs::remove_file(&paths.socket);
     socket_dir::remove_stale_logs(&paths);
     let exe = std::env::current_exe()
-        .map_err(|e| EdgeError::Runtime(format!("cannot find the test binary: {e}")))?;
-    let log = std::fs::File::create(&paths.log)
-        .map_err(|e| EdgeError::Runtime(format!("cannot create {}: {e}", paths.log.display())))?;
+        .map_err(|e| StartError::permanent(format!("cannot find the test binary: {e}")))?;
+    let log = socket_dir::new_host_log(&paths, &exe).map_err(StartError::permanent)?;
     let log_err = log
         .try_clone()
-        .map_err(|e| EdgeError::Runtime(e.to_string()))?;
+        .map_err(|e| StartError::transient(format!("cannot share the host's log: {e}")))?;
     let mut command = Command::new(exe);
     command
         .env(HOST_SOCKET_ENV, &paths.socket)
@@ -188,6 +309,8 @@ fn connect_or_start_host() -> Result<UnixStream, EdgeError> {
         .stderr(log_err);
     // Its own session: the host outlives the test process that started it, and a runner
     // that kills the test's process group (or waits on its pipes) does not see it.
+    // SAFETY: the closure runs in the child between fork and exec and only calls setsid,
+    // which is async-signal-safe.
     unsafe {
         command.pre_exec(|| {
             libc::setsid();
@@ -196,26 +319,54 @@ fn connect_or_start_host() -> Result<UnixStream, EdgeError> {
     }
     let mut child = command
         .spawn()
-        .map_err(|e| EdgeError::Runtime(format!("cannot start the edge-test host: {e}")))?;
-    let deadline = Instant::now() + Duration::from_secs(30);
+        .map_err(|e| StartError::transient(format!("cannot start the edge-test host: {e}")))?;
+    let deadline = Instant::now() + HOST_LISTEN_LIMIT;
     loop {
         if let Ok(stream) = UnixStream::connect(&paths.socket) {
             // Reap it when it exits, should this process still be alive then.
             std::thread::spawn(move || child.wait());
-            return Ok(stream);
+            return Ok((stream, paths));
         }
         if let Ok(Some(status)) = child.try_wait() {
             let log = std::fs::read_to_string(&paths.log).unwrap_or_default();
-            return Err(EdgeError::Runtime(format!(
-                "the edge-test host exited at start ({status}): {log}"
+            return Err(StartError::permanent(format!(
+                "the edge-test host exited at start ({status}): {}",
+                log.trim_end()
             )));
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            return Err(EdgeError::Runtime(
-                "the edge-test host did not start listening within 30 s".into(),
-            ));
+            return Err(StartError::transient(format!(
+                "the edge-test host did not start listening within {HOST_LISTEN_LIMIT:?}"
+            )));
         }
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Takes the host start lock, waiting at most `limit` for a test process that holds it.
+fn lock_within(
+    lock: &std::fs::File,
+    path: &std::path::Path,
+    limit: Duration,
+) -> Result<(), StartError> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StartError::transient(format!(
+                    "another test process has held {} for {limit:?} while starting the \
+                     edge-test host (stopped or stuck?)",
+                    path.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StartError::permanent(socket_dir::cannot("lock", path, &e)));
+            }
+        }
     }
 }

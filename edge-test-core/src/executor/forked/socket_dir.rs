@@ -2,11 +2,10 @@
 //! named after the exact test binary, so a rebuilt binary never talks to a stale host.
 
 use std::hash::{Hash, Hasher};
+use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-use crate::error::EdgeError;
 
 pub(super) struct HostPaths {
     pub socket: PathBuf,
@@ -17,12 +16,11 @@ pub(super) struct HostPaths {
     pub log: PathBuf,
 }
 
-pub(super) fn host_paths() -> Result<HostPaths, EdgeError> {
+/// Every error is one that trying again in this process would meet again.
+pub(super) fn host_paths() -> Result<HostPaths, String> {
     let dir = private_dir()?;
-    let exe = std::env::current_exe()
-        .map_err(|e| EdgeError::Runtime(format!("cannot find the test binary: {e}")))?;
-    let meta = std::fs::metadata(&exe)
-        .map_err(|e| EdgeError::Runtime(format!("cannot stat the test binary: {e}")))?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the test binary: {e}"))?;
+    let meta = std::fs::metadata(&exe).map_err(|e| format!("cannot stat the test binary: {e}"))?;
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     (
         &exe,
@@ -38,6 +36,44 @@ pub(super) fn host_paths() -> Result<HostPaths, EdgeError> {
         start_lock: dir.join("host-start.lock"),
         log: dir.join(format!("host-{id}.log")),
     })
+}
+
+/// What went wrong with a file of the host's, and what to do about it.
+pub(super) fn cannot(verb: &str, path: &Path, error: &std::io::Error) -> String {
+    let dir = path.parent().unwrap_or(path).display();
+    let fix = match error.raw_os_error() {
+        Some(libc::ENOSPC | libc::EDQUOT) => format!(
+            "the disk holding {dir} is full: free space there, or point XDG_RUNTIME_DIR at \
+             a directory on another disk"
+        ),
+        Some(libc::EACCES | libc::EPERM | libc::EROFS) => format!(
+            "{dir} cannot be written by this user: fix its permissions, or point \
+             XDG_RUNTIME_DIR at a directory this user can write"
+        ),
+        _ => format!("check {dir}, or point XDG_RUNTIME_DIR at another directory"),
+    };
+    format!("cannot {verb} {}: {error}; {fix}", path.display())
+}
+
+/// Creates the log a new host writes to. A log left there already belongs to a host that
+/// crashed or was killed (one that exits idle removes its own): it is kept under another
+/// name for whoever investigates, and swept with the others after a day. The first line is
+/// written here, so that a full disk is found now, with a clear message, rather than by the
+/// host as it starts.
+pub(super) fn new_host_log(paths: &HostPaths, exe: &Path) -> Result<std::fs::File, String> {
+    if paths.log.exists() {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |t| t.as_millis());
+        let kept = paths.log.with_extension(format!("{stamp}.log"));
+        let _ = std::fs::rename(&paths.log, kept);
+    }
+    let mut log =
+        std::fs::File::create(&paths.log).map_err(|e| cannot("create", &paths.log, &e))?;
+    writeln!(log, "edge-test host log for {}", exe.display())
+        .and_then(|()| log.sync_data())
+        .map_err(|e| cannot("write", &paths.log, &e))?;
+    Ok(log)
 }
 
 /// A host removes its log when it exits idle; one that crashed or was killed leaves it for
@@ -61,6 +97,7 @@ pub(super) fn remove_stale_logs(paths: &HostPaths) {
         let old = std::fs::metadata(&log)
             .and_then(|meta| meta.modified())
             .is_ok_and(|modified| modified.elapsed().is_ok_and(|age| age > KEPT_FOR));
+        // A kept log (`host-<id>.<stamp>.log`) never has a socket beside it.
         if is_host_log && old && !log.with_extension("sock").exists() {
             let _ = std::fs::remove_file(&log);
         }
@@ -69,7 +106,8 @@ pub(super) fn remove_stale_logs(paths: &HostPaths) {
 
 /// `$XDG_RUNTIME_DIR/edge-test` or `/tmp/edge-test-<uid>`, mode 0700, owned by us; anything
 /// else is refused rather than trusted.
-fn private_dir() -> Result<PathBuf, EdgeError> {
+fn private_dir() -> Result<PathBuf, String> {
+    // SAFETY: getuid cannot fail and touches no memory.
     let uid = unsafe { libc::getuid() };
     let dir = match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(runtime) if !runtime.is_empty() => PathBuf::from(runtime).join("edge-test"),
@@ -78,20 +116,26 @@ fn private_dir() -> Result<PathBuf, EdgeError> {
     match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => {
-            return Err(EdgeError::Runtime(format!(
-                "cannot create {}: {e}",
-                dir.display()
-            )));
-        }
+        Err(e) => return Err(cannot("create", &dir, &e)),
     }
-    let meta = std::fs::symlink_metadata(&dir)
-        .map_err(|e| EdgeError::Runtime(format!("cannot stat {}: {e}", dir.display())))?;
+    let meta = std::fs::symlink_metadata(&dir).map_err(|e| cannot("stat", &dir, &e))?;
     if !meta.is_dir() || meta.uid() != uid || meta.permissions().mode() & 0o077 != 0 {
-        return Err(EdgeError::Runtime(format!(
-            "{} must be a directory owned by uid {uid} with mode 0700; remove it and run again",
-            dir.display()
-        )));
+        return Err(format!(
+            "{} is not a private directory of this user (it must be a directory owned by uid \
+             {uid} with mode 0700, and is {}, owned by uid {}, mode {:o}), so the edge-test \
+             host will not listen there: remove it, or point XDG_RUNTIME_DIR at a directory \
+             of your own",
+            dir.display(),
+            if meta.is_symlink() {
+                "a symbolic link"
+            } else if meta.is_dir() {
+                "a directory"
+            } else {
+                "a file"
+            },
+            meta.uid(),
+            meta.permissions().mode() & 0o7777,
+        ));
     }
     Ok(dir)
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::host::LISTENER_FD;
 use super::protocol::{self, Invoke, Report, Welcome};
 use crate::error::EdgeError;
+use crate::executor::InvocationReport;
 use crate::executor::in_process::{CompiledGuest, GuestRunner};
 
 /// How often the worker advances wasmtime's epoch: the fork left the template's epoch
@@ -21,12 +22,15 @@ pub(super) fn run(
     template_id: u64,
     client_pid: u32,
 ) -> ! {
+    // SAFETY: the listener's descriptor is the host's; this process never uses it, and
+    // closing it here keeps the socket from living on in workers after the host exits.
     unsafe {
         libc::close(LISTENER_FD.load(Ordering::SeqCst));
     }
     super::name_this_process(c"edge-test guest");
     // A test process that dies takes its worker along: its end of the socket closes, and
     // the reader below exits. If the test process is already gone, do not even start.
+    // SAFETY: signal 0 only asks whether the process exists.
     if unsafe { libc::kill(client_pid as i32, 0) } != 0 {
         exit(0);
     }
@@ -65,8 +69,21 @@ pub(super) fn run(
     // Requests are read and run on this thread: a hop to another thread per request would
     // cost more than the guest itself.
     let mut reader = BufReader::new(reader);
-    while let Ok(Some(Invoke(request))) = protocol::receive(&mut reader) {
-        let report = runner.run(request);
+    while let Ok(Some(Invoke(request))) = protocol::receive(&mut reader, protocol::MAX_MESSAGE) {
+        // A bug of edge-test's own must reach the test it fails, not the host's log: the
+        // panic is caught, and reported as the reason the request did not run.
+        let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            inject_fault_when_asked();
+            runner.run(request)
+        }))
+        .unwrap_or_else(|panic| {
+            InvocationReport::not_run(&format!(
+                "the edge-test worker (pid {}) panicked while running it: {}; this is a bug \
+                 in edge-test, please report it",
+                std::process::id(),
+                crate::mock::server::panic_message(&panic)
+            ))
+        });
         let timed_out = matches!(report.outcome, crate::executor::Outcome::TimedOut { .. });
         if protocol::send(&mut writer, &Report(report)).is_err() || timed_out {
             // A timed-out guest may still be running; this process is its only way out.
@@ -74,6 +91,15 @@ pub(super) fn run(
         }
     }
     exit(0)
+}
+
+/// `EDGE_TEST_INJECT_FAULT=worker-panic`, in the environment of the process that starts
+/// the host, makes every worker panic where it runs a request: the fault tests of edge-test
+/// use it to show that such a panic reaches the test.
+fn inject_fault_when_asked() {
+    if std::env::var_os("EDGE_TEST_INJECT_FAULT").is_some_and(|fault| fault == "worker-panic") {
+        panic!("a fault injected by EDGE_TEST_INJECT_FAULT=worker-panic");
+    }
 }
 
 /// A test process that dies mid-request takes its worker along, even while a guest runs:
@@ -87,6 +113,7 @@ fn exit_when_the_test_hangs_up(stream: &UnixStream) {
                 events: libc::POLLRDHUP,
                 revents: 0,
             };
+            // SAFETY: `watch` is one valid pollfd, alive for the call.
             let ready = unsafe { libc::poll(&mut watch, 1, -1) };
             if ready > 0 && watch.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
                 exit(0);
@@ -97,5 +124,6 @@ fn exit_when_the_test_hangs_up(stream: &UnixStream) {
 
 /// Leaves without running the template's exit handlers or flushing buffers it inherited.
 fn exit(code: i32) -> ! {
+    // SAFETY: _exit ends the process at once; nothing runs after it.
     unsafe { libc::_exit(code) }
 }

@@ -82,6 +82,41 @@ fn main() {
                 Err(e) => Response::from_status(StatusCode::BAD_GATEWAY).with_body(format!("send failed: {e}")).send_to_client(),
             }
         }
+        ["big", mib] => {
+            // A large response: reports must cross the worker's socket in linear time.
+            let mib: usize = mib.parse().unwrap();
+            Response::from_body(vec![b'x'; mib << 20]).send_to_client();
+        }
+        ["flood", kib] => {
+            // Log output in 1 KiB lines, for the per-invocation output cap.
+            let line = "y".repeat(1023);
+            for _ in 0..kib.parse::<usize>().unwrap() {
+                println!("{line}");
+            }
+            Response::from_body("flooded").send_to_client();
+        }
+        ["backend-as", host, rest @ ..] => {
+            // The request's own Host is what a backend without `override_host` receives.
+            let upstream = Request::get(format!("https://{host}/{}", rest.join("/")));
+            relay(upstream.send("api"));
+        }
+        ["pinned"] => relay(Request::get("https://elsewhere.example.com/pinned").send("pinned")),
+        ["undeclared"] => relay(Request::get("https://api.example.com/").send("nowhere")),
+        ["after-backend", then @ ..] => {
+            // Waits on the api backend first (a test makes it slow), then misbehaves.
+            let _ = Request::get("https://api.example.com/slow").send("api");
+            Endpoint::from_name("events").write_all(b"backend answered").unwrap();
+            match then {
+                ["panic"] => panic!("boom after the backend answered"),
+                ["dynamic", target] => {
+                    let _ = fastly::Backend::builder("late", *target)
+                        .finish()
+                        .map(|backend| Request::get(format!("http://{target}/")).send(backend));
+                    Response::from_body("tried").send_to_client();
+                }
+                _ => Response::from_body("done").send_to_client(),
+            }
+        }
         ["kv", key] => {
             let store = KVStore::open("data").unwrap().unwrap();
             match store.lookup(key) {
@@ -106,6 +141,13 @@ fn main() {
             Response::from_status(StatusCode::CREATED).send_to_client();
         }
         _ => Response::from_status(StatusCode::NOT_FOUND).send_to_client(),
+    }
+}
+
+fn relay(sent: Result<Response, fastly::http::request::SendError>) {
+    match sent {
+        Ok(mut resp) => Response::from_status(resp.get_status()).with_body(resp.take_body_bytes()).send_to_client(),
+        Err(e) => Response::from_status(StatusCode::BAD_GATEWAY).with_body(format!("send failed: {e}")).send_to_client(),
     }
 }
 
