@@ -215,19 +215,23 @@ impl Edge {
     }
 
     fn judge_abandoned(&self, invocation: usize, summary: String, report: InvocationReport) {
-        let summary = format!("{summary}, which the test stopped awaiting,");
-        if let Err(failure) = self.conclude(invocation, summary, report) {
+        let summary =
+            format!("{summary} (invocation {invocation}, which the test stopped awaiting)");
+        if let Err(failure) = self.conclude(invocation, &summary, summary.clone(), report) {
             panic!("{failure}");
         }
     }
 
+    /// Judges one invocation's report. `what` names it in messages ("GET / (invocation
+    /// 2)"); `summary` is the request as a `GuestFailure` shows it.
     fn conclude(
         &self,
         invocation: usize,
+        what: &str,
         summary: String,
         report: InvocationReport,
     ) -> Result<Response, GuestFailure> {
-        let during = format!("during {summary} (invocation {invocation})");
+        let during = format!("during {what}");
         let service = self.service();
         // Mock problems are defects of the test setup, not guest behaviour: they fail the
         // test whether or not it expected the guest to fail.
@@ -448,7 +452,13 @@ impl RequestBuilder {
         };
         let report = edge.inner.session.run(request).await;
         watch.request = None;
-        edge.conclude(invocation, self.summary(), report)
+        let summary = self.summary();
+        edge.conclude(
+            invocation,
+            &format!("{summary} (invocation {invocation})"),
+            summary,
+            report,
+        )
     }
 
     /// [`send`](Self::send) for plain `fn` tests. Do not call it from async code.
@@ -464,7 +474,13 @@ impl RequestBuilder {
         edge.settle_abandoned_blocking();
         let (invocation, request) = edge.next_invocation(&self);
         let report = edge.inner.session.run_blocking(request);
-        edge.conclude(invocation, self.summary(), report)
+        let summary = self.summary();
+        edge.conclude(
+            invocation,
+            &format!("{summary} (invocation {invocation})"),
+            summary,
+            report,
+        )
     }
 
     fn with_default_content_type(mut self, content_type: &'static str) -> Self {

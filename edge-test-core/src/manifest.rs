@@ -24,9 +24,98 @@ impl Manifest {
         };
         let text =
             std::fs::read_to_string(path).map_err(|e| error(format!("cannot read it: {e}")))?;
+        // Before viceroy reads them: its error for a missing file names neither the file
+        // nor where a relative path was looked for.
+        if let Ok(table) = text.parse::<toml::Table>() {
+            let base = std::env::current_dir().unwrap_or_default();
+            if let Some(missing) = missing_files(&table, &base).into_iter().next() {
+                return Err(error(missing));
+            }
+        }
         let config: FastlyConfig = text.parse().map_err(|e| error(format!("{e}")))?;
         let mut backends: Vec<String> = config.backends().keys().cloned().collect();
         backends.sort();
         Ok(Self { text, backends })
+    }
+}
+
+/// Every file a `[local_server]` table names (`file = ..`, or `path = ..` in older KV
+/// stores) that does not exist, described with where it was looked for. viceroy resolves a
+/// relative path against the process's working directory, which under `cargo test` is the
+/// test crate's directory.
+fn missing_files(table: &toml::Table, base: &Path) -> Vec<String> {
+    fn walk(value: &toml::Value, at: &str, base: &Path, missing: &mut Vec<String>) {
+        match value {
+            toml::Value::Table(table) => {
+                for (key, value) in table {
+                    let here = format!("{at}.{key}");
+                    match value {
+                        toml::Value::String(file) if key == "file" || key == "path" => {
+                            let resolved = base.join(file);
+                            if !resolved.exists() {
+                                missing.push(format!(
+                                    "{at} names the file {file:?}, which does not exist: looked \
+                                     for {} (relative paths resolve against the test's working \
+                                     directory, {}). Fix the path, or make it absolute.",
+                                    resolved.display(),
+                                    base.display()
+                                ));
+                            }
+                        }
+                        _ => walk(value, &here, base, missing),
+                    }
+                }
+            }
+            toml::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    walk(item, &format!("{at}[{i}]"), base, missing);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut missing = Vec::new();
+    if let Some(local) = table.get("local_server") {
+        walk(local, "[local_server", base, &mut missing);
+    }
+    // "[local_server.kv_stores.data[0]" reads better closed.
+    missing
+        .into_iter()
+        .map(|m| m.replacen(" names the file", "] names the file", 1))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_file_is_named_with_where_it_was_looked_for() {
+        let table: toml::Table = r#"
+            [local_server.config_stores.settings]
+            file = "no-such-settings.json"
+            format = "json"
+            [[local_server.kv_stores.data]]
+            key = "k"
+            path = "Cargo.toml"
+        "#
+        .parse()
+        .unwrap();
+        let base = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let missing = missing_files(&table, base);
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert!(
+            missing[0].starts_with(
+                "[local_server.config_stores.settings] names the file \"no-such-settings.json\", \
+                 which does not exist: looked for "
+            ),
+            "{}",
+            missing[0]
+        );
+        assert!(
+            missing[0].contains(&format!("working directory, {})", base.display())),
+            "{}",
+            missing[0]
+        );
     }
 }

@@ -8,11 +8,15 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::Duration;
 
 use edge_test::Edge;
+use support::process::{
+    all_pids, helper, is_running, kill, parent_of, printed_pid, process_name, run_to_end,
+    scratch_dir, wait_until,
+};
 
 fn forked_edge(test: &str) -> (Edge, u32) {
     let edge = Edge::start("misbehave", test).expect("misbehave starts");
@@ -20,68 +24,6 @@ fn forked_edge(test: &str) -> (Edge, u32) {
         .worker_pid()
         .expect("tests run in forked workers unless EDGE_TEST_HOST=off");
     (edge, pid)
-}
-
-fn kill(pid: u32) {
-    let status = Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -9 {pid}");
-}
-
-fn parent_of(pid: u32) -> u32 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // "pid (comm) state ppid ...": comm may hold spaces, so read after the last ')'.
-    stat.rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-fn process_name(pid: u32) -> String {
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
-    comm.trim_end().to_owned()
-}
-
-/// Alive and not a zombie waiting to be reaped.
-fn is_running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
-    })
-}
-
-fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn helper(name: &str) -> Command {
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .args(["--ignored", "--exact", name, "--nocapture"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
-}
-
-fn run_to_end(child: Child) -> String {
-    let output = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "helper failed:\n{text}");
-    text
 }
 
 #[test]
@@ -108,7 +50,7 @@ fn tests_share_one_host_and_get_a_worker_each() {
 fn a_crashed_worker_fails_its_test_with_the_reason() {
     let (edge, worker) = forked_edge("crash");
     assert_eq!(edge.get("/ok").send_blocking().text(), "ok");
-    kill(worker);
+    kill(worker, "-9");
 
     let panic = std::panic::catch_unwind(|| edge.get("/ok").send_blocking())
         .expect_err("the worker is gone");
@@ -135,6 +77,20 @@ fn a_killed_host_is_replaced_by_the_next_test() {
             .unwrap(),
     );
     assert!(output.contains("replaced"), "{output}");
+    // The killed host's log is kept for whoever investigates, not overwritten by the next.
+    let kept: Vec<PathBuf> = std::fs::read_dir(runtime_dir.join("edge-test"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("host-") && n.matches('.').count() == 2)
+        })
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let log = std::fs::read_to_string(&kept[0]).unwrap();
+    assert!(log.contains("listening on"), "{log}");
 }
 
 #[test]
@@ -212,13 +168,7 @@ fn a_full_run_leaves_no_process_or_socket_behind() {
         .spawn()
         .unwrap();
     let output = run_to_end(child);
-    let host: u32 = output
-        .lines()
-        .find_map(|l| l.strip_prefix("host pid "))
-        .expect("the helper reports its host")
-        .trim()
-        .parse()
-        .unwrap();
+    let host = printed_pid(&output, "host pid ");
 
     wait_until("the idle host exits", Duration::from_secs(10), || {
         !is_running(host)
@@ -303,37 +253,6 @@ fn the_host_socket_lives_where_only_this_user_can_reach_it() {
     assert_eq!(dir.uid(), std::fs::metadata(&*runtime_dir).unwrap().uid());
 }
 
-/// A directory of this test's own, removed when the test ends (passed or not).
-struct ScratchDir(PathBuf);
-
-impl std::ops::Deref for ScratchDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn scratch_dir(name: &str) -> ScratchDir {
-    let dir = std::env::temp_dir().join(format!("edge-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    ScratchDir(dir)
-}
-
-fn all_pids() -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect()
-}
-
 // ---- helpers run in child processes by the tests above ----
 
 #[test]
@@ -349,7 +268,7 @@ fn helper_report_worker_then_wait() {
 fn helper_kill_the_host() {
     let (survivor, worker) = forked_edge("before");
     let old_host = parent_of(worker);
-    kill(old_host);
+    kill(old_host, "-9");
     wait_until("the old host is gone", Duration::from_secs(5), || {
         !is_running(old_host)
     });

@@ -13,6 +13,13 @@ use std::time::Duration;
 /// let broken = Reply::drop_connection();
 /// # let _ = (ok, slow, broken);
 /// ```
+///
+/// A header that is not valid HTTP fails where it is written:
+///
+/// ```should_panic
+/// # use edge_test_core::mock::Reply;
+/// let _ = Reply::new(200).header("x-bad\nname", "value"); // panics, naming "x-bad\nname"
+/// ```
 #[derive(Debug, Clone)]
 #[must_use = "a Reply does nothing until a mock responds with it"]
 pub struct Reply {
@@ -76,8 +83,24 @@ impl Reply {
         }
     }
 
+    /// Adds a header. Panics, naming it, when the name or the value is not valid in HTTP:
+    /// the mistake fails the test where it is written, not as a 500 the guest receives.
+    #[track_caller]
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.push((name.into(), value.into()));
+        let (name, value) = (name.into(), value.into());
+        if let Err(e) = http::HeaderName::from_bytes(name.as_bytes()) {
+            panic!(
+                "edge-test: the mock reply header name {name:?} is not valid ({e}); header names \
+                 are tokens: letters, digits and !#$%&'*+-.^_`|~"
+            );
+        }
+        if let Err(e) = http::HeaderValue::from_str(&value) {
+            panic!(
+                "edge-test: the value {value:?} of mock reply header `{name}` is not valid ({e}); \
+                 header values may not hold control characters such as newlines"
+            );
+        }
+        self.headers.push((name, value));
         self
     }
 

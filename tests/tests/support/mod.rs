@@ -1,6 +1,8 @@
 //! Shared by the test binaries of this crate: `mod support;` registers every service.
 use edge_test::Service;
 
+pub mod process;
+
 edge_test::register_service!("misbehave", || Service::guest_crate("guests/misbehave"));
 edge_test::register_service!("broken", || Service::guest_crate("guests/broken"));
 edge_test::register_service!("missing-wasm", || Service::wasm(

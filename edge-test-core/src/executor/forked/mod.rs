@@ -164,10 +164,12 @@ impl ForkedSession {
             Ok(None) => return Err(StartError::transient("the edge-test host hung up")),
             Err(e) if is_timeout(&e) => {
                 let host = replace_stuck_host(&paths);
-                return Err(StartError::transient(format!(
-                    "the edge-test host ({host}) did not answer within {answer:?}: it is \
-                     stuck (stopped or frozen); it was stopped and a new one will be started"
-                )));
+                let reason = format!(
+                    "the edge-test host ({host}) did not answer within {answer:?}: it is stuck \
+                     (stopped or frozen); it was stopped and a new one is started"
+                );
+                super::warn(&reason);
+                return Err(StartError::transient(reason));
             }
             Err(e) => return Err(io("reading from", e)),
         }

@@ -117,6 +117,10 @@ fn main() {
                 _ => Response::from_body("done").send_to_client(),
             }
         }
+        ["config-store", name] => {
+            let store = fastly::ConfigStore::open(name);
+            Response::from_body(store.get("k").unwrap_or_default()).send_to_client();
+        }
         ["kv", key] => {
             let store = KVStore::open("data").unwrap().unwrap();
             match store.lookup(key) {
