@@ -71,13 +71,16 @@ RS
 
 mkdir -p "$bench/examples"
 cp "$root/bench/latency.rs" "$bench/examples/latency.rs"
+cp "$root/bench/boundary.rs" "$bench/examples/boundary.rs"
 export BENCH_ROOT="$root" BENCH_TARGET="$target"
 
 cd "$bench"
 echo "building the suite (not timed)..." >&2
 cargo test --no-run --quiet 2>/dev/null || cargo test --no-run
 cargo nextest run --no-run >/dev/null 2>&1 || true
-cargo build --quiet --example latency
+cargo build --quiet --example latency --example boundary
+# BENCH_ONLY=boundary: only the large-output figures (a minute, not eight).
+if [ "${BENCH_ONLY:-}" = boundary ]; then cargo run --quiet --example boundary; exit 0; fi
 # Warm the guest build, so that no run pays for it.
 cargo test --quiet -- --exact cached_todo_1 >/dev/null
 
@@ -104,6 +107,8 @@ for run in $(seq 1 "$runs"); do
 done
 # Overhead, latency against raw handle_request, cold start and memory over 2,000 tests.
 cargo run --quiet --example latency
+# Large outputs across the worker's socket, against in process.
+cargo run --quiet --example boundary
 # BENCH_BASELINE=0 skips the slow baseline, for quick looks at the host figures.
 if [ "${BENCH_BASELINE:-1}" = 0 ]; then exit 0; fi
 # The baseline: every test compiles its own context (the in-process executor).

@@ -104,6 +104,24 @@ fn a_malformed_fastly_toml_is_reported_with_its_path() {
 }
 
 #[test]
+fn a_fastly_toml_file_that_does_not_resolve_is_named() {
+    let cwd = std::env::current_dir().unwrap();
+    assert_mentions(
+        &start_error("missing-file"),
+        &[
+            "service `missing-file`",
+            "missing-file-fastly.toml",
+            "[local_server.config_stores.settings] names the file \"fixtures/no-such-settings.json\"",
+            &format!(
+                "looked for {}",
+                cwd.join("fixtures/no-such-settings.json").display()
+            ),
+            &format!("the test's working directory, {}", cwd.display()),
+        ],
+    );
+}
+
+#[test]
 fn a_missing_fastly_toml_is_reported_with_its_path() {
     assert_mentions(
         &start_error("missing-manifest"),

@@ -15,6 +15,9 @@ edge_test::register_service!("unknown-import", || Service::wasm(
 edge_test::register_service!("bad-manifest", || {
     Service::wasm("fixtures/unknown-import.wat").fastly_toml("fixtures/bad-fastly.toml")
 });
+edge_test::register_service!("missing-file", || {
+    Service::wasm("fixtures/unknown-import.wat").fastly_toml("fixtures/missing-file-fastly.toml")
+});
 edge_test::register_service!("missing-manifest", || {
     Service::wasm("fixtures/unknown-import.wat").fastly_toml("fixtures/no-such-fastly.toml")
 });

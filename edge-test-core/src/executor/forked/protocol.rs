@@ -59,11 +59,13 @@ pub(super) struct Report(pub InvocationReport);
 
 /// One message as it goes on the wire: its length, then its bytes.
 pub(super) fn encode(message: &impl Serialize) -> std::io::Result<Vec<u8>> {
-    let mut frame = vec![0; LENGTH];
-    frame = postcard::to_extend(message, frame).map_err(std::io::Error::other)?;
-    let length = u32::try_from(frame.len() - LENGTH)
+    // Sized first, so that a large report is written once into one allocation.
+    let size = postcard::experimental::serialized_size(message).map_err(std::io::Error::other)?;
+    let length = u32::try_from(size)
         .map_err(|_| std::io::Error::other("a message of 4 GiB or more cannot be sent"))?;
+    let mut frame = vec![0; LENGTH + size];
     frame[..LENGTH].copy_from_slice(&length.to_le_bytes());
+    postcard::to_slice(message, &mut frame[LENGTH..]).map_err(std::io::Error::other)?;
     Ok(frame)
 }
 

@@ -251,12 +251,14 @@ impl WorkerLink {
     /// Reads what the socket holds; `Ok(false)` at end of stream, `WouldBlock` when it holds
     /// nothing yet.
     fn read_available(&mut self) -> std::io::Result<bool> {
-        // Straight into the buffer, sized for the frame once its length is known: a large
-        // report is read in as few calls as the socket allows, and copied once.
-        let wanted = self.frame.unwrap_or(0).max(self.received.len() + 64 * 1024);
-        self.received.reserve(wanted - self.received.len());
+        // Room for the whole frame once its length is known (one allocation for a large
+        // report), read into a window of it at a time: zeroing all the room before every
+        // read would cost more than the copy itself.
+        const WINDOW: usize = 256 * 1024;
         let filled = self.received.len();
-        self.received.resize(self.received.capacity(), 0);
+        self.received
+            .reserve(self.frame.unwrap_or(0).saturating_sub(filled).max(WINDOW));
+        self.received.resize(filled + WINDOW, 0);
         loop {
             match (&self.stream).read(&mut self.received[filled..]) {
                 Ok(n) => {
