@@ -343,3 +343,64 @@ fn spawn_idle_exit(host: Arc<Host>, socket: PathBuf) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::net::SocketAddr;
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn spec(wasm: PathBuf, backend: &str) -> SessionSpec {
+        SessionSpec {
+            service: "probe".into(),
+            wasm,
+            fastly_toml: None,
+            backend_addrs: BTreeMap::from([(
+                "api".to_owned(),
+                backend.parse::<SocketAddr>().unwrap(),
+            )]),
+        }
+    }
+
+    fn refusal(spec: &SessionSpec) -> String {
+        admit(spec).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn a_file_that_is_not_wasm_is_refused_without_being_quoted() {
+        let not_wasm = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        let message = refusal(&spec(not_wasm, "127.0.0.1:1"));
+        assert!(
+            message.contains("it is not a WebAssembly module"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("[package]"),
+            "nothing of the file is echoed: {message}"
+        );
+    }
+
+    #[test]
+    fn a_missing_module_is_refused() {
+        let message = refusal(&spec("/no/such/module.wasm".into(), "127.0.0.1:1"));
+        assert!(message.contains("no such file"), "{message}");
+    }
+
+    #[test]
+    fn a_backend_off_loopback_is_refused() {
+        let wasm =
+            std::env::temp_dir().join(format!("edge-test-admit-{}.wasm", std::process::id()));
+        std::fs::write(&wasm, b"\0asm\x01\0\0\0").unwrap();
+        let message = refusal(&spec(wasm.clone(), "192.0.2.1:80"));
+        assert!(
+            message.contains(
+                "backend `api` would be served at 192.0.2.1:80, which is not a loopback address"
+            ),
+            "{message}"
+        );
+        assert!(admit(&spec(wasm.clone(), "127.0.0.1:9")).is_ok());
+        let _ = std::fs::remove_file(wasm);
+    }
+}

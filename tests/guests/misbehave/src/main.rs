@@ -114,7 +114,10 @@ fn main() {
                         .map(|backend| Request::get(format!("http://{target}/")).send(backend));
                     Response::from_body("tried").send_to_client();
                 }
-                _ => Response::from_body("done").send_to_client(),
+                _ => {
+                    let _ = Request::get("https://api.example.com/after").send("api");
+                    Response::from_body("done").send_to_client();
+                }
             }
         }
         ["config-store", name] => {
