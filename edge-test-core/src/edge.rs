@@ -294,7 +294,7 @@ impl Edge {
                 report.dropped_log_bytes
             );
         }
-        let logs = Logs::new(report.log_lines);
+        let logs = Logs::new(executor::parse_log(&report.log));
         let backend_calls = self.inner.mocks.calls_of(invocation);
         let (response, phase) = match report.response {
             Some(received) => {

@@ -1,6 +1,11 @@
 //! What one invocation wrote to its log endpoints, stdout and stderr included.
 
-pub use crate::executor::LogLine;
+/// One entry a guest wrote to a log endpoint (`stdout` and `stderr` included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub endpoint: String,
+    pub message: String,
+}
 
 /// The log lines of one invocation, in the order the guest wrote them. Each write to a
 /// `fastly::log::Endpoint` is one line; guest stdout and stderr appear as the endpoints

@@ -225,7 +225,7 @@ impl GuestRunner {
                 let logs = self.logs.drain();
                 InvocationReport {
                     response: progress.borrow_mut().take(),
-                    log_lines: logs.lines,
+                    log: logs.bytes,
                     outcome: Outcome::TimedOut { limit },
                     refused_connections: Vec::new(),
                     dropped_log_bytes: logs.dropped,
@@ -408,7 +408,7 @@ async fn invoke(
     let logs = logs.drain();
     InvocationReport {
         response,
-        log_lines: logs.lines,
+        log: logs.bytes,
         outcome,
         refused_connections: Vec::new(),
         dropped_log_bytes: logs.dropped,

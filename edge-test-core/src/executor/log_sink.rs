@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
-use super::LogLine;
+use crate::logs::LogLine;
 
 /// viceroy formats each entry as `<endpoint> :: <message>\n`, one `write_all` per entry.
 ///
@@ -23,7 +23,9 @@ struct SinkState {
 
 /// One invocation's output, drained from the sink.
 pub(crate) struct Drained {
-    pub lines: Vec<LogLine>,
+    /// As viceroy wrote it: parsed into lines only by the test (`parse_entries`), so that
+    /// a forked worker sends one run of bytes rather than a message per line.
+    pub bytes: Vec<u8>,
     /// Bytes written past the limit and dropped.
     pub dropped: u64,
 }
@@ -48,10 +50,7 @@ impl LogSink {
         let bytes = std::mem::take(&mut state.buffer);
         let dropped = std::mem::take(&mut state.dropped);
         drop(state);
-        Drained {
-            lines: parse_entries(&bytes),
-            dropped,
-        }
+        Drained { bytes, dropped }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SinkState> {
@@ -78,7 +77,7 @@ impl Write for LogSink {
 /// One line per entry for log endpoints (each `write` is one log message, as on Fastly).
 /// stdout and stderr are byte streams, so their entries are split into lines instead: a
 /// Rust panic arrives as one write, `"\nthread 'main' panicked at ...:\n<message>"`.
-fn parse_entries(bytes: &[u8]) -> Vec<LogLine> {
+pub(crate) fn parse_entries(bytes: &[u8]) -> Vec<LogLine> {
     let mut lines = Vec::new();
     for entry in String::from_utf8_lossy(bytes).lines() {
         let (endpoint, message) = entry.split_once(" :: ").unwrap_or(("", entry));
@@ -126,7 +125,7 @@ mod tests {
             .write_all(b"audit :: kept \\n as written\n")
             .unwrap();
 
-        let lines = sink.drain().lines;
+        let lines = parse_entries(&sink.drain().bytes);
         assert_eq!(
             lines,
             vec![
@@ -153,7 +152,7 @@ mod tests {
             ]
         );
         assert!(
-            sink.drain().lines.is_empty(),
+            sink.drain().bytes.is_empty(),
             "a drained sink starts the next invocation empty"
         );
     }
@@ -171,7 +170,8 @@ mod tests {
                 .unwrap();
         }
         let drained = sink.drain();
-        let kept: Vec<&str> = drained.lines.iter().map(|l| l.message.as_str()).collect();
+        let lines = parse_entries(&drained.bytes);
+        let kept: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
         assert_eq!(kept, ["line 0", "line 1"], "only whole entries are kept");
         assert_eq!(drained.dropped, 3 * 17);
 

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::EdgeError;
 
 use in_process::InProcessSession;
+pub(crate) use log_sink::parse_entries as parse_log;
 pub(crate) use trap_capture::undeclared_backend;
 
 /// Everything an executor needs to run one test's guest.
@@ -58,7 +59,10 @@ pub(crate) struct InvocationRequest {
 pub(crate) struct InvocationReport {
     /// `None` when the guest never produced a response (for example it timed out first).
     pub response: Option<ReceivedResponse>,
-    pub log_lines: Vec<LogLine>,
+    /// The invocation's log output as viceroy wrote it (`<endpoint> :: <message>` lines);
+    /// see [`parse_log`].
+    #[serde(with = "as_bytes")]
+    pub log: Vec<u8>,
     pub outcome: Outcome,
     /// Connections the guest tried to open to anything but its mocks, refused by the fence.
     pub refused_connections: Vec<network_fence::Refused>,
@@ -76,7 +80,7 @@ impl InvocationReport {
     pub(crate) fn not_run(reason: &str) -> Self {
         Self {
             response: None,
-            log_lines: Vec::new(),
+            log: Vec::new(),
             outcome: Outcome::NotRun {
                 reason: reason.to_owned(),
             },
@@ -98,13 +102,6 @@ pub(crate) struct ReceivedResponse {
     pub body_error: Option<String>,
     /// The guest failed before answering; this is the runtime's 500 in its place.
     pub from_runtime: bool,
-}
-
-/// One entry a guest wrote to a log endpoint (`stdout` and `stderr` included).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogLine {
-    pub endpoint: String,
-    pub message: String,
 }
 
 /// How a guest invocation ended.
