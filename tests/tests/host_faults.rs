@@ -13,10 +13,35 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use edge_test::Edge;
+use edge_test::{Edge, GuestFailureKind, Service};
 use support::process::{
     helper, is_running, kill, parent_of, printed_pid, run_to_end, scratch_dir, wait_until,
 };
+
+/// Services that differ only in their fastly.toml: each is a template of its own, so that
+/// a test can keep the host compiling while it forks workers.
+macro_rules! variants {
+    ($($name:literal => $n:literal),*) => {
+        $(edge_test::register_service!($name, || {
+            Service::guest_crate("guests/misbehave").fastly_toml(variant_toml($n))
+        });)*
+    };
+}
+variants!("variant-0" => 0, "variant-1" => 1, "variant-2" => 2, "variant-3" => 3, "variant-4" => 4);
+
+/// Written into the helper's runtime directory, a scratch directory its test removes.
+fn variant_toml(n: u32) -> std::path::PathBuf {
+    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .map_or_else(std::env::temp_dir, std::path::PathBuf::from)
+        .join("variants");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("variant-{n}.toml"));
+    let toml = std::fs::read_to_string("guests/misbehave/fastly.toml")
+        .unwrap()
+        .replace("from fastly.toml", &format!("from variant {n}"));
+    std::fs::write(&path, toml).unwrap();
+    path
+}
 
 const FENCE_WARNING: &str = "guests in this process run without the network fence";
 
@@ -260,7 +285,115 @@ fn only_socket(dir: &Path) -> std::path::PathBuf {
         .expect("the host's socket")
 }
 
+#[test]
+fn workers_forked_while_templates_compile_trap_without_hanging() {
+    let runtime_dir = scratch_dir("compile-while-forking");
+    let output = run_to_end(
+        helper("helper_compile_while_forking")
+            .env("XDG_RUNTIME_DIR", &*runtime_dir)
+            .env("EDGE_TEST_HOST_IDLE_MS", "300")
+            .spawn()
+            .unwrap(),
+    );
+    assert!(output.contains("traps: 40, compiled: 4"), "{output}");
+}
+
+#[test]
+fn a_worker_killed_while_another_test_is_in_its_handshake_is_reported_as_died() {
+    let runtime_dir = scratch_dir("kill-during-handshake");
+    let output = run_to_end(
+        helper("helper_kill_a_worker_during_a_handshake")
+            .env("XDG_RUNTIME_DIR", &*runtime_dir)
+            .env("EDGE_TEST_HOST_IDLE_MS", "300")
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        output.contains("was not run: the worker process running this test's guest"),
+        "{output}"
+    );
+    assert!(
+        output.contains("into the request: it crashed or was killed"),
+        "reported as died, not as a time-out: {output}"
+    );
+}
+
 // ---- helpers run in child processes by the tests above ----
+
+#[test]
+#[ignore = "run by workers_forked_while_templates_compile_trap_without_hanging"]
+fn helper_compile_while_forking() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let warm = Edge::start("misbehave", "warm").unwrap();
+    drop(warm);
+    let stop = Arc::new(AtomicBool::new(false));
+    // Load: the two cores are also busy spinning.
+    let spinners: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let compiles: Vec<_> = (0..4)
+        .map(|n| {
+            std::thread::spawn(move || {
+                let edge = Edge::start(&format!("variant-{n}"), "compiles").unwrap();
+                assert_eq!(
+                    edge.get("/kv/seed").send_blocking().text(),
+                    format!("from variant {n}")
+                );
+            })
+        })
+        .collect();
+    let forks: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(|| {
+                for _ in 0..10 {
+                    let edge = Edge::start("misbehave", "forks").unwrap();
+                    let failure = edge
+                        .get("/panic-before")
+                        .try_send_blocking()
+                        .expect_err("the guest traps");
+                    assert!(
+                        matches!(failure.kind(), GuestFailureKind::Trapped { .. }),
+                        "a trap reported as something else: {failure}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for thread in forks.into_iter().chain(compiles) {
+        thread.join().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    spinners.into_iter().for_each(|s| s.join().unwrap());
+    println!("traps: 40, compiled: 4");
+}
+
+#[test]
+#[ignore = "run by a_worker_killed_while_another_test_is_in_its_handshake_is_reported_as_died"]
+fn helper_kill_a_worker_during_a_handshake() {
+    // A template exists for `misbehave`, none yet for `variant-4`.
+    drop(Edge::start("misbehave", "warm").unwrap());
+    // `slow` is in its handshake (its template compiling) while `quick` is forked.
+    let slow = std::thread::spawn(|| Edge::start("variant-4", "slow").unwrap());
+    std::thread::sleep(Duration::from_millis(150));
+    let quick = Edge::start("misbehave", "quick").unwrap();
+    let slow = slow.join().unwrap();
+    slow.set_guest_timeout(Duration::from_secs(60));
+    assert_eq!(slow.get("/ok").send_blocking().text(), "ok");
+
+    kill(slow.worker_pid().expect("a forked worker"), "-9");
+    let panic = std::panic::catch_unwind(|| slow.get("/ok").send_blocking())
+        .expect_err("its worker is gone");
+    println!("reported: {}", panic.downcast_ref::<String>().unwrap());
+    drop(quick);
+}
 
 #[test]
 #[ignore = "run by the tests above"]

@@ -1,14 +1,15 @@
 //! The host: compiles each configuration once, then forks a worker per test from it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::backend_proxy::{self, Routes};
+use super::fork::{self, Forked};
 use super::protocol::{self, Accepted, Hello, Welcome};
 use super::worker;
 use crate::error::EdgeError;
@@ -17,9 +18,6 @@ use crate::executor::in_process::CompiledGuest;
 
 /// A host with no worker and no new test for this long exits (and removes its socket).
 const DEFAULT_IDLE: Duration = Duration::from_secs(10);
-
-/// The listening socket, which workers close right after the fork.
-pub(super) static LISTENER_FD: AtomicI32 = AtomicI32::new(-1);
 
 /// One compiled configuration of a service, and the proxies its backends point at.
 struct Template {
@@ -77,7 +75,6 @@ pub(super) fn run(socket: PathBuf) -> ! {
             std::process::exit(1);
         }
     };
-    LISTENER_FD.store(listener.as_raw_fd(), Ordering::SeqCst);
     let _ = std::fs::write(socket.with_extension("pid"), std::process::id().to_string());
     let host = Arc::new(Host {
         templates: Mutex::new(HashMap::new()),
@@ -149,12 +146,10 @@ fn serve_test(host: &Host, mut stream: UnixStream) {
     // Routes are registered before the worker can send a single backend request: the
     // worker only runs a guest after it has said Ready.
     let guard = host.routes.lock();
-    // SAFETY: the child only touches what `worker::run` documents (its copy of the
-    // template, the test's socket, fresh threads); the routes lock it inherits is forgotten.
-    match unsafe { libc::fork() } {
-        0 => {
-            // The child: only this thread exists now. Everything it touches from here on is
-            // its own copy; the routes lock it inherited is never used again.
+    match fork::fork_worker(stream.as_fd()) {
+        Ok(Forked::Child) => {
+            // The child: only this thread exists now (see `fork`'s contract); the routes
+            // lock it inherited is never used again.
             std::mem::forget(guard);
             worker::run(
                 stream,
@@ -163,15 +158,14 @@ fn serve_test(host: &Host, mut stream: UnixStream) {
                 hello.client_pid,
             )
         }
-        -1 => {
+        Err(e) => {
             drop(guard);
-            let error =
-                EdgeError::Runtime(format!("fork failed: {}", std::io::Error::last_os_error()));
+            let error = EdgeError::Runtime(format!("the edge-test host could not fork: {e}"));
             let _ = protocol::send(&mut stream, &Welcome::Refused(error));
         }
-        pid => {
+        Ok(Forked::Parent { child: pid }) => {
             let mut routes = guard;
-            routes.insert(pid as u32, mocks);
+            routes.insert(pid, mocks);
             drop(routes);
             host.live_workers.fetch_add(1, Ordering::SeqCst);
             // The worker owns the connection now; the host's copy would only keep it open.
@@ -256,7 +250,8 @@ fn compile_template(host: &Host, spec: &SessionSpec) -> Result<Arc<Template>, Ed
         backend_addrs: proxies,
         ..spec.clone()
     };
-    let guest = with_lazy_timers(|| CompiledGuest::compile(&template_spec))?;
+    let guest =
+        fork::outside_forks(|| with_lazy_timers(|| CompiledGuest::compile(&template_spec)))?;
     give_back_free_memory();
     static COMPILED: AtomicU64 = AtomicU64::new(0);
     let number = COMPILED.fetch_add(1, Ordering::SeqCst) + 1;

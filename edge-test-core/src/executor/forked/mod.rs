@@ -11,6 +11,7 @@
 //! directory only this user can open, and exits when idle.
 
 mod backend_proxy;
+mod fork;
 mod host;
 mod protocol;
 mod socket_dir;

@@ -1,12 +1,11 @@
-//! A worker: one test's guest, in a process forked from the compiled template.
+//! A worker: one test's guest, in a process forked from the compiled template (under the
+//! contract in `fork`).
 
 use std::io::BufReader;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::host::LISTENER_FD;
 use super::protocol::{self, Invoke, Report, Welcome};
 use crate::error::EdgeError;
 use crate::executor::InvocationReport;
@@ -22,11 +21,6 @@ pub(super) fn run(
     template_id: u64,
     client_pid: u32,
 ) -> ! {
-    // SAFETY: the listener's descriptor is the host's; this process never uses it, and
-    // closing it here keeps the socket from living on in workers after the host exits.
-    unsafe {
-        libc::close(LISTENER_FD.load(Ordering::SeqCst));
-    }
     super::name_this_process(c"edge-test guest");
     // A test process that dies takes its worker along: its end of the socket closes, and
     // the reader below exits. If the test process is already gone, do not even start.

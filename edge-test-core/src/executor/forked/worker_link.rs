@@ -9,7 +9,7 @@
 //! lost or counted as the next one's.
 
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ const WORKER_GRACE: Duration = Duration::from_secs(5);
 pub(super) struct WorkerLink {
     /// Non-blocking: waits go through poll (blocking tests) or the test's runtime (async).
     stream: UnixStream,
-    worker_pid: u32,
+    worker: WorkerProcess,
     /// Bytes of reports read from the socket and not yet taken.
     received: Vec<u8>,
     /// The length of the frame at the start of `received`, once its prefix has arrived.
@@ -63,7 +63,7 @@ impl WorkerLink {
         stream.set_nonblocking(true)?;
         Ok(Self {
             stream,
-            worker_pid,
+            worker: WorkerProcess::open(worker_pid),
             received: Vec::new(),
             frame: None,
             outstanding: None,
@@ -129,10 +129,7 @@ impl WorkerLink {
             Err(e) if e.kind() == ErrorKind::TimedOut => {
                 // The worker's own clock should have stopped the guest; it is stuck in a
                 // way that did not yield. Kill it.
-                // SAFETY: kill takes plain integers. The worker is the host's child, not
-                // ours, so its pid could in principle be reused once it exits; it cannot
-                // have exited unseen here, since its socket would have closed first.
-                unsafe { libc::kill(self.worker_pid as i32, libc::SIGKILL) };
+                self.worker.kill();
                 self.ended = Some(SESSION_ENDED.to_owned());
                 InvocationReport {
                     outcome: Outcome::TimedOut {
@@ -145,10 +142,10 @@ impl WorkerLink {
                 let reason = format!(
                     "the worker process running this test's guest (pid {}) sent a report that \
                      cannot be read ({e}); it was stopped",
-                    self.worker_pid
+                    self.worker.pid
                 );
-                // SAFETY: as above; a worker that breaks the protocol is not trusted further.
-                unsafe { libc::kill(self.worker_pid as i32, libc::SIGKILL) };
+                // A worker that breaks the protocol is not trusted further.
+                self.worker.kill();
                 self.ended = Some(reason.clone());
                 InvocationReport::not_run(&reason)
             }
@@ -162,7 +159,7 @@ impl WorkerLink {
         let reason = format!(
             "the worker process running this test's guest (pid {}) died {when}: it crashed or \
              was killed",
-            self.worker_pid
+            self.worker.pid
         );
         self.ended = Some(reason.clone());
         self.outstanding = None;
@@ -287,6 +284,45 @@ impl WorkerLink {
         let report = protocol::decode(&self.received[4..frame]).map(|Report(report)| report);
         self.received.drain(..frame);
         report.map(Some)
+    }
+}
+
+/// The worker process, held by a pidfd from the moment the test learns of it (while it
+/// holds the test's connection, so the pid is surely its): a signal through the pidfd
+/// reaches that process or none, even once its pid was reused. Kernels before 5.3 have no
+/// pidfds; there the pid is used as it is.
+struct WorkerProcess {
+    pid: u32,
+    pidfd: Option<OwnedFd>,
+}
+
+impl WorkerProcess {
+    fn open(pid: u32) -> Self {
+        // SAFETY: pidfd_open takes plain integers and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        // SAFETY: a non-negative result is a descriptor this process now owns alone.
+        let pidfd = (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) });
+        Self { pid, pidfd }
+    }
+
+    fn kill(&self) {
+        match &self.pidfd {
+            // SAFETY: pidfd_send_signal takes a descriptor this struct owns, a signal
+            // number, no siginfo (null is allowed) and no flags.
+            Some(pidfd) => unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                );
+            },
+            // SAFETY: kill takes plain integers.
+            None => unsafe {
+                libc::kill(self.pid as libc::pid_t, libc::SIGKILL);
+            },
+        }
     }
 }
 

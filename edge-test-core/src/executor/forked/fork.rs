@@ -1,0 +1,101 @@
+//! The only place the host forks, and the contract its workers live by.
+//!
+//! The host is multi-threaded: an accept loop, a thread per arriving test (which may be
+//! compiling a template), a proxy thread per backend connection, a reaper, an idle clock.
+//! `fork` copies only the calling thread, and every lock another thread held at that moment
+//! stays held in the child forever. So:
+//!
+//! - **The gate.** Work that takes process-wide locks a worker needs later runs inside
+//!   [`outside_forks`]; [`fork_worker`] waits until no such work is in progress and keeps
+//!   new work out until the child exists. The work that matters is compiling a template:
+//!   wasmtime write-locks its process-global code registry while it registers a module, and
+//!   its trap handler read-locks that registry, so a worker forked mid-registration would
+//!   hang at its guest's first trap (and be reported as a time-out). Compiles can still run
+//!   alongside each other; only forks wait for them.
+//! - **Descriptors.** The child closes every descriptor but stdin, stdout, stderr (the
+//!   host's log) and the one it is given: the test's connection. Otherwise it would hold
+//!   the listening socket, the proxies' sockets and the connections of other tests still in
+//!   their handshake, and a test whose worker died would not see its connection close while
+//!   another worker kept a copy of it.
+//! - **What the child may touch.** Its copy of the template it was forked for (plain memory
+//!   and the compiled module), the connection it was given, the environment, and threads and
+//!   descriptors it makes itself. Not: locks of the host's own state (the routes lock the
+//!   forking thread holds is forgotten, never released or taken), the host's threads (they
+//!   do not exist in the child), or anything a host thread may have been in the middle of.
+//!   glibc resets malloc's locks and its thread bookkeeping in the child itself.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::{RwLock, RwLockReadGuard};
+
+/// Held shared by work that must not be cut in half by a fork, exclusively by a fork.
+static GATE: RwLock<()> = RwLock::new(());
+
+fn shared() -> RwLockReadGuard<'static, ()> {
+    GATE.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs `work` (a compile) while no fork is in progress, and keeps forks out until it is
+/// done.
+pub(super) fn outside_forks<T>(work: impl FnOnce() -> T) -> T {
+    let _gate = shared();
+    work()
+}
+
+/// Who returned from [`fork_worker`].
+pub(super) enum Forked {
+    /// The new worker: the only thread of its process.
+    Child,
+    Parent {
+        child: u32,
+    },
+}
+
+/// Forks a worker that keeps `connection` (and stdin, stdout, stderr) and no other
+/// descriptor of the host's.
+pub(super) fn fork_worker(connection: BorrowedFd<'_>) -> std::io::Result<Forked> {
+    let gate = GATE.write().unwrap_or_else(|p| p.into_inner());
+    // SAFETY: see the module's contract: the gate keeps compiles (and their locks) out, and
+    // the child touches nothing a host thread could have been holding.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(std::io::Error::last_os_error()),
+        0 => {
+            // The gate's lock is the host's: the child never takes it.
+            std::mem::forget(gate);
+            close_all_but(connection.as_raw_fd());
+            Ok(Forked::Child)
+        }
+        child => Ok(Forked::Parent {
+            child: child as u32,
+        }),
+    }
+}
+
+/// Closes every descriptor from 3 up but `keep`.
+fn close_all_but(keep: i32) {
+    let close_range = |first: u32, last: u32| {
+        // SAFETY: close_range takes plain integers and only closes descriptors; none of
+        // those it closes is used again in the child.
+        unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) }
+    };
+    let keep = keep as u32;
+    let below = if keep > 3 {
+        close_range(3, keep - 1)
+    } else {
+        0
+    };
+    let above = close_range(keep + 1, u32::MAX);
+    if below != 0 || above != 0 {
+        // Kernels before 5.9 have no close_range: close what /proc lists instead.
+        if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+            let open: Vec<i32> = entries
+                .flatten()
+                .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+                .collect();
+            for fd in open.into_iter().filter(|&fd| fd > 2 && fd != keep as i32) {
+                // SAFETY: as above; the directory's own descriptor may already be gone.
+                unsafe { libc::close(fd) };
+            }
+        }
+    }
+}
