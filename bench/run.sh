@@ -79,8 +79,9 @@ echo "building the suite (not timed)..." >&2
 cargo test --no-run --quiet 2>/dev/null || cargo test --no-run
 cargo nextest run --no-run >/dev/null 2>&1 || true
 cargo build --quiet --example latency --example boundary
-# BENCH_ONLY=boundary: only the large-output figures (a minute, not eight).
-if [ "${BENCH_ONLY:-}" = boundary ]; then cargo run --quiet --example boundary; exit 0; fi
+# BENCH_ONLY=boundary (large outputs) or BENCH_ONLY=latency (overhead, latency, memory):
+# only that example's figures, in a minute or two rather than eight.
+if [ -n "${BENCH_ONLY:-}" ]; then cargo run --quiet --example "$BENCH_ONLY"; exit 0; fi
 # Warm the guest build, so that no run pays for it.
 cargo test --quiet -- --exact cached_todo_1 >/dev/null
 

@@ -60,8 +60,8 @@ pub(crate) struct InvocationReport {
     /// `None` when the guest never produced a response (for example it timed out first).
     pub response: Option<ReceivedResponse>,
     /// The invocation's log output as viceroy wrote it (`<endpoint> :: <message>` lines);
-    /// see [`parse_log`].
-    #[serde(with = "as_bytes")]
+    /// see [`parse_log`]. Travels beside the report, not in it (`report_wire`).
+    #[serde(skip)]
     pub log: Vec<u8>,
     pub outcome: Outcome,
     /// Connections the guest tried to open to anything but its mocks, refused by the fence.
@@ -96,7 +96,8 @@ impl InvocationReport {
 pub(crate) struct ReceivedResponse {
     pub status: u16,
     pub headers: Vec<(String, Vec<u8>)>,
-    #[serde(with = "as_bytes")]
+    /// Travels beside the report, not in it (`report_wire`).
+    #[serde(skip)]
     pub body: Vec<u8>,
     /// Why the body ended early, when the guest stopped mid-stream.
     pub body_error: Option<String>,

@@ -14,6 +14,7 @@ mod backend_proxy;
 mod fork;
 mod host;
 mod protocol;
+mod report_wire;
 mod socket_dir;
 mod worker;
 mod worker_link;

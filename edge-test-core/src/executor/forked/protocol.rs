@@ -1,5 +1,6 @@
 //! What test processes, the host and its workers say to each other over a Unix socket: one
-//! frame per message, a little-endian `u32` length and then the message in postcard.
+//! frame per message, a little-endian `u32` length and then the message in postcard (but a
+//! worker's reports, whose bytes go first: `report_wire`).
 //!
 //! Why not JSON lines: bodies and logs are bytes, and JSON wrote them as arrays of numbers
 //! (five times their size), and finding a line's end meant searching what had arrived again
@@ -74,19 +75,6 @@ pub(super) fn decode<T: DeserializeOwned>(payload: &[u8]) -> std::io::Result<T> 
     postcard::from_bytes(payload).map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))
 }
 
-/// The length of the frame that starts `buffer`, once its prefix has arrived; an error when
-/// it is larger than `limit`.
-pub(super) fn frame_length(buffer: &[u8], limit: usize) -> std::io::Result<Option<usize>> {
-    let Some(prefix) = buffer.first_chunk::<LENGTH>() else {
-        return Ok(None);
-    };
-    let length = u32::from_le_bytes(*prefix) as usize;
-    if length > limit {
-        return Err(too_large(length, limit));
-    }
-    Ok(Some(LENGTH + length))
-}
-
 fn too_large(length: usize, limit: usize) -> std::io::Error {
     std::io::Error::new(
         ErrorKind::InvalidData,
@@ -127,8 +115,6 @@ mod tests {
     #[test]
     fn a_frame_is_its_length_then_its_message() {
         let frame = encode(&Accepted { host_pid: 7 }).unwrap();
-        assert_eq!(frame_length(&frame, 100).unwrap(), Some(frame.len()));
-        assert_eq!(frame_length(&frame[..2], 100).unwrap(), None);
         let back: Accepted = receive(&mut frame.as_slice(), 100).unwrap().unwrap();
         assert_eq!(back.host_pid, 7);
         assert!(
@@ -151,19 +137,20 @@ mod tests {
                 .contains("314572800 bytes is larger than the 16777216 bytes accepted"),
             "{error}"
         );
-        assert!(frame_length(&frame, MAX_HELLO).is_err());
     }
 
     #[test]
     fn bodies_travel_as_bytes() {
         let body = vec![0xABu8; 1 << 20];
-        let frame = encode(&crate::executor::ReceivedResponse {
-            status: 200,
+        let frame = encode(&Invoke(crate::executor::InvocationRequest {
+            method: "POST".into(),
+            uri: "http://edge.test/".into(),
             headers: Vec::new(),
             body: body.clone(),
-            body_error: None,
-            from_runtime: false,
-        })
+            client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            guest_timeout: std::time::Duration::from_secs(1),
+            max_log_bytes: 0,
+        }))
         .unwrap();
         assert!(
             frame.len() < body.len() + 64,

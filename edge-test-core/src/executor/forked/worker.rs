@@ -6,7 +6,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use super::protocol::{self, Invoke, Report, Welcome};
+use super::protocol::{self, Invoke, Welcome};
+use super::report_wire;
 use crate::error::EdgeError;
 use crate::executor::InvocationReport;
 use crate::executor::in_process::{CompiledGuest, GuestRunner};
@@ -79,7 +80,7 @@ pub(super) fn run(
             ))
         });
         let timed_out = matches!(report.outcome, crate::executor::Outcome::TimedOut { .. });
-        if protocol::send(&mut writer, &Report(report)).is_err() || timed_out {
+        if report_wire::send(&mut writer, report).is_err() || timed_out {
             // A timed-out guest may still be running; this process is its only way out.
             exit(0);
         }

@@ -8,7 +8,7 @@
 //! before the next request is sent, so reports never shift by one and nothing it did is
 //! lost or counted as the next one's.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use super::protocol::{self, Invoke, Report};
+use super::protocol::{self, Invoke};
+use super::report_wire::IncomingReport;
 use crate::executor::{InvocationReport, InvocationRequest, Outcome, SESSION_ENDED};
 
 /// How much longer than the guest's own limit a test waits for its worker before killing it.
@@ -26,10 +27,8 @@ pub(super) struct WorkerLink {
     /// Non-blocking: waits go through poll (blocking tests) or the test's runtime (async).
     stream: UnixStream,
     worker: WorkerProcess,
-    /// Bytes of reports read from the socket and not yet taken.
-    received: Vec<u8>,
-    /// The length of the frame at the start of `received`, once its prefix has arrived.
-    frame: Option<usize>,
+    /// The report being read, as far as it has arrived.
+    incoming: IncomingReport,
     /// A request was sent and its report not yet read.
     outstanding: Option<Outstanding>,
     /// Why later requests cannot run: the worker timed out, crashed or was killed.
@@ -64,8 +63,7 @@ impl WorkerLink {
         Ok(Self {
             stream,
             worker: WorkerProcess::open(worker_pid),
-            received: Vec::new(),
-            frame: None,
+            incoming: IncomingReport::default(),
             outstanding: None,
             ended: None,
         })
@@ -109,7 +107,7 @@ impl WorkerLink {
 
     /// Waits for the outstanding request's report and settles what it says about the
     /// worker. Cancelled mid-way (the test stopped awaiting), it leaves the request
-    /// outstanding and what was read so far in `received`.
+    /// outstanding and what was read so far in `incoming`.
     async fn receive(&mut self, waiting: Waiting) -> InvocationReport {
         let Some(request) = self.outstanding else {
             return InvocationReport::not_run("no request is waiting for a report");
@@ -196,21 +194,15 @@ impl WorkerLink {
         deadline: Option<Instant>,
     ) -> std::io::Result<Option<InvocationReport>> {
         loop {
-            if let Some(report) = self.take_report()? {
-                return Ok(Some(report));
+            match self.read_some() {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                done => return done,
             }
             let left = deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
             if left.is_some_and(|left| left.is_zero()) {
                 return Err(ErrorKind::TimedOut.into());
             }
             poll(self.stream.as_raw_fd(), libc::POLLIN, left)?;
-            match self.read_available() {
-                Ok(true) => {}
-                Ok(false) => return Ok(None),
-                // Woken by the limit, not by data: the loop checks the deadline.
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
         }
     }
 
@@ -224,16 +216,11 @@ impl WorkerLink {
         let readiness = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?;
         let read = async {
             loop {
-                if let Some(report) = self.take_report()? {
-                    return Ok(Some(report));
-                }
                 let mut ready = readiness.readable().await?;
-                // Readiness can be stale: a read that would block clears it.
-                match self.read_available() {
-                    Ok(true) => {}
-                    Ok(false) => return Ok(None),
+                match self.read_some() {
+                    // Readiness can be stale: a read that would block clears it.
                     Err(e) if e.kind() == ErrorKind::WouldBlock => ready.clear_ready(),
-                    Err(e) => return Err(e),
+                    done => return done,
                 }
             }
         };
@@ -245,45 +232,14 @@ impl WorkerLink {
         }
     }
 
-    /// Reads what the socket holds; `Ok(false)` at end of stream, `WouldBlock` when it holds
-    /// nothing yet.
-    fn read_available(&mut self) -> std::io::Result<bool> {
-        // Room for the whole frame once its length is known (one allocation for a large
-        // report), read into a window of it at a time: zeroing all the room before every
-        // read would cost more than the copy itself.
-        const WINDOW: usize = 256 * 1024;
-        let filled = self.received.len();
-        self.received
-            .reserve(self.frame.unwrap_or(0).saturating_sub(filled).max(WINDOW));
-        self.received.resize(filled + WINDOW, 0);
-        loop {
-            match (&self.stream).read(&mut self.received[filled..]) {
-                Ok(n) => {
-                    self.received.truncate(filled + n);
-                    return Ok(n > 0);
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.received.truncate(filled);
-                    return Err(e);
-                }
-            }
+    /// Reads what the socket holds of the report: `Ok(Some)` once it is whole, `Ok(None)`
+    /// when the worker hung up, `WouldBlock` when more is to come.
+    fn read_some(&mut self) -> std::io::Result<Option<InvocationReport>> {
+        match self.incoming.read_from(&mut &self.stream) {
+            Ok(report) => Ok(Some(report)),
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => Ok(None),
+            Err(e) => Err(e),
         }
-    }
-
-    /// The next whole report in `received`, if one has arrived. Looks only at the frame's
-    /// length prefix until the whole frame is there: time linear in the report's size.
-    fn take_report(&mut self) -> std::io::Result<Option<InvocationReport>> {
-        if self.frame.is_none() {
-            self.frame = protocol::frame_length(&self.received, protocol::MAX_MESSAGE)?;
-        }
-        let Some(frame) = self.frame.filter(|&frame| self.received.len() >= frame) else {
-            return Ok(None);
-        };
-        self.frame = None;
-        let report = protocol::decode(&self.received[4..frame]).map(|Report(report)| report);
-        self.received.drain(..frame);
-        report.map(Some)
     }
 }
 
