@@ -31,11 +31,25 @@ async fn a_test_returning_err_fails(_edge: Edge) -> Result<(), String> {
     Err("it went wrong".to_owned())
 }
 
-/// Doc comments stay on the generated test.
+/// Doc comments stay on the generated test. A fixture of the test below, which asks libtest
+/// whether it is ignored (run with `--include-ignored`, it does nothing).
 #[edge_test(service = "misbehave")]
-#[ignore = "shows that #[ignore] is kept: this test must never run"]
-async fn an_ignored_test_is_not_run(_edge: Edge) {
-    panic!("an ignored test ran");
+#[ignore = "shows that #[ignore] is kept"]
+async fn an_ignored_test_is_not_run(_edge: Edge) {}
+
+#[test]
+fn ignore_is_kept_on_the_generated_test() {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--list"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l == "an_ignored_test_is_not_run: test"),
+        "libtest lists it among the ignored tests:\n{listed}"
+    );
 }
 
 #[edge_test(service = "misbehave")]

@@ -258,6 +258,9 @@ fn the_host_socket_lives_where_only_this_user_can_reach_it() {
 #[test]
 #[ignore = "run by a_killed_test_process_leaves_no_worker_behind"]
 fn helper_report_worker_then_wait() {
+    if !support::process::asked_to_run("helper_report_worker_then_wait") {
+        return;
+    }
     let (_edge, worker) = forked_edge("orphan");
     println!("worker pid {worker}");
     std::thread::sleep(Duration::from_secs(60));
@@ -266,6 +269,9 @@ fn helper_report_worker_then_wait() {
 #[test]
 #[ignore = "run by a_killed_host_is_replaced_by_the_next_test"]
 fn helper_kill_the_host() {
+    if !support::process::asked_to_run("helper_kill_the_host") {
+        return;
+    }
     let (survivor, worker) = forked_edge("before");
     let old_host = parent_of(worker);
     kill(old_host, "-9");
@@ -284,6 +290,9 @@ fn helper_kill_the_host() {
 #[test]
 #[ignore = "run by the multi-process tests"]
 fn helper_claim_shared_keys() {
+    if !support::process::asked_to_run("helper_claim_shared_keys") {
+        return;
+    }
     let me = std::env::var("EDGE_TEST_HELPER_ID").unwrap_or_else(|_| "me".into());
     let (edge, worker) = forked_edge("claim");
     println!("host pid {}", parent_of(worker));

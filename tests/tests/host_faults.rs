@@ -123,6 +123,7 @@ fn a_full_disk_is_named_once_and_tests_run_in_process() {
         .arg(std::env::current_exe().unwrap())
         .arg(&*runtime_dir)
         .env("XDG_RUNTIME_DIR", &*runtime_dir)
+        .env(support::process::HELPER_ENV, "helper_two_edges")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let output = run_to_end(command.spawn().unwrap());
@@ -313,7 +314,7 @@ fn a_worker_killed_while_another_test_is_in_its_handshake_is_reported_as_died() 
         "{output}"
     );
     assert!(
-        output.contains("into the request: it crashed or was killed"),
+        output.contains(") died ") && output.contains("it crashed or was killed"),
         "reported as died, not as a time-out: {output}"
     );
 }
@@ -323,6 +324,9 @@ fn a_worker_killed_while_another_test_is_in_its_handshake_is_reported_as_died() 
 #[test]
 #[ignore = "run by workers_forked_while_templates_compile_trap_without_hanging"]
 fn helper_compile_while_forking() {
+    if !support::process::asked_to_run("helper_compile_while_forking") {
+        return;
+    }
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     let warm = Edge::start("misbehave", "warm").unwrap();
@@ -378,6 +382,9 @@ fn helper_compile_while_forking() {
 #[test]
 #[ignore = "run by a_worker_killed_while_another_test_is_in_its_handshake_is_reported_as_died"]
 fn helper_kill_a_worker_during_a_handshake() {
+    if !support::process::asked_to_run("helper_kill_a_worker_during_a_handshake") {
+        return;
+    }
     // A template exists for `misbehave`, none yet for `variant-4`.
     drop(Edge::start("misbehave", "warm").unwrap());
     // `slow` is in its handshake (its template compiling) while `quick` is forked.
@@ -398,6 +405,14 @@ fn helper_kill_a_worker_during_a_handshake() {
 #[test]
 #[ignore = "run by the tests above"]
 fn helper_two_edges() {
+    if !support::process::asked_to_run("helper_two_edges") {
+        return;
+    }
+    two_edges();
+}
+
+/// Two edges and a request each; says whether they were forked, and by which host.
+fn two_edges() {
     let a = Edge::start("misbehave", "a").unwrap();
     let b = Edge::start("misbehave", "b").unwrap();
     assert_eq!(a.get("/ok").send_blocking().text(), "ok");
@@ -411,13 +426,19 @@ fn helper_two_edges() {
 #[test]
 #[ignore = "run by the fence tests"]
 fn helper_under_a_seccomp_supervisor() {
+    if !support::process::asked_to_run("helper_under_a_seccomp_supervisor") {
+        return;
+    }
     occupy_the_seccomp_listener();
-    helper_two_edges();
+    two_edges();
 }
 
 #[test]
 #[ignore = "run by a_stopped_host_is_replaced"]
 fn helper_stop_the_host() {
+    if !support::process::asked_to_run("helper_stop_the_host") {
+        return;
+    }
     let first = Edge::start("misbehave", "first").unwrap();
     let host = parent_of(first.worker_pid().expect("a forked worker"));
     kill(host, "-STOP");
@@ -431,6 +452,9 @@ fn helper_stop_the_host() {
 #[test]
 #[ignore = "run by a_panic_in_a_worker_reaches_the_test"]
 fn helper_worker_panics() {
+    if !support::process::asked_to_run("helper_worker_panics") {
+        return;
+    }
     let edge = Edge::start("misbehave", "panics").unwrap();
     let panic = std::panic::catch_unwind(|| edge.get("/ok").send_blocking())
         .expect_err("the worker panicked");

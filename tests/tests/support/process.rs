@@ -10,11 +10,27 @@ use std::time::{Duration, Instant};
 /// How long a helper may run before the test fails instead of hanging.
 const HELPER_LIMIT: Duration = Duration::from_secs(120);
 
+/// Names the helper a child process was started to run. Helpers are `#[ignore]`d, and
+/// `cargo test -- --include-ignored` runs them all in the test process itself: one stops
+/// the host, another kills it, another sleeps a minute. So a helper does its work only in
+/// a child started for it, and returns at once anywhere else.
+pub const HELPER_ENV: &str = "EDGE_TEST_RUN_HELPER";
+
+/// Whether this process was started to run the helper `name` (see [`HELPER_ENV`]).
+pub fn asked_to_run(name: &str) -> bool {
+    let asked = std::env::var(HELPER_ENV).is_ok_and(|helper| helper == name);
+    if !asked {
+        println!("{name} is a helper: it runs only in the child process its test starts");
+    }
+    asked
+}
+
 /// This binary, set to run one `#[ignore]`d helper test.
 pub fn helper(name: &str) -> Command {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
         .args(["--ignored", "--exact", name, "--nocapture"])
+        .env(HELPER_ENV, name)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     command
