@@ -1,6 +1,14 @@
 //! The runtime of edge-test: runs a Fastly Compute guest on viceroy-lib, one pristine edge
 //! per test, with every backend mocked on loopback. Users depend on the `edge-test` facade;
 //! this crate holds everything the `#[edge_test]` expansion calls into.
+//!
+//! Unsafe code is denied but in the few places that need it, each block with its reason:
+//! `executor::forked::fork` (the fork and the child's exit), `executor::network_fence`
+//! (seccomp's notifications), and single statements in `executor::forked` (the host's
+//! constructor, its session, its environment, the socket registered for one async wait).
+//! Everything else uses rustix's safe calls, and kernel structs are `#[repr(C)]` with
+//! `offset_of!` rather than byte offsets.
+#![deny(unsafe_code)]
 
 mod backend_request;
 mod edge;

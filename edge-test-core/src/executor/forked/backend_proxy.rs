@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::net::{Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -116,67 +115,175 @@ fn owner_of(peer: SocketAddr, proxy: SocketAddr, candidates: &[u32]) -> Option<u
 /// prints every socket of the machine (thousands, with the connections of a long run
 /// waiting out TIME_WAIT). `None` where that interface is unavailable.
 fn socket_inode_by_netlink(local: SocketAddrV4, remote: SocketAddrV4) -> Option<u64> {
-    // From <linux/netlink.h>, <linux/sock_diag.h> and <linux/inet_diag.h>.
-    const NETLINK_SOCK_DIAG: i32 = 4;
-    const SOCK_DIAG_BY_FAMILY: u16 = 20;
-    const NLM_F_REQUEST: u16 = 1;
-    const HEADER: usize = 16; // struct nlmsghdr
-    const REQUEST: usize = 56; // struct inet_diag_req_v2
-    const INODE_IN_REPLY: usize = 68; // offset of idiag_inode in struct inet_diag_msg
+    use rustix::net::netlink::{self, SocketAddrNetlink};
+    use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            NETLINK_SOCK_DIAG,
-        )
-    };
-    if fd < 0 {
-        return None;
-    }
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-
-    let mut message = [0u8; HEADER + REQUEST];
-    message[0..4].copy_from_slice(&((HEADER + REQUEST) as u32).to_ne_bytes());
-    message[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    message[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-    let request = &mut message[HEADER..];
-    request[0] = libc::AF_INET as u8;
-    request[1] = libc::IPPROTO_TCP as u8;
-    request[4..8].copy_from_slice(&u32::MAX.to_ne_bytes()); // any state
-    // struct inet_diag_sockid: ports and addresses in network order, then the cookie,
-    // all ones for "no cookie" (without NLM_F_DUMP this is the exact-match lookup).
-    request[8..10].copy_from_slice(&local.port().to_be_bytes());
-    request[10..12].copy_from_slice(&remote.port().to_be_bytes());
-    request[12..16].copy_from_slice(&local.ip().octets());
-    request[28..32].copy_from_slice(&remote.ip().octets());
-    request[48..56].fill(0xff);
-
-    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    let sent = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            message.as_ptr().cast(),
-            message.len(),
-            0,
-            (&raw const kernel).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if sent != message.len() as isize {
+    let socket = rustix::net::socket_with(
+        AddressFamily::NETLINK,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        Some(netlink::SOCK_DIAG),
+    )
+    .ok()?;
+    let request = sock_diag::request(local, remote);
+    let sent = rustix::net::sendto(
+        &socket,
+        &request,
+        SendFlags::empty(),
+        &SocketAddrNetlink::new(0, 0),
+    );
+    if sent.ok()? != request.len() {
         return None;
     }
     let mut reply = [0u8; 512];
-    let received = unsafe { libc::recv(fd.as_raw_fd(), reply.as_mut_ptr().cast(), reply.len(), 0) };
+    let (received, _) = rustix::net::recv(&socket, &mut reply[..], RecvFlags::empty()).ok()?;
     // An error (no such socket, no tcp_diag module) comes back as NLMSG_ERROR instead.
-    let kind = u16::from_ne_bytes([reply[4], reply[5]]);
-    if received < (HEADER + INODE_IN_REPLY + 4) as isize || kind != SOCK_DIAG_BY_FAMILY {
-        return None;
+    sock_diag::inode(&reply[..received]).map(u64::from)
+}
+
+/// The kernel's socket-diagnostics messages, from <linux/netlink.h>, <linux/sock_diag.h>
+/// and <linux/inet_diag.h>, as `#[repr(C)]` structs: they only give the fields' places
+/// (`offset_of!`), where bytes are written and read.
+mod sock_diag {
+    use std::mem::{offset_of, size_of};
+    use std::net::SocketAddrV4;
+
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const NLM_F_REQUEST: u16 = 1;
+
+    /// `struct nlmsghdr`
+    #[allow(dead_code)]
+    #[repr(C)]
+    struct Header {
+        len: u32,
+        kind: u16,
+        flags: u16,
+        seq: u32,
+        pid: u32,
     }
-    let at = HEADER + INODE_IN_REPLY;
-    let inode = u32::from_ne_bytes(reply[at..at + 4].try_into().ok()?);
-    Some(inode.into())
+
+    /// `struct inet_diag_sockid`: ports and addresses in network order.
+    #[allow(dead_code)]
+    #[repr(C)]
+    struct SocketId {
+        sport: [u8; 2],
+        dport: [u8; 2],
+        src: [u8; 16],
+        dst: [u8; 16],
+        interface: u32,
+        cookie: [u32; 2],
+    }
+
+    /// `struct inet_diag_req_v2`
+    #[allow(dead_code)]
+    #[repr(C)]
+    struct Request {
+        family: u8,
+        protocol: u8,
+        ext: u8,
+        pad: u8,
+        states: u32,
+        id: SocketId,
+    }
+
+    /// `struct inet_diag_msg`, up to the inode.
+    #[allow(dead_code)]
+    #[repr(C)]
+    struct Reply {
+        family: u8,
+        state: u8,
+        timer: u8,
+        retrans: u8,
+        id: SocketId,
+        expires: u32,
+        rqueue: u32,
+        wqueue: u32,
+        uid: u32,
+        inode: u32,
+    }
+
+    #[allow(dead_code)]
+    #[repr(C)]
+    struct RequestMessage {
+        header: Header,
+        request: Request,
+    }
+
+    #[allow(dead_code)]
+    #[repr(C)]
+    struct ReplyMessage {
+        header: Header,
+        reply: Reply,
+    }
+
+    const REQUEST_SIZE: usize = size_of::<RequestMessage>();
+
+    /// The exact-match lookup of the TCP socket bound to `local` and connected to
+    /// `remote`, in any state (without NLM_F_DUMP, and with the "no cookie" cookie).
+    pub(super) fn request(local: SocketAddrV4, remote: SocketAddrV4) -> [u8; REQUEST_SIZE] {
+        let mut bytes = [0u8; REQUEST_SIZE];
+        let mut put = |at: usize, value: &[u8]| bytes[at..at + value.len()].copy_from_slice(value);
+        put(
+            offset_of!(RequestMessage, header.len),
+            &(REQUEST_SIZE as u32).to_ne_bytes(),
+        );
+        put(
+            offset_of!(RequestMessage, header.kind),
+            &SOCK_DIAG_BY_FAMILY.to_ne_bytes(),
+        );
+        put(
+            offset_of!(RequestMessage, header.flags),
+            &NLM_F_REQUEST.to_ne_bytes(),
+        );
+        put(
+            offset_of!(RequestMessage, request.family),
+            &[libc::AF_INET as u8],
+        );
+        put(
+            offset_of!(RequestMessage, request.protocol),
+            &[libc::IPPROTO_TCP as u8],
+        );
+        put(
+            offset_of!(RequestMessage, request.states),
+            &u32::MAX.to_ne_bytes(),
+        );
+        put(
+            offset_of!(RequestMessage, request.id.sport),
+            &local.port().to_be_bytes(),
+        );
+        put(
+            offset_of!(RequestMessage, request.id.dport),
+            &remote.port().to_be_bytes(),
+        );
+        put(
+            offset_of!(RequestMessage, request.id.src),
+            &local.ip().octets(),
+        );
+        put(
+            offset_of!(RequestMessage, request.id.dst),
+            &remote.ip().octets(),
+        );
+        put(offset_of!(RequestMessage, request.id.cookie), &[0xff; 8]);
+        bytes
+    }
+
+    /// The socket's inode in a reply, when the reply is a socket (not an error).
+    pub(super) fn inode(reply: &[u8]) -> Option<u32> {
+        let field = |at: usize, len: usize| reply.get(at..at + len);
+        let kind = field(offset_of!(ReplyMessage, header.kind), 2)?;
+        if u16::from_ne_bytes(kind.try_into().ok()?) != SOCK_DIAG_BY_FAMILY {
+            return None;
+        }
+        let inode = field(offset_of!(ReplyMessage, reply.inode), 4)?;
+        Some(u32::from_ne_bytes(inode.try_into().ok()?))
+    }
+
+    #[test]
+    fn the_structs_have_the_kernels_layout() {
+        assert_eq!(size_of::<Header>(), 16);
+        assert_eq!(size_of::<Request>(), 56);
+        assert_eq!(offset_of!(Reply, inode), 68);
+    }
 }
 
 /// The same lookup through /proc/net/tcp, for kernels without socket diagnostics.

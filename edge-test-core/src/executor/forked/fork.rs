@@ -24,6 +24,8 @@
 //!   do not exist in the child), or anything a host thread may have been in the middle of.
 //!   glibc resets malloc's locks and its thread bookkeeping in the child itself.
 
+#![allow(unsafe_code)]
+
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::{RwLock, RwLockReadGuard};
 
@@ -97,5 +99,22 @@ fn close_all_but(keep: i32) {
                 unsafe { libc::close(fd) };
             }
         }
+    }
+}
+
+/// Ends a worker at once: no exit handlers, no flushing of buffers it inherited from the
+/// host (they hold the host's output, not the worker's).
+pub(super) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit ends the process; nothing runs after it.
+    unsafe { libc::_exit(code) }
+}
+
+/// Compiling leaves megabytes of freed memory in malloc's arenas. Every fork copies the page
+/// tables of all of it, and every worker's exit tears them down again: hand it back first.
+pub(super) fn give_back_free_memory() {
+    // SAFETY: malloc_trim only returns free memory to the kernel.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

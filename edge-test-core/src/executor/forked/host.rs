@@ -62,7 +62,10 @@ pub(super) fn run(socket: PathBuf) -> ! {
     // SAFETY: the host runs from a constructor, before main and before any other thread
     // exists, so nothing can be reading the environment concurrently. Not inherited by
     // anything the host starts.
-    unsafe { std::env::remove_var(super::HOST_SOCKET_ENV) };
+    #[allow(unsafe_code)]
+    unsafe {
+        std::env::remove_var(super::HOST_SOCKET_ENV)
+    };
     super::name_this_process(c"edge-test host");
     let _ = std::fs::remove_file(&socket);
     let listener = match UnixListener::bind(&socket) {
@@ -252,7 +255,7 @@ fn compile_template(host: &Host, spec: &SessionSpec) -> Result<Arc<Template>, Ed
     };
     let guest =
         fork::outside_forks(|| with_lazy_timers(|| CompiledGuest::compile(&template_spec)))?;
-    give_back_free_memory();
+    fork::give_back_free_memory();
     static COMPILED: AtomicU64 = AtomicU64::new(0);
     let number = COMPILED.fetch_add(1, Ordering::SeqCst) + 1;
     Ok(Arc::new(Template {
@@ -270,35 +273,23 @@ fn compile_template(host: &Host, spec: &SessionSpec) -> Result<Arc<Template>, Ed
 /// Timer slack is inherited by the threads a thread starts: started with 100 ms of it, the
 /// epoch thread wakes a few times a second instead of 20,000.
 fn with_lazy_timers<T>(compile: impl FnOnce() -> T) -> T {
-    const LAZY: libc::c_ulong = 100_000_000;
-    // SAFETY: PR_SET_TIMERSLACK takes plain integers and changes only this thread's slack;
-    // 0 restores the default.
-    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, LAZY, 0, 0, 0) };
+    const LAZY: std::num::NonZeroU64 = std::num::NonZeroU64::new(100_000_000).unwrap();
+    // Best effort: without it the host only costs more CPU.
+    let _ = rustix::thread::set_current_timer_slack(Some(LAZY));
     let compiled = compile();
-    // SAFETY: as above.
-    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 0 as libc::c_ulong, 0, 0, 0) };
+    let _ = rustix::thread::set_current_timer_slack(None);
     compiled
-}
-
-/// Compiling leaves megabytes of freed memory in malloc's arenas. Every fork copies the page
-/// tables of all of it, and every worker's exit tears them down again: hand it back first.
-fn give_back_free_memory() {
-    // SAFETY: malloc_trim only returns free memory to the kernel.
-    #[cfg(target_env = "gnu")]
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 /// Collects exited workers, so none is left a zombie and the idle clock knows.
 fn spawn_reaper(host: Arc<Host>) {
     std::thread::spawn(move || {
         loop {
-            let mut status = 0;
-            // SAFETY: `status` is a valid place for waitpid to write.
-            let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
-            if pid > 0 {
-                host.routes.lock().remove(&(pid as u32));
+            let exited = rustix::process::waitpid(None, rustix::process::WaitOptions::empty());
+            if let Ok(Some((pid, _))) = exited {
+                host.routes
+                    .lock()
+                    .remove(&(pid.as_raw_nonzero().get() as u32));
                 host.live_workers.fetch_sub(1, Ordering::SeqCst);
                 *host.last_activity.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
             } else {

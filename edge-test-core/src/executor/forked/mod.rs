@@ -36,6 +36,9 @@ const HOST_SOCKET_ENV: &str = "EDGE_TEST_HOST_SOCKET";
 /// `EDGE_TEST_HOST=off` runs every test in process, compiling per test.
 const HOST_SWITCH_ENV: &str = "EDGE_TEST_HOST";
 
+// SAFETY: `.init_array` holds plain function pointers that the loader calls before main,
+// and this one is an `extern "C" fn()` taking nothing, as the loader expects.
+#[allow(unsafe_code)]
 #[used]
 #[unsafe(link_section = ".init_array")]
 static RUN_AS_HOST_WHEN_ASKED: extern "C" fn() = run_as_host_when_asked;
@@ -50,10 +53,8 @@ extern "C" fn run_as_host_when_asked() {
 /// and `top` show, so a user looking at a machine full of test binaries can tell the host
 /// and its workers apart.
 fn name_this_process(name: &std::ffi::CStr) {
-    // SAFETY: PR_SET_NAME reads a NUL-terminated string, which a CStr is.
-    unsafe {
-        libc::prctl(libc::PR_SET_NAME, name.as_ptr());
-    }
+    // Only a name for people looking at the machine: best effort.
+    let _ = rustix::thread::set_name(name);
 }
 
 /// Whether tests should use the host (the default on Linux).
@@ -274,9 +275,8 @@ fn replace_stuck_host(paths: &socket_dir::HostPaths) -> String {
         .ok()
         .zip(std::env::current_exe().ok())
         .is_some_and(|(running, this)| running == this);
-    if ours {
-        // SAFETY: kill takes plain integers; the pid was just checked to run this binary.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+    if let Some(stuck) = rustix::process::Pid::from_raw(pid).filter(|_| ours) {
+        let _ = rustix::process::kill_process(stuck, rustix::process::Signal::KILL);
     }
     // Whether or not it could be stopped, the next host listens at a fresh socket.
     let _ = std::fs::remove_file(&paths.socket);
@@ -314,10 +314,11 @@ fn connect_or_start_host() -> Result<(UnixStream, socket_dir::HostPaths), StartE
     // Its own session: the host outlives the test process that started it, and a runner
     // that kills the test's process group (or waits on its pipes) does not see it.
     // SAFETY: the closure runs in the child between fork and exec and only calls setsid,
-    // which is async-signal-safe.
+    // which is async-signal-safe and allocates nothing.
+    #[allow(unsafe_code)]
     unsafe {
         command.pre_exec(|| {
-            libc::setsid();
+            let _ = rustix::process::setsid();
             Ok(())
         });
     }

@@ -107,8 +107,7 @@ pub(super) fn remove_stale_logs(paths: &HostPaths) {
 /// `$XDG_RUNTIME_DIR/edge-test` or `/tmp/edge-test-<uid>`, mode 0700, owned by us; anything
 /// else is refused rather than trusted.
 fn private_dir() -> Result<PathBuf, String> {
-    // SAFETY: getuid cannot fail and touches no memory.
-    let uid = unsafe { libc::getuid() };
+    let uid = rustix::process::getuid().as_raw();
     let dir = match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(runtime) if !runtime.is_empty() => PathBuf::from(runtime).join("edge-test"),
         _ => std::env::temp_dir().join(format!("edge-test-{uid}")),

@@ -2,7 +2,6 @@
 //! contract in `fork`).
 
 use std::io::BufReader;
-use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -25,8 +24,8 @@ pub(super) fn run(
     super::name_this_process(c"edge-test guest");
     // A test process that dies takes its worker along: its end of the socket closes, and
     // the reader below exits. If the test process is already gone, do not even start.
-    // SAFETY: signal 0 only asks whether the process exists.
-    if unsafe { libc::kill(client_pid as i32, 0) } != 0 {
+    let client = rustix::process::Pid::from_raw(client_pid as i32);
+    if client.is_none_or(|client| rustix::process::test_kill_process(client).is_err()) {
         exit(0);
     }
     let engine = guest.ctx.engine().clone();
@@ -100,17 +99,15 @@ fn inject_fault_when_asked() {
 /// A test process that dies mid-request takes its worker along, even while a guest runs:
 /// a thread waits for the peer to hang up (without reading what it sends) and exits.
 fn exit_when_the_test_hangs_up(stream: &UnixStream) {
-    let fd = stream.as_raw_fd();
+    use rustix::event::{PollFd, PollFlags, poll};
+    let Ok(watched) = stream.try_clone() else {
+        exit(1)
+    };
     std::thread::spawn(move || {
+        let gone = PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR;
         loop {
-            let mut watch = libc::pollfd {
-                fd,
-                events: libc::POLLRDHUP,
-                revents: 0,
-            };
-            // SAFETY: `watch` is one valid pollfd, alive for the call.
-            let ready = unsafe { libc::poll(&mut watch, 1, -1) };
-            if ready > 0 && watch.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
+            let mut watch = [PollFd::new(&watched, PollFlags::RDHUP)];
+            if poll(&mut watch, None).is_ok() && watch[0].revents().intersects(gone) {
                 exit(0);
             }
         }
@@ -119,6 +116,5 @@ fn exit_when_the_test_hangs_up(stream: &UnixStream) {
 
 /// Leaves without running the template's exit handlers or flushing buffers it inherited.
 fn exit(code: i32) -> ! {
-    // SAFETY: _exit ends the process at once; nothing runs after it.
-    unsafe { libc::_exit(code) }
+    super::fork::exit_now(code)
 }

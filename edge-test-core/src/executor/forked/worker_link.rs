@@ -9,7 +9,9 @@
 //! lost or counted as the next one's.
 
 use std::io::{ErrorKind, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use rustix::event::{PollFd, PollFlags, Timespec};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -180,7 +182,7 @@ impl WorkerLink {
                             format!("it took no request bytes for {WORKER_GRACE:?}"),
                         ));
                     }
-                    poll(self.stream.as_raw_fd(), libc::POLLOUT, Some(left))?;
+                    poll(&self.stream, PollFlags::OUT, Some(left))?;
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -202,7 +204,7 @@ impl WorkerLink {
             if left.is_some_and(|left| left.is_zero()) {
                 return Err(ErrorKind::TimedOut.into());
             }
-            poll(self.stream.as_raw_fd(), libc::POLLIN, left)?;
+            poll(&self.stream, PollFlags::IN, left)?;
         }
     }
 
@@ -213,6 +215,7 @@ impl WorkerLink {
         let fd = SocketFd(self.stream.as_raw_fd());
         // SAFETY: the descriptor is `self.stream`'s, which stays open and unchanged while
         // this function holds `self`; `readiness` is dropped (deregistered) before it returns.
+        #[allow(unsafe_code)]
         let readiness = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?;
         let read = async {
             loop {
@@ -254,31 +257,21 @@ struct WorkerProcess {
 
 impl WorkerProcess {
     fn open(pid: u32) -> Self {
-        // SAFETY: pidfd_open takes plain integers and returns a new descriptor or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-        // SAFETY: a non-negative result is a descriptor this process now owns alone.
-        let pidfd = (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) });
+        let pidfd = rustix::process::Pid::from_raw(pid as i32).and_then(|pid| {
+            rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+        });
         Self { pid, pidfd }
     }
 
     fn kill(&self) {
-        match &self.pidfd {
-            // SAFETY: pidfd_send_signal takes a descriptor this struct owns, a signal
-            // number, no siginfo (null is allowed) and no flags.
-            Some(pidfd) => unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    pidfd.as_raw_fd(),
-                    libc::SIGKILL,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                );
+        use rustix::process::{Pid, Signal, kill_process, pidfd_send_signal};
+        let _ = match &self.pidfd {
+            Some(pidfd) => pidfd_send_signal(pidfd, Signal::KILL),
+            None => match Pid::from_raw(self.pid as i32) {
+                Some(pid) => kill_process(pid, Signal::KILL),
+                None => Ok(()),
             },
-            // SAFETY: kill takes plain integers.
-            None => unsafe {
-                libc::kill(self.pid as libc::pid_t, libc::SIGKILL);
-            },
-        }
+        };
     }
 }
 
@@ -292,23 +285,20 @@ impl AsRawFd for SocketFd {
     }
 }
 
-/// Waits until `fd` is ready for `events` or `limit` passes (`None`: no limit). Errors and
-/// hang-ups count as ready: the read or write that follows reports them.
-fn poll(fd: RawFd, events: libc::c_short, limit: Option<Duration>) -> std::io::Result<()> {
-    let timeout_ms = limit.map_or(-1, |left| {
-        i32::try_from(left.as_millis().saturating_add(1)).unwrap_or(i32::MAX)
-    });
-    let mut watch = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
-    // SAFETY: `watch` is one valid pollfd, alive for the call.
-    if unsafe { libc::poll(&mut watch, 1, timeout_ms) } < 0 {
-        let error = std::io::Error::last_os_error();
-        if error.kind() != ErrorKind::Interrupted {
-            return Err(error);
+/// Waits until `stream` is ready for `events` or `limit` passes (`None`: no limit). Errors
+/// and hang-ups count as ready: the read or write that follows reports them.
+fn poll(stream: &UnixStream, events: PollFlags, limit: Option<Duration>) -> std::io::Result<()> {
+    let limit = limit.map(|left| {
+        // Rounded up, so that a wait never ends just before its deadline.
+        let left = left.saturating_add(Duration::from_micros(999));
+        Timespec {
+            tv_sec: left.as_secs().try_into().unwrap_or(i64::MAX),
+            tv_nsec: left.subsec_nanos().into(),
         }
+    });
+    let mut watch = [PollFd::new(stream, events)];
+    match rustix::event::poll(&mut watch, limit.as_ref()) {
+        Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
+        Err(e) => Err(e.into()),
     }
-    Ok(())
 }
