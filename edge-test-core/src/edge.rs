@@ -16,7 +16,7 @@ use crate::mock::server::MockHub;
 use crate::response::{FailurePhase, GuestFailure, GuestFailureKind, Response};
 use crate::service::{self, ResolvedService};
 
-/// The host a request is addressed to unless it sets its own `host` header.
+/// The host a request is addressed to unless the edge or the request says otherwise.
 const DEFAULT_HOST: &str = "edge.test";
 
 /// A test's own edge: the service's guest, an empty cache, the stores as `fastly.toml`
@@ -43,6 +43,8 @@ struct EdgeInner {
     mocks: MockHub,
     guest_timeout: Mutex<Duration>,
     max_log_bytes: AtomicUsize,
+    /// The authority requests are addressed to unless they set a `host` header.
+    default_host: Mutex<String>,
     invocations: AtomicUsize,
     /// A request whose test stopped awaiting it (a `timeout` or `select!` around `send`):
     /// its invocation number and summary, until it is settled.
@@ -72,6 +74,7 @@ impl Edge {
             inner: Arc::new(EdgeInner {
                 guest_timeout: Mutex::new(service.guest_timeout),
                 max_log_bytes: AtomicUsize::new(service.max_log_bytes),
+                default_host: Mutex::new(DEFAULT_HOST.to_owned()),
                 abandoned: Mutex::new(None),
                 service,
                 test: test.to_owned(),
@@ -88,8 +91,18 @@ impl Edge {
         &self.inner.service.name
     }
 
-    /// A request with any method.
-    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+    /// A request with any method: a [`Method`] or its name (`edge.request("PURGE", "/")`).
+    /// Panics, naming it, on a name that is not a valid method.
+    #[track_caller]
+    pub fn request<M>(&self, method: M, path: &str) -> RequestBuilder
+    where
+        M: TryInto<Method> + std::fmt::Debug,
+        M::Error: std::fmt::Display,
+    {
+        let shown = format!("{method:?}");
+        let method = method
+            .try_into()
+            .unwrap_or_else(|e| panic!("edge-test: {shown} is not a valid HTTP method ({e})"));
         RequestBuilder {
             edge: self.clone(),
             method,
@@ -98,6 +111,22 @@ impl Edge {
             body: Bytes::new(),
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         }
+    }
+
+    /// The authority requests are addressed to unless they set a `host` header: the guest
+    /// sees `http://<host><path>` as its URL (default `edge.test`). Services that build
+    /// absolute URLs (redirects, OAuth callbacks) from the request see this host. Panics,
+    /// naming it, when `host` is not a valid authority.
+    #[track_caller]
+    pub fn set_default_host(&self, host: &str) {
+        if let Err(e) = host.parse::<http::uri::Authority>() {
+            panic!("edge-test: {host:?} is not a valid host for requests ({e})");
+        }
+        *self
+            .inner
+            .default_host
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = host.to_owned();
     }
 
     pub fn get(&self, path: &str) -> RequestBuilder {
@@ -183,6 +212,11 @@ impl Edge {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner()),
                 self.inner.max_log_bytes.load(Ordering::SeqCst),
+                &self
+                    .inner
+                    .default_host
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()),
             ),
         )
     }
@@ -426,20 +460,37 @@ impl RequestBuilder {
         self
     }
 
-    /// Runs the request and waits until the guest has fully finished. Panics with the
-    /// guest's message when it traps (before or after responding) or times out; use
-    /// [`try_send`](Self::try_send) to assert on such a failure instead.
+    /// Runs the request and waits until the guest has fully finished (its work after the
+    /// response included), and returns what the client received.
+    ///
+    /// # Panics
+    ///
+    /// When the guest fails: it traps (a panic, before or after responding, or mid-stream),
+    /// exits with an error, or runs past its time limit; the message is the guest's. Use
+    /// [`try_send`](Self::try_send) to assert on such a failure instead. And in every case
+    /// where `try_send` panics.
     pub async fn send(self) -> Response {
         self.try_send()
             .await
             .unwrap_or_else(|failure| panic!("{failure}"))
     }
 
-    /// Like [`send`](Self::send), but a guest failure is returned rather than panicking.
+    /// Like [`send`](Self::send), but a guest failure (a trap or a time-out) is returned
+    /// as a [`GuestFailure`] rather than panicking.
     ///
     /// Stopping awaiting it (a `timeout` or `select!` around it) does not stop the guest: the
     /// request runs to its end, and the next `send` (or the end of the test) waits for it
     /// first and fails, naming it, if it trapped, timed out or reached past its mocks.
+    ///
+    /// # Panics
+    ///
+    /// On mistakes of the test or the service rather than guest behaviour, which no test
+    /// means to assert on: a backend request no mock matches or a mock closure that
+    /// panicked; a connection to anything but the mocks (refused); a request to a backend
+    /// `fastly.toml` does not declare; log output past the invocation's cap. And when the
+    /// request could not run at all: the edge stopped after an earlier time-out, or the
+    /// worker process running the guest died. An earlier request the test stopped awaiting
+    /// is judged first, and its failure panics here, named as such.
     pub async fn try_send(self) -> Result<Response, GuestFailure> {
         let edge = self.edge.clone();
         let _turn = edge.inner.turn.lock().await;
@@ -494,12 +545,17 @@ impl RequestBuilder {
         format!("{} {}", self.method, self.path)
     }
 
-    fn to_invocation(&self, guest_timeout: Duration, max_log_bytes: usize) -> InvocationRequest {
+    fn to_invocation(
+        &self,
+        guest_timeout: Duration,
+        max_log_bytes: usize,
+        default_host: &str,
+    ) -> InvocationRequest {
         let host = self
             .headers
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
-            .unwrap_or(DEFAULT_HOST);
+            .unwrap_or(default_host);
         let path = if self.path.starts_with('/') {
             self.path.clone()
         } else {

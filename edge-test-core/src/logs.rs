@@ -29,6 +29,30 @@ impl Logs {
             .collect()
     }
 
+    /// The messages written to `endpoint`, each parsed as JSON (structured logging, as
+    /// Fastly's log endpoints usually carry). Panics, naming the line, when one does not
+    /// parse as a `T`.
+    ///
+    /// ```no_run
+    /// # fn f(resp: edge_test_core::Response) {
+    /// #[derive(serde::Deserialize)]
+    /// struct Access { status: u16, cache: String }
+    /// let access: Vec<Access> = resp.logs().endpoint_json("access");
+    /// assert_eq!(access[0].cache, "MISS");
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn endpoint_json<T: serde::de::DeserializeOwned>(&self, endpoint: &str) -> Vec<T> {
+        self.endpoint(endpoint)
+            .into_iter()
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|e| {
+                    panic!("edge-test: a line of log endpoint `{endpoint}` is not the expected JSON ({e}): {line}")
+                })
+            })
+            .collect()
+    }
+
     /// What the guest printed to stdout.
     pub fn stdout(&self) -> Vec<&str> {
         self.endpoint("stdout")

@@ -29,9 +29,19 @@ impl Response {
         &self.headers
     }
 
-    /// A header's value, when present and valid UTF-8.
+    /// A header's value, when present and valid UTF-8 (the first, when it is repeated).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Every value of a header, in order: for headers sent more than once, such as
+    /// `set-cookie`. Values that are not valid UTF-8 are left out.
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
     }
 
     pub fn bytes(&self) -> &[u8] {

@@ -45,6 +45,10 @@ pub use edge_test_core::{
 };
 pub use edge_test_core::{mock, snapshot};
 pub use edge_test_macros::edge_test;
+/// The `http` crate whose types requests and responses use (`Method`, `StatusCode`,
+/// `HeaderMap`), so that tests need not depend on a matching version of it.
+pub use http;
+pub use http::{Method, StatusCode};
 
 /// Declares a service that tests in this binary can name in `#[edge_test(service = ..)]`.
 ///

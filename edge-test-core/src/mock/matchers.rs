@@ -114,10 +114,53 @@ pub fn body_json(expected: &impl serde::Serialize) -> impl Match {
     })
 }
 
+/// A JSON body that contains `expected`: every field of an expected object must be in the
+/// body's object with a matching value (compared the same way, recursively); the body may
+/// have more fields. Arrays and other values must be equal. For a GraphQL request:
+/// `body_partial_json(&json!({ "operationName": "Todos" }))`, whatever its `variables`.
+pub fn body_partial_json(expected: &impl serde::Serialize) -> impl Match {
+    let expected = serde_json::to_value(expected).expect("the expected body serializes to JSON");
+    matcher(format!("body json contains {expected}"), move |r| {
+        serde_json::from_slice::<serde_json::Value>(r.body())
+            .is_ok_and(|body| json_contains(&body, &expected))
+    })
+}
+
+fn json_contains(body: &serde_json::Value, expected: &serde_json::Value) -> bool {
+    match (body, expected) {
+        (serde_json::Value::Object(body), serde_json::Value::Object(expected)) => {
+            expected.iter().all(|(key, value)| {
+                body.get(key)
+                    .is_some_and(|found| json_contains(found, value))
+            })
+        }
+        _ => body == expected,
+    }
+}
+
 /// Any condition, as a closure.
 pub fn custom(
     description: &str,
     predicate: impl Fn(&BackendRequest) -> bool + Send + Sync + 'static,
 ) -> impl Match {
     matcher(description, predicate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_contains;
+    use serde_json::json;
+
+    #[test]
+    fn a_partial_json_match_ignores_fields_it_does_not_name() {
+        let body = json!({ "query": "{ todos }", "variables": { "id": 1, "all": true } });
+        assert!(json_contains(&body, &json!({ "query": "{ todos }" })));
+        assert!(json_contains(&body, &json!({ "variables": { "id": 1 } })));
+        assert!(!json_contains(&body, &json!({ "variables": { "id": 2 } })));
+        assert!(!json_contains(&body, &json!({ "missing": null })));
+        assert!(
+            !json_contains(&json!([1, 2, 3]), &json!([1, 2])),
+            "arrays are compared whole"
+        );
+    }
 }

@@ -120,6 +120,18 @@ fn main() {
                 }
             }
         }
+        ["cookies"] => {
+            let mut resp = Response::new().with_header("set-cookie", "a=1");
+            resp.append_header("set-cookie", "b=2");
+            resp.send_to_client();
+        }
+        ["json-log"] => {
+            let mut events = Endpoint::from_name("events");
+            events.write_all(br#"{"status":200,"cache":"MISS"}"#).unwrap();
+            events.write_all(br#"{"status":304,"cache":"HIT"}"#).unwrap();
+            Response::from_body("logged").send_to_client();
+        }
+        ["url"] => Response::from_body(req.get_url_str().to_owned()).send_to_client(),
         ["config-store", name] => {
             let store = fastly::ConfigStore::open(name);
             Response::from_body(store.get("k").unwrap_or_default()).send_to_client();
