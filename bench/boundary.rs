@@ -29,12 +29,12 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 
 fn main() {
     let forked = Edge::start("misbehave", "boundary").unwrap();
-    assert!(forked.worker_pid().is_some(), "a forked worker");
+    assert!(edge_test::__private::worker_pid(&forked).is_some(), "a forked worker");
     // SAFETY: no other thread reads the environment while this single-threaded setup runs.
     unsafe { std::env::set_var("EDGE_TEST_HOST", "off") };
     let in_process = Edge::start("misbehave", "boundary").unwrap();
     unsafe { std::env::remove_var("EDGE_TEST_HOST") };
-    assert!(in_process.worker_pid().is_none(), "an in-process session");
+    assert!(edge_test::__private::worker_pid(&in_process).is_none(), "an in-process session");
 
     for (what, path) in [("20 MiB response", "/big/20"), ("60 MiB of logs", "/flood/61440")] {
         let (mut through_forked, mut through_in_process) = (Vec::new(), Vec::new());

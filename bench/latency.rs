@@ -97,11 +97,11 @@ fn main() {
     // The three ways to run a request, sampled in turn so that noise on this shared machine
     // falls on all of them alike.
     let forked = Edge::start("todo", "latency").unwrap();
-    assert!(forked.worker_pid().is_some(), "a forked worker");
+    assert!(edge_test::__private::worker_pid(&forked).is_some(), "a forked worker");
     unsafe { std::env::set_var("EDGE_TEST_HOST", "off") };
     let in_process = Edge::start("todo", "latency").unwrap();
     unsafe { std::env::remove_var("EDGE_TEST_HOST") };
-    assert!(in_process.worker_pid().is_none(), "an in-process session");
+    assert!(edge_test::__private::worker_pid(&in_process).is_none(), "an in-process session");
     let raw = RawContext::new();
     let (mut through_forked, mut through_in_process, mut through_raw) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..INVOCATIONS {
@@ -143,7 +143,7 @@ fn main() {
         assert_eq!(edge.get("/greeting").send_blocking().status(), 200);
         batch.push(t.elapsed());
         if n % 500 == 0 {
-            let rss = host_rss_kib(edge.worker_pid().expect("a forked worker"));
+            let rss = host_rss_kib(edge_test::__private::worker_pid(&edge).expect("a forked worker"));
             let (median, p99) = median_p99(std::mem::take(&mut batch));
             println!("after {n} tests: host RSS {} MiB, one-request test median {median:?}, p99 {p99:?}", rss / 1024);
         }

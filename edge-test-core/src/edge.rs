@@ -162,20 +162,6 @@ impl Edge {
         })
     }
 
-    /// The process running this edge's guest, when it runs in a forked worker (for tests
-    /// of edge-test itself).
-    #[doc(hidden)]
-    pub fn worker_pid(&self) -> Option<u32> {
-        self.inner.session.worker_pid()
-    }
-
-    /// The compiled template this edge's worker was forked from: edges with equal ids
-    /// share one compile (for tests of edge-test itself).
-    #[doc(hidden)]
-    pub fn template_id(&self) -> Option<u64> {
-        self.inner.session.template_id()
-    }
-
     /// How long each following invocation may run before its guest is stopped.
     pub fn set_guest_timeout(&self, limit: Duration) {
         *self
@@ -381,6 +367,23 @@ impl Edge {
                 )
             }
         }
+    }
+}
+
+/// Where an edge's guest runs, for edge-test's own tests (through `__private`): kept off
+/// `Edge`, whose methods are the public API.
+pub(crate) mod internals {
+    use super::Edge;
+
+    /// The process running the edge's guest, when it runs in a forked worker.
+    pub fn worker_pid(edge: &Edge) -> Option<u32> {
+        edge.inner.session.worker_pid()
+    }
+
+    /// The compiled template the edge's worker was forked from: edges with equal ids share
+    /// one compile.
+    pub fn template_id(edge: &Edge) -> Option<u64> {
+        edge.inner.session.template_id()
     }
 }
 

@@ -33,6 +33,7 @@ pub use service::{DEFAULT_GUEST_TIMEOUT, DEFAULT_MAX_LOG_BYTES, Service};
 /// What `#[edge_test]` and `register_service!` expand to. Not a public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::edge::internals::{template_id, worker_pid};
     pub use crate::service::ServiceRegistration;
     pub use crate::test_runner::{TestMeta, TestOutput, run_async, run_sync};
     pub use inventory;

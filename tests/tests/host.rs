@@ -13,6 +13,7 @@ use std::process::Child;
 use std::time::Duration;
 
 use edge_test::Edge;
+use support::Internals;
 use support::process::{
     all_pids, helper, is_running, kill, parent_of, printed_pid, process_name, run_to_end,
     scratch_dir, wait_until,

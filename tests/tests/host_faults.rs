@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use edge_test::{Edge, GuestFailureKind, Service};
+use support::Internals;
 use support::process::{
     helper, is_running, kill, parent_of, printed_pid, run_to_end, scratch_dir, wait_until,
 };

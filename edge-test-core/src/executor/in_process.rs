@@ -11,7 +11,6 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::{Arc, mpsc};
-use std::time::Duration;
 
 use http_body::Body as _;
 use viceroy_lib::config::{Backend, Backends, FastlyConfig, UnknownImportBehavior};
@@ -20,13 +19,11 @@ use viceroy_lib::{ExecuteCtx, ProfilingConfig, WasmFeatures};
 use super::log_sink::LogSink;
 use super::network_fence::NetworkFence;
 use super::trap_capture::TrapCollector;
+use super::viceroy_compat;
 use super::{
     InvocationReport, InvocationRequest, Outcome, ReceivedResponse, SESSION_ENDED, SessionSpec,
 };
 use crate::error::EdgeError;
-
-/// The address the guest sees as the edge's own (`local`): what Viceroy's CLI listens on.
-const EDGE_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 7676);
 
 type Reply = tokio::sync::oneshot::Sender<InvocationReport>;
 
@@ -346,7 +343,7 @@ async fn invoke(
         Ok(r) => r,
         Err(reason) => return InvocationReport::not_run(&reason),
     };
-    let local = SocketAddr::from(EDGE_ADDR);
+    let local = viceroy_compat::EDGE_ADDR;
     let remote = SocketAddr::new(request.client_ip, 50_000);
     let (response, early_error) = match ctx
         .clone()
@@ -389,17 +386,18 @@ async fn invoke(
     }
     drop(body);
 
-    wait_for_guest_exit(ctx, idle_refs).await;
+    viceroy_compat::wait_for_guest_exit(ctx, idle_refs).await;
 
     let mut failures = traps.drain_guest_failures();
     if let (true, Some(e)) = (failures.is_empty(), early_error) {
-        failures.push(super::trap_capture::without_host_backtrace(&format!(
+        failures.push(viceroy_compat::without_host_backtrace(&format!(
             "WebAssembly trapped: {e:?}"
         )));
     }
     let mut response = progress.borrow_mut().take();
     if let (Some(received), Some(failure)) = (response.as_mut(), failures.first()) {
-        received.from_runtime = is_runtime_error_response(received, failure);
+        received.from_runtime =
+            viceroy_compat::is_runtime_error_response(received.status, &received.body, failure);
     }
     let outcome = match failures.into_iter().next() {
         None => Outcome::Completed,
@@ -414,31 +412,6 @@ async fn invoke(
         dropped_log_bytes: logs.dropped,
         runtime_warnings: traps.drain_warnings(),
         unfenced: None,
-    }
-}
-
-/// A guest that fails before answering gets a 500 from viceroy whose body is the error,
-/// formatted exactly as in the failure event.
-fn is_runtime_error_response(received: &ReceivedResponse, failure: &str) -> bool {
-    let error = failure.split_once(": ").map_or(failure, |(_, error)| error);
-    let body =
-        super::trap_capture::without_host_backtrace(&String::from_utf8_lossy(&received.body));
-    received.status == 500 && body == error
-}
-
-/// The guest's task holds clones of the context until its store is dropped, so the count
-/// returning to what it was before the request means the guest has fully finished.
-async fn wait_for_guest_exit(ctx: &Arc<ExecuteCtx>, idle_refs: usize) {
-    let mut spins = 0u32;
-    while Arc::strong_count(ctx) > idle_refs {
-        // A guest finishing right after its response is the common case: yield first, and
-        // only fall back to the timer (1 ms resolution) for guests that keep working.
-        if spins < 64 {
-            spins += 1;
-            tokio::task::yield_now().await;
-        } else {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
     }
 }
 

@@ -3,8 +3,6 @@
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
-use crate::logs::LogLine;
-
 /// viceroy formats each entry as `<endpoint> :: <message>\n`, one `write_all` per entry.
 ///
 /// Bounded: a guest printing in a loop must not take the test process's memory with it.
@@ -23,7 +21,7 @@ struct SinkState {
 
 /// One invocation's output, drained from the sink.
 pub(crate) struct Drained {
-    /// As viceroy wrote it: parsed into lines only by the test (`parse_entries`), so that
+    /// As viceroy wrote it: parsed into lines only by the test (`viceroy_compat::parse_log`), so that
     /// a forked worker sends one run of bytes rather than a message per line.
     pub bytes: Vec<u8>,
     /// Bytes written past the limit and dropped.
@@ -74,88 +72,9 @@ impl Write for LogSink {
     }
 }
 
-/// One line per entry for log endpoints (each `write` is one log message, as on Fastly).
-/// stdout and stderr are byte streams, so their entries are split into lines instead: a
-/// Rust panic arrives as one write, `"\nthread 'main' panicked at ...:\n<message>"`.
-pub(crate) fn parse_entries(bytes: &[u8]) -> Vec<LogLine> {
-    let mut lines = Vec::new();
-    for entry in String::from_utf8_lossy(bytes).lines() {
-        let (endpoint, message) = entry.split_once(" :: ").unwrap_or(("", entry));
-        let line = |message: &str| LogLine {
-            endpoint: endpoint.to_owned(),
-            message: message.to_owned(),
-        };
-        if endpoint == "stdout" || endpoint == "stderr" {
-            // viceroy escapes a message's inner newlines as `\n`.
-            lines.extend(message.split("\\n").filter(|l| !l.is_empty()).map(line));
-        } else {
-            lines.push(line(message));
-        }
-    }
-    lines
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn drain_splits_entries_by_endpoint_and_empties_the_sink() {
-        let sink = LogSink::default();
-        sink.begin(usize::MAX);
-        let writer = sink.as_writer();
-        writer
-            .lock()
-            .unwrap()
-            .write_all(b"access :: GET / 200\n")
-            .unwrap();
-        writer
-            .lock()
-            .unwrap()
-            .write_all(b"stderr :: a :: b\n")
-            .unwrap();
-        writer
-            .lock()
-            .unwrap()
-            .write_all(b"stderr :: \\nthread 'main' panicked at src/main.rs:1:1:\\nboom\n")
-            .unwrap();
-        writer
-            .lock()
-            .unwrap()
-            .write_all(b"audit :: kept \\n as written\n")
-            .unwrap();
-
-        let lines = parse_entries(&sink.drain().bytes);
-        assert_eq!(
-            lines,
-            vec![
-                LogLine {
-                    endpoint: "access".into(),
-                    message: "GET / 200".into()
-                },
-                LogLine {
-                    endpoint: "stderr".into(),
-                    message: "a :: b".into()
-                },
-                LogLine {
-                    endpoint: "stderr".into(),
-                    message: "thread 'main' panicked at src/main.rs:1:1:".into()
-                },
-                LogLine {
-                    endpoint: "stderr".into(),
-                    message: "boom".into()
-                },
-                LogLine {
-                    endpoint: "audit".into(),
-                    message: "kept \\n as written".into()
-                },
-            ]
-        );
-        assert!(
-            sink.drain().bytes.is_empty(),
-            "a drained sink starts the next invocation empty"
-        );
-    }
 
     #[test]
     fn output_past_the_limit_is_counted_and_dropped_whole() {
@@ -170,7 +89,7 @@ mod tests {
                 .unwrap();
         }
         let drained = sink.drain();
-        let lines = parse_entries(&drained.bytes);
+        let lines = crate::executor::viceroy_compat::parse_log(&drained.bytes);
         let kept: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
         assert_eq!(kept, ["line 0", "line 1"], "only whole entries are kept");
         assert_eq!(drained.dropped, 3 * 17);

@@ -12,6 +12,7 @@ mod in_process;
 mod log_sink;
 mod network_fence;
 mod trap_capture;
+mod viceroy_compat;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -23,8 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::EdgeError;
 
 use in_process::InProcessSession;
-pub(crate) use log_sink::parse_entries as parse_log;
-pub(crate) use trap_capture::undeclared_backend;
+pub(crate) use viceroy_compat::{parse_log, undeclared_backend};
 
 /// Everything an executor needs to run one test's guest.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -12,6 +12,8 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Metadata, Subscriber};
 
+use super::viceroy_compat;
+
 #[derive(Clone, Default)]
 pub(crate) struct TrapCollector {
     errors: Arc<Mutex<Vec<String>>>,
@@ -34,20 +36,12 @@ impl TrapCollector {
     }
 }
 
-/// The messages viceroy uses for a guest that did not end cleanly.
-fn is_guest_failure(message: &str) -> bool {
-    message.starts_with("WebAssembly trapped") || message.starts_with("WebAssembly exited with")
-}
-
-/// Where viceroy reports a hostcall that answered the guest with an error (at DEBUG: most
-/// are routine, but one the guest then unwraps is the cause of its trap).
-const HOSTCALL_TARGET: &str = "viceroy_lib::wiggle_abi";
-
 impl Subscriber for TrapCollector {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
         metadata.is_event()
             && (*metadata.level() <= Level::WARN
-                || (*metadata.level() == Level::DEBUG && metadata.target() == HOSTCALL_TARGET))
+                || (*metadata.level() == Level::DEBUG
+                    && metadata.target() == viceroy_compat::HOSTCALL_TARGET))
     }
 
     fn new_span(&self, _span: &Attributes<'_>) -> Id {
@@ -62,12 +56,12 @@ impl Subscriber for TrapCollector {
         let mut visitor = MessageVisitor(String::new());
         event.record(&mut visitor);
         let level = *event.metadata().level();
-        if level == Level::ERROR && is_guest_failure(&visitor.0) {
+        if level == Level::ERROR && viceroy_compat::is_guest_failure(&visitor.0) {
             self.errors
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push(without_host_backtrace(&visitor.0));
-        } else if level == Level::WARN || visitor.0.starts_with("Hostcall yielded an error") {
+                .push(viceroy_compat::without_host_backtrace(&visitor.0));
+        } else if level == Level::WARN || viceroy_compat::is_failed_hostcall(&visitor.0) {
             let mut warnings = self.warnings.lock().unwrap_or_else(|p| p.into_inner());
             if warnings.len() < MAX_WARNINGS && !warnings.contains(&visitor.0) {
                 warnings.push(visitor.0);
@@ -78,27 +72,6 @@ impl Subscriber for TrapCollector {
     fn enter(&self, _span: &Id) {}
 
     fn exit(&self, _span: &Id) {}
-}
-
-/// With RUST_BACKTRACE set, wasmtime appends the host's stack (the runtime's frames, never
-/// the guest's) to a trap; the guest's wasm backtrace and the cause come before it.
-pub(crate) fn without_host_backtrace(message: &str) -> String {
-    message
-        .split("\nStack backtrace:")
-        .next()
-        .unwrap_or(message)
-        .trim_end()
-        .to_owned()
-}
-
-/// The backend named by viceroy's warning that a guest sent to a backend it does not know:
-/// "Backend 'x' does not exist. ..." or "Attempted to access backend 'x', but ...".
-pub(crate) fn undeclared_backend(warning: &str) -> Option<&str> {
-    let rest = warning
-        .strip_prefix("Backend '")
-        .or_else(|| warning.strip_prefix("Attempted to access backend '"))?;
-    let (name, after) = rest.split_once('\'')?;
-    (after.starts_with(" does not exist") || after.starts_with(", but")).then_some(name)
 }
 
 struct MessageVisitor(String);
@@ -137,29 +110,6 @@ mod tests {
             vec!["WebAssembly trapped: wasm `unreachable` instruction executed".to_owned()]
         );
         assert!(collector.drain_guest_failures().is_empty());
-    }
-
-    #[test]
-    fn names_the_backend_of_viceroys_unknown_backend_warnings() {
-        assert_eq!(
-            undeclared_backend(
-                "Backend 'nowhere' does not exist. Currently defined backends are: api. To \
-                 define additional backends, add them to your fastly.toml file."
-            ),
-            Some("nowhere")
-        );
-        assert_eq!(
-            undeclared_backend(
-                "Attempted to access backend 'nowhere', but no manifest file was provided to \
-                 define backends. Specify a file with -C <TOML_FILE>."
-            ),
-            Some("nowhere")
-        );
-        assert_eq!(undeclared_backend("Backend 'x' is healthy"), None);
-        assert_eq!(
-            undeclared_backend("Hostcall yielded an error: Unsupported"),
-            None
-        );
     }
 
     #[test]

@@ -3,6 +3,22 @@ use edge_test::Service;
 
 pub mod process;
 
+/// Where an edge's guest runs: hidden from the public API, for these tests only.
+#[allow(dead_code)]
+pub trait Internals {
+    fn worker_pid(&self) -> Option<u32>;
+    fn template_id(&self) -> Option<u64>;
+}
+
+impl Internals for edge_test::Edge {
+    fn worker_pid(&self) -> Option<u32> {
+        edge_test::__private::worker_pid(self)
+    }
+    fn template_id(&self) -> Option<u64> {
+        edge_test::__private::template_id(self)
+    }
+}
+
 edge_test::register_service!("misbehave", || Service::guest_crate("guests/misbehave"));
 edge_test::register_service!("broken", || Service::guest_crate("guests/broken"));
 edge_test::register_service!("missing-wasm", || Service::wasm(

@@ -3,17 +3,12 @@
 
 use std::io::BufReader;
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
 
 use super::protocol::{self, Invoke, Welcome};
 use super::report_wire;
 use crate::error::EdgeError;
 use crate::executor::InvocationReport;
 use crate::executor::in_process::{CompiledGuest, GuestRunner};
-
-/// How often the worker advances wasmtime's epoch: the fork left the template's epoch
-/// thread behind, and without ticks a guest never yields, so it could never be stopped.
-const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 pub(super) fn run(
     stream: UnixStream,
@@ -31,7 +26,7 @@ pub(super) fn run(
     let engine = guest.ctx.engine().clone();
     std::thread::spawn(move || {
         loop {
-            std::thread::sleep(EPOCH_TICK);
+            std::thread::sleep(crate::executor::viceroy_compat::WORKER_EPOCH_TICK);
             engine.increment_epoch();
         }
     });
