@@ -2,9 +2,10 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Why an [`Edge`](crate::Edge) could not be set up for a test.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum EdgeError {
     /// The test names a service that no `register_service!` in this test binary declares.
@@ -38,8 +39,27 @@ pub enum EdgeError {
         path: PathBuf,
         reason: String,
     },
-    /// Anything else the host failed at (threads, sockets, runtimes).
-    Runtime(String),
+    /// `register_service!` declares the same name twice in this test binary.
+    DuplicateService { name: String },
+    /// An operating-system resource the edge needs could not be had: a thread, a socket,
+    /// a file, a process. `what` says which, and what for; `source` is the system's error.
+    Io {
+        what: String,
+        source: Arc<std::io::Error>,
+    },
+    /// The edge-test host could not give this test a worker (a template that did not
+    /// compile in time, a fork that failed). Running the test again may well succeed.
+    Host { reason: String },
+}
+
+impl EdgeError {
+    /// An [`EdgeError::Io`]: `what` failed with `source`.
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        EdgeError::Io {
+            what: what.into(),
+            source: Arc::new(source),
+        }
+    }
 }
 
 impl fmt::Display for EdgeError {
@@ -108,9 +128,41 @@ impl fmt::Display for EdgeError {
                 "edge-test: service `{service}`: invalid fastly.toml at {}: {reason}",
                 path.display()
             ),
-            EdgeError::Runtime(reason) => write!(f, "edge-test: {reason}"),
+            EdgeError::DuplicateService { name } => write!(
+                f,
+                "edge-test: service `{name}` is registered more than once in this test binary; \
+                 keep one `register_service!(\"{name}\", ...)`"
+            ),
+            EdgeError::Io { what, source } => write!(f, "edge-test: {what}: {source}"),
+            EdgeError::Host { reason } => write!(f, "edge-test: {reason}"),
         }
     }
 }
 
-impl std::error::Error for EdgeError {}
+impl std::error::Error for EdgeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            EdgeError::Io { source, .. } => Some(&**source),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_error_keeps_its_source() {
+        let error = EdgeError::io(
+            "cannot start the guest thread",
+            std::io::Error::from(std::io::ErrorKind::OutOfMemory),
+        );
+        assert_eq!(
+            error.to_string(),
+            "edge-test: cannot start the guest thread: out of memory"
+        );
+        let source = std::error::Error::source(&error).expect("the io error");
+        assert_eq!(source.to_string(), "out of memory");
+    }
+}

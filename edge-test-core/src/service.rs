@@ -199,10 +199,9 @@ fn find_registration(name: &str) -> Result<&'static ServiceRegistration, EdgeErr
         .filter(|r| r.name == name);
     match (matching.next(), matching.next()) {
         (Some(found), None) => Ok(found),
-        (Some(_), Some(_)) => Err(EdgeError::Runtime(format!(
-            "service `{name}` is registered more than once in this test binary; keep one \
-             `register_service!(\"{name}\", ...)`"
-        ))),
+        (Some(_), Some(_)) => Err(EdgeError::DuplicateService {
+            name: name.to_owned(),
+        }),
         (None, _) => {
             let mut registered: Vec<String> = inventory::iter::<ServiceRegistration>
                 .into_iter()

@@ -70,7 +70,7 @@ impl InProcessSession {
         let thread = std::thread::Builder::new()
             .name(format!("edge-test guest [{service}]"))
             .spawn(move || guest_thread(guest, inbox))
-            .map_err(|e| EdgeError::Runtime(format!("could not start the guest thread: {e}")))?;
+            .map_err(|e| EdgeError::io("cannot start the guest thread", e))?;
         Ok(Self {
             commands: Some(commands),
             thread: Some(thread),
@@ -249,10 +249,11 @@ impl Drop for GuestRunner {
 
 fn build_context(spec: &SessionSpec, logs: &LogSink) -> Result<Arc<ExecuteCtx>, EdgeError> {
     let config: Option<FastlyConfig> = match &spec.fastly_toml {
-        Some(text) => Some(
-            text.parse()
-                .map_err(|e| EdgeError::Runtime(format!("fastly.toml: {e}")))?,
-        ),
+        Some(text) => Some(text.parse().map_err(|e| EdgeError::GuestLoad {
+            service: spec.service.clone(),
+            wasm: spec.wasm.clone(),
+            reason: format!("its fastly.toml does not parse: {e}"),
+        })?),
         None => None,
     };
     let mut builder = ExecuteCtx::build(

@@ -110,8 +110,6 @@ pub(crate) fn parse_log(bytes: &[u8]) -> Vec<LogLine> {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-
     use super::*;
 
     #[test]

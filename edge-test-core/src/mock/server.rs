@@ -66,7 +66,7 @@ impl MockHub {
             .thread_name("edge-test mocks")
             .enable_all()
             .build()
-            .map_err(|e| EdgeError::Runtime(format!("cannot start the mock runtime: {e}")))?;
+            .map_err(|e| EdgeError::io("cannot start the mock servers' runtime", e))?;
         let state = Arc::new(Mutex::new(MockState::default()));
         let mut addrs = BTreeMap::new();
         for name in backends {
@@ -76,17 +76,21 @@ impl MockHub {
             let listener = TcpListener::bind(("127.0.0.1", 0))
                 .and_then(|l| l.set_nonblocking(true).map(|()| l))
                 .map_err(|e| {
-                    EdgeError::Runtime(format!(
-                        "cannot bind a loopback port for backend `{name}`: {e}"
-                    ))
+                    EdgeError::io(
+                        format!("cannot bind a loopback port for backend `{name}`"),
+                        e,
+                    )
                 })?;
-            let addr = listener
-                .local_addr()
-                .map_err(|e| EdgeError::Runtime(e.to_string()))?;
+            let addr = listener.local_addr().map_err(|e| {
+                EdgeError::io(format!("cannot read the address of backend `{name}`"), e)
+            })?;
             let server = {
                 let _enter = runtime.enter();
                 hyper::Server::from_tcp(listener).map_err(|e| {
-                    EdgeError::Runtime(format!("cannot serve backend `{name}`: {e}"))
+                    EdgeError::io(
+                        format!("cannot serve backend `{name}`"),
+                        std::io::Error::other(e),
+                    )
                 })?
             };
             let (state, backend) = (state.clone(), name.clone());

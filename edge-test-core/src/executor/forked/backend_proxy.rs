@@ -26,14 +26,14 @@ impl Routes {
 
 /// Starts the proxy for one backend of one template; returns where it listens.
 pub(super) fn serve(backend: String, routes: Routes) -> Result<SocketAddr, EdgeError> {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).map_err(|e| {
-        EdgeError::Runtime(format!(
-            "cannot bind the proxy for backend `{backend}`: {e}"
-        ))
+    let listener = TcpListener::bind(("127.0.0.1", 0))
+        .map_err(|e| EdgeError::io(format!("cannot bind the proxy for backend `{backend}`"), e))?;
+    let addr = listener.local_addr().map_err(|e| {
+        EdgeError::io(
+            format!("cannot read the address of the proxy for `{backend}`"),
+            e,
+        )
     })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| EdgeError::Runtime(e.to_string()))?;
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             let (backend, routes) = (backend.clone(), routes.clone());

@@ -135,13 +135,13 @@ fn serve_test(host: &Host, mut stream: UnixStream) {
         return;
     }
     if let Err(error) = admit(&hello.spec) {
-        let _ = protocol::send(&mut stream, &Welcome::Refused(error));
+        let _ = protocol::send(&mut stream, &Welcome::refused(&error));
         return;
     }
     let template = match template_for(host, &hello.spec) {
         Ok(template) => template,
         Err(error) => {
-            let _ = protocol::send(&mut stream, &Welcome::Refused(error));
+            let _ = protocol::send(&mut stream, &Welcome::refused(&error));
             return;
         }
     };
@@ -163,8 +163,8 @@ fn serve_test(host: &Host, mut stream: UnixStream) {
         }
         Err(e) => {
             drop(guard);
-            let error = EdgeError::Runtime(format!("the edge-test host could not fork: {e}"));
-            let _ = protocol::send(&mut stream, &Welcome::Refused(error));
+            let error = EdgeError::io("the edge-test host could not fork a worker", e);
+            let _ = protocol::send(&mut stream, &Welcome::refused(&error));
         }
         Ok(Forked::Parent { child: pid }) => {
             let mut routes = guard;
@@ -211,11 +211,13 @@ fn admit(spec: &SessionSpec) -> Result<(), EdgeError> {
         .iter()
         .find(|(_, addr)| !addr.ip().is_loopback())
     {
-        return Err(EdgeError::Runtime(format!(
-            "service `{}`: backend `{backend}` would be served at {addr}, which is not a \
+        return Err(EdgeError::Host {
+            reason: format!(
+                "service `{}`: backend `{backend}` would be served at {addr}, which is not a \
              loopback address; mocks only ever listen on loopback",
-            spec.service
-        )));
+                spec.service
+            ),
+        });
     }
     Ok(())
 }

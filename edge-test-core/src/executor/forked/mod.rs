@@ -186,14 +186,18 @@ impl ForkedSession {
                     worker_pid,
                     template_id,
                 })) => (worker_pid, template_id),
-                Ok(Some(Welcome::Refused(error))) => return Err(StartError::Service(error)),
+                Ok(Some(Welcome::Refused(refusal))) => {
+                    return Err(StartError::Service(refusal.into_error()));
+                }
                 Ok(None) => return Err(StartError::transient("the edge-test host hung up")),
                 Err(e) if is_timeout(&e) => {
-                    return Err(StartError::Service(EdgeError::Runtime(format!(
-                        "the edge-test host did not have service `{service}` compiled and a \
-                         worker forked within {TEMPLATE_COMPILE_LIMIT:?}; its log is {}",
-                        paths.log.display()
-                    ))));
+                    return Err(StartError::Service(EdgeError::Host {
+                        reason: format!(
+                            "the edge-test host did not have service `{service}` compiled and \
+                             a worker forked within {TEMPLATE_COMPILE_LIMIT:?}; its log is {}",
+                            paths.log.display()
+                        ),
+                    }));
                 }
                 Err(e) => return Err(io("reading from", e)),
             };

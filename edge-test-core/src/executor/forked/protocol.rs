@@ -48,7 +48,85 @@ pub(super) enum Welcome {
         /// Which compiled template the worker was forked from (unique to the host).
         template_id: u64,
     },
-    Refused(EdgeError),
+    Refused(Refusal),
+}
+
+impl Welcome {
+    pub(super) fn refused(error: &EdgeError) -> Self {
+        Welcome::Refused(Refusal::from(error))
+    }
+}
+
+/// An [`EdgeError`] on the wire: the public error carries no serde, and an io error
+/// crosses as its kind and message.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) enum Refusal {
+    GuestLoad {
+        service: String,
+        wasm: std::path::PathBuf,
+        reason: String,
+    },
+    Io {
+        what: String,
+        kind: String,
+        message: String,
+    },
+    Host {
+        reason: String,
+    },
+}
+
+impl From<&EdgeError> for Refusal {
+    fn from(error: &EdgeError) -> Self {
+        match error {
+            EdgeError::GuestLoad {
+                service,
+                wasm,
+                reason,
+            } => Refusal::GuestLoad {
+                service: service.clone(),
+                wasm: wasm.clone(),
+                reason: reason.clone(),
+            },
+            EdgeError::Io { what, source } => Refusal::Io {
+                what: what.clone(),
+                kind: format!("{:?}", source.kind()),
+                message: source.to_string(),
+            },
+            // The host meets no other error; any would still reach the test, as text.
+            other => Refusal::Host {
+                reason: other
+                    .to_string()
+                    .trim_start_matches("edge-test: ")
+                    .to_owned(),
+            },
+        }
+    }
+}
+
+impl Refusal {
+    pub(super) fn into_error(self) -> EdgeError {
+        match self {
+            Refusal::GuestLoad {
+                service,
+                wasm,
+                reason,
+            } => EdgeError::GuestLoad {
+                service,
+                wasm,
+                reason,
+            },
+            Refusal::Io {
+                what,
+                kind,
+                message,
+            } => EdgeError::io(
+                format!("in the edge-test host, {what}"),
+                std::io::Error::other(format!("{message} ({kind})")),
+            ),
+            Refusal::Host { reason } => EdgeError::Host { reason },
+        }
+    }
 }
 
 /// Test process -> worker: one per invocation. Worker -> test process: the report.
@@ -123,6 +201,31 @@ mod tests {
                 .is_none(),
             "a hang-up before a frame is the end, not an error"
         );
+    }
+
+    #[test]
+    fn a_refusal_crosses_as_the_error_it_was() {
+        let load = EdgeError::GuestLoad {
+            service: "s".into(),
+            wasm: "/m.wasm".into(),
+            reason: "not wasm".into(),
+        };
+        let frame = encode(&Welcome::refused(&load)).unwrap();
+        let Some(Welcome::Refused(refusal)) = receive(&mut frame.as_slice(), 1024).unwrap() else {
+            unreachable!("a refusal was sent")
+        };
+        assert_eq!(refusal.into_error().to_string(), load.to_string());
+
+        let io = EdgeError::io(
+            "cannot fork",
+            std::io::Error::from(std::io::ErrorKind::OutOfMemory),
+        );
+        let back = Refusal::from(&io).into_error();
+        assert_eq!(
+            back.to_string(),
+            "edge-test: in the edge-test host, cannot fork: out of memory (OutOfMemory)"
+        );
+        assert!(std::error::Error::source(&back).is_some());
     }
 
     #[test]

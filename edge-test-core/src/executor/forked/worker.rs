@@ -34,7 +34,7 @@ pub(super) fn run(
         Ok(runner) => runner,
         Err(reason) => {
             let mut stream = stream;
-            let _ = protocol::send(&mut stream, &Welcome::Refused(EdgeError::Runtime(reason)));
+            let _ = protocol::send(&mut stream, &Welcome::refused(&EdgeError::Host { reason }));
             exit(1);
         }
     };
