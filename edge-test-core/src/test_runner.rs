@@ -18,6 +18,11 @@ pub struct TestMeta {
 }
 
 /// The return types a test body may have: `()` or `Result<(), E>`.
+#[diagnostic::on_unimplemented(
+    message = "an #[edge_test] function returns `()` or `Result<(), E>` with `E: Debug`, not `{Self}`",
+    label = "this return type",
+    note = "return `()`, or `Result<(), E>` and use `?`"
+)]
 pub trait TestOutput {
     fn into_result(self) -> Result<(), String>;
 }

@@ -116,4 +116,7 @@ pub mod __private {
     impl IsEdge for crate::Edge {}
 
     pub const fn assert_is_edge<T: IsEdge>() {}
+
+    /// Checked where the user wrote the return type, so that a wrong one is reported there.
+    pub const fn assert_test_output<T: TestOutput>() {}
 }
