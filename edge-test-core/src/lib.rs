@@ -22,6 +22,7 @@ mod response;
 mod service;
 pub mod snapshot;
 mod test_runner;
+mod wire;
 
 pub use backend_request::BackendRequest;
 pub use edge::{Edge, RequestBuilder};

@@ -340,9 +340,9 @@ async fn invoke(
     logs.begin(request.max_log_bytes);
     let idle_refs = Arc::strong_count(ctx);
 
-    let hyper_request = match to_hyper_request(request.clone()) {
+    let hyper_request = match crate::wire::hyper_request(request.clone()) {
         Ok(r) => r,
-        Err(reason) => return InvocationReport::not_run(&reason),
+        Err(e) => return InvocationReport::not_run(&format!("invalid {e}")),
     };
     let local = viceroy_compat::EDGE_ADDR;
     let remote = SocketAddr::new(request.client_ip, 50_000);
@@ -360,11 +360,7 @@ async fn invoke(
     let (parts, mut body) = response.into_parts();
     *progress.borrow_mut() = Some(ReceivedResponse {
         status: parts.status.as_u16(),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
-            .collect(),
+        headers: crate::wire::raw_headers_from_hyper(&parts.headers),
         body: Vec::new(),
         body_error: None,
         from_runtime: false,
@@ -414,16 +410,4 @@ async fn invoke(
         runtime_warnings: traps.drain_warnings(),
         unfenced: None,
     }
-}
-
-fn to_hyper_request(request: InvocationRequest) -> Result<hyper::Request<hyper::Body>, String> {
-    let mut builder = hyper::Request::builder()
-        .method(request.method.as_str())
-        .uri(request.uri.as_str());
-    for (name, value) in &request.headers {
-        builder = builder.header(name.as_str(), value.as_slice());
-    }
-    builder
-        .body(hyper::Body::from(request.body))
-        .map_err(|e| format!("invalid request {} {}: {e}", request.method, request.uri))
 }

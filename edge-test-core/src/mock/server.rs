@@ -265,20 +265,24 @@ fn record_and_choose(
     parts: hyper::http::request::Parts,
     body: bytes::Bytes,
 ) -> Reply {
-    let mut headers = http::HeaderMap::new();
-    for (name, value) in &parts.headers {
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(name.as_ref()),
-            http::HeaderValue::from_bytes(value.as_bytes()),
-        ) {
-            headers.append(name, value);
+    let (method, headers) = match (
+        crate::wire::method_from_hyper(&parts.method),
+        crate::wire::headers_from_hyper(&parts.headers),
+    ) {
+        (Ok(method), Ok(headers)) => (method, headers),
+        (Err(e), _) | (_, Err(e)) => {
+            lock(state).failures.push(format!(
+                "edge-test: backend `{backend}` received a request edge-test cannot represent \
+                 (invalid {e}); this is a bug in edge-test, please report it"
+            ));
+            return Reply::text(500, format!("edge-test: invalid {e}"));
         }
-    }
+    };
     let mut guard = lock(state);
     let request = BackendRequest {
         backend: backend.clone(),
         invocation: guard.invocation,
-        method: http::Method::from_bytes(parts.method.as_str().as_bytes()).unwrap_or_default(),
+        method,
         path: parts.uri.path().to_owned(),
         query: parts.uri.query().map(str::to_owned),
         headers,
@@ -356,19 +360,11 @@ async fn answer(reply: Reply) -> Result<hyper::Response<hyper::Body>, DroppedByM
         Some(Fault::Hang) => std::future::pending::<()>().await,
         None => {}
     }
-    let mut response = hyper::Response::builder().status(reply.status);
-    for (name, value) in &reply.headers {
-        response = response.header(name.as_str(), value.as_str());
-    }
-    Ok(response
-        .body(hyper::Body::from(reply.body))
-        .unwrap_or_else(|e| {
-            let mut r = hyper::Response::new(hyper::Body::from(format!(
-                "edge-test: invalid mock reply: {e}"
-            )));
-            *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
-            r
-        }))
+    // A Reply checks its status and headers where the test writes it, so this holds.
+    Ok(
+        crate::wire::hyper_response(reply.status, &reply.headers, reply.body)
+            .expect("a Reply is checked when it is built"),
+    )
 }
 
 pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

@@ -1,0 +1,175 @@
+//! Every conversion between the `http` 1 types of the public API, the `http` 0.2 / hyper
+//! 0.14 types viceroy-lib and the mock servers speak, and the executor's plain data: in one
+//! place, each lossless or an explicit error (never a silent GET, 500 or dropped header).
+
+use std::fmt;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+
+use crate::executor::InvocationRequest;
+
+/// A value one side can hold and the other cannot: says which, and what it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WireError(String);
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Header pairs as the executor carries them (names and raw values).
+pub(crate) type RawHeaders = Vec<(String, Vec<u8>)>;
+
+/// `http` 1 headers as the executor carries them.
+pub(crate) fn raw_headers(headers: &HeaderMap) -> RawHeaders {
+    headers
+        .iter()
+        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+        .collect()
+}
+
+/// hyper's headers (viceroy's response) as the executor carries them.
+pub(crate) fn raw_headers_from_hyper(headers: &hyper::HeaderMap) -> RawHeaders {
+    headers
+        .iter()
+        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+        .collect()
+}
+
+/// The executor's headers as `http` 1 headers.
+pub(crate) fn headers_from_raw(raw: RawHeaders) -> Result<HeaderMap, WireError> {
+    let mut headers = HeaderMap::with_capacity(raw.len());
+    for (name, value) in raw {
+        let header_name = HeaderName::try_from(name.as_str())
+            .map_err(|e| WireError(format!("header name {name:?}: {e}")))?;
+        let header_value = HeaderValue::from_bytes(&value)
+            .map_err(|e| WireError(format!("value {value:?} of header `{name}`: {e}")))?;
+        headers.append(header_name, header_value);
+    }
+    Ok(headers)
+}
+
+/// hyper's headers (what a guest sent a mock) as `http` 1 headers.
+pub(crate) fn headers_from_hyper(headers: &hyper::HeaderMap) -> Result<HeaderMap, WireError> {
+    headers_from_raw(raw_headers_from_hyper(headers))
+}
+
+/// A status as the executor carries it, as `http` 1's.
+pub(crate) fn status(code: u16) -> Result<StatusCode, WireError> {
+    StatusCode::from_u16(code).map_err(|e| WireError(format!("status {code}: {e}")))
+}
+
+/// hyper's method (what a guest sent a mock) as `http` 1's: extension methods included.
+pub(crate) fn method_from_hyper(method: &hyper::Method) -> Result<Method, WireError> {
+    Method::from_bytes(method.as_str().as_bytes())
+        .map_err(|e| WireError(format!("method {method}: {e}")))
+}
+
+/// A downstream request as viceroy takes it.
+pub(crate) fn hyper_request(
+    request: InvocationRequest,
+) -> Result<hyper::Request<hyper::Body>, WireError> {
+    let mut builder = hyper::Request::builder()
+        .method(request.method.as_str())
+        .uri(request.uri.as_str());
+    for (name, value) in &request.headers {
+        builder = builder.header(name.as_str(), value.as_slice());
+    }
+    builder
+        .body(hyper::Body::from(request.body))
+        .map_err(|e| WireError(format!("request {} {}: {e}", request.method, request.uri)))
+}
+
+/// A mock's answer as hyper sends it.
+pub(crate) fn hyper_response(
+    status: u16,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+) -> Result<hyper::Response<hyper::Body>, WireError> {
+    let mut response = hyper::Response::builder().status(status);
+    for (name, value) in headers {
+        response = response.header(name.as_str(), value.as_str());
+    }
+    response
+        .body(hyper::Body::from(body))
+        .map_err(|e| WireError(format!("mock reply with status {status}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn request(method: &str, headers: RawHeaders) -> InvocationRequest {
+        InvocationRequest {
+            method: method.into(),
+            uri: "http://edge.test/x?y=1".into(),
+            headers,
+            body: b"body".to_vec(),
+            client_ip: Ipv4Addr::LOCALHOST.into(),
+            guest_timeout: Duration::from_secs(1),
+            max_log_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn headers_round_trip_with_repeats_and_raw_bytes() {
+        let mut headers = HeaderMap::new();
+        headers.append("set-cookie", HeaderValue::from_static("a=1"));
+        headers.append("set-cookie", HeaderValue::from_static("b=2"));
+        headers.append("x-raw", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        let back = headers_from_raw(raw_headers(&headers)).unwrap();
+        assert_eq!(back, headers);
+    }
+
+    #[test]
+    fn an_invalid_header_or_status_is_an_error_naming_it() {
+        let error = headers_from_raw(vec![("bad name".into(), b"v".to_vec())]).unwrap_err();
+        assert!(
+            error.to_string().starts_with("header name \"bad name\""),
+            "{error}"
+        );
+        let error = headers_from_raw(vec![("x".into(), b"a\nb".to_vec())]).unwrap_err();
+        assert!(error.to_string().contains("of header `x`"), "{error}");
+        assert!(
+            status(1000)
+                .unwrap_err()
+                .to_string()
+                .starts_with("status 1000")
+        );
+        assert_eq!(status(418).unwrap(), StatusCode::IM_A_TEAPOT);
+    }
+
+    #[test]
+    fn extension_methods_survive_both_ways() {
+        let purge = hyper::Method::from_bytes(b"PURGE").unwrap();
+        assert_eq!(method_from_hyper(&purge).unwrap().as_str(), "PURGE");
+        let hyper = hyper_request(request("PURGE", vec![("x-a".into(), b"1".to_vec())])).unwrap();
+        assert_eq!(hyper.method().as_str(), "PURGE");
+        assert_eq!(hyper.uri().query(), Some("y=1"));
+        assert_eq!(hyper.headers()["x-a"], "1");
+    }
+
+    #[test]
+    fn a_request_hyper_cannot_hold_is_an_error() {
+        let error =
+            hyper_request(request("GET", vec![("bad name".into(), Vec::new())])).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("request GET http://edge.test/x?y=1"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_mock_reply_becomes_a_hyper_response() {
+        let response =
+            hyper_response(201, &[("x-a".into(), "1".into())], b"made".to_vec()).unwrap();
+        assert_eq!(response.status(), 201);
+        assert_eq!(response.headers()["x-a"], "1");
+    }
+}
