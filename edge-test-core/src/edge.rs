@@ -9,11 +9,11 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use crate::error::EdgeError;
-use crate::executor::{self, InvocationReport, InvocationRequest, Outcome, SessionSpec};
+use crate::executor::{self, InvocationReport, InvocationRequest, SessionSpec};
 use crate::logs::Logs;
 use crate::mock::MockBackend;
 use crate::mock::server::MockHub;
-use crate::response::{FailurePhase, GuestFailure, GuestFailureKind, Response};
+use crate::response::{GuestFailure, Invocation, Judged, Response};
 use crate::service::{self, ResolvedService};
 
 /// The host a request is addressed to unless the edge or the request says otherwise.
@@ -315,57 +315,26 @@ impl Edge {
             );
         }
         let logs = Logs::new(executor::parse_log(&report.log));
-        let backend_calls = self.inner.mocks.calls_of(invocation);
-        let (response, phase) = match report.response {
-            Some(received) => {
-                let phase = if received.from_runtime {
-                    FailurePhase::BeforeResponse
-                } else if received.body_error.is_some() {
-                    FailurePhase::MidStream
-                } else {
-                    FailurePhase::AfterResponse
-                };
-                // viceroy's response came through hyper, which holds nothing `http` cannot:
-                // a failure here is a bug to report, not something to smooth over.
-                fn invalid<T>(during: &str, e: crate::wire::WireError) -> T {
-                    panic!(
-                        "edge-test: {during} the runtime answered with an invalid {e}; this is \
-                         a bug in edge-test, please report it"
-                    )
-                }
-                let response = Response {
-                    status: crate::wire::status(received.status)
-                        .unwrap_or_else(|e| invalid(&during, e)),
-                    headers: crate::wire::headers_from_raw(received.headers)
-                        .unwrap_or_else(|e| invalid(&during, e)),
-                    body: Bytes::from(received.body),
-                    logs: logs.clone(),
-                    backend_calls,
-                    invocation,
-                };
-                (Some(response), phase)
+        let judged = crate::response::judge(
+            report,
+            Invocation {
+                number: invocation,
+                service: self.service(),
+                request: &summary,
+                logs,
+                backend_calls: self.inner.mocks.calls_of(invocation),
+            },
+        );
+        match judged {
+            Judged::Answered(response) => Ok(response),
+            Judged::Failed(failure) => Err(failure),
+            Judged::NotRun { reason } => {
+                panic!("edge-test: {summary} to service `{service}` was not run: {reason}")
             }
-            None => (None, FailurePhase::BeforeResponse),
-        };
-        let failure = |kind| GuestFailure {
-            kind,
-            service: self.service().to_owned(),
-            request: summary.clone(),
-            response: response.clone(),
-            phase,
-            logs: logs.clone(),
-            runtime_warnings: report.runtime_warnings.clone(),
-        };
-        match report.outcome {
-            Outcome::Completed => Ok(response.expect("a guest that completed has answered")),
-            Outcome::Trapped { message } => Err(failure(GuestFailureKind::Trapped { message })),
-            Outcome::TimedOut { limit } => Err(failure(GuestFailureKind::TimedOut { limit })),
-            Outcome::NotRun { reason } => {
-                panic!(
-                    "edge-test: {summary} to service `{}` was not run: {reason}",
-                    self.service()
-                )
-            }
+            Judged::Invalid(e) => panic!(
+                "edge-test: {during} the runtime answered with an invalid {e}; this is a bug \
+                 in edge-test, please report it"
+            ),
         }
     }
 }

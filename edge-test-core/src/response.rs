@@ -6,7 +6,9 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
 use crate::backend_request::BackendRequest;
+use crate::executor::{InvocationReport, Outcome, ReceivedResponse};
 use crate::logs::Logs;
+use crate::wire::WireError;
 
 /// The response of one invocation, read after the guest fully finished: status, headers,
 /// body, the invocation's log lines and the calls it made to backends.
@@ -209,5 +211,203 @@ fn trap_reason(message: &str) -> String {
     match message.split_once("Caused by:") {
         Some((_, cause)) => cause.split_whitespace().collect::<Vec<_>>().join(" "),
         None => message.lines().next().unwrap_or(message).to_owned(),
+    }
+}
+
+/// What the edge knows of an invocation besides its report.
+pub(crate) struct Invocation<'a> {
+    pub number: usize,
+    pub service: &'a str,
+    /// "GET /todos/1"
+    pub request: &'a str,
+    pub logs: Logs,
+    pub backend_calls: Vec<BackendRequest>,
+}
+
+/// What an invocation's report says, for the edge to return or panic with.
+#[derive(Debug)]
+pub(crate) enum Judged {
+    Answered(Response),
+    Failed(GuestFailure),
+    /// The request never reached the guest.
+    NotRun {
+        reason: String,
+    },
+    /// The runtime's answer cannot be held in `http` types (a bug of edge-test's own).
+    Invalid(WireError),
+}
+
+/// Builds the response, or the guest's failure with how far it got, from a report.
+pub(crate) fn judge(report: InvocationReport, invocation: Invocation<'_>) -> Judged {
+    let Invocation {
+        number,
+        service,
+        request,
+        logs,
+        backend_calls,
+    } = invocation;
+    let (response, phase) = match report.response {
+        Some(received) => {
+            let phase = phase_of(&received);
+            let response = match response_of(received, logs.clone(), backend_calls, number) {
+                Ok(response) => response,
+                Err(e) => return Judged::Invalid(e),
+            };
+            (Some(response), phase)
+        }
+        None => (None, FailurePhase::BeforeResponse),
+    };
+    let failure = |kind| GuestFailure {
+        kind,
+        service: service.to_owned(),
+        request: request.to_owned(),
+        response: response.clone(),
+        phase,
+        logs: logs.clone(),
+        runtime_warnings: report.runtime_warnings.clone(),
+    };
+    match report.outcome {
+        Outcome::Completed => match response.clone() {
+            Some(response) => Judged::Answered(response),
+            None => Judged::NotRun {
+                reason: "the guest completed without answering".to_owned(),
+            },
+        },
+        Outcome::Trapped { message } => {
+            Judged::Failed(failure(GuestFailureKind::Trapped { message }))
+        }
+        Outcome::TimedOut { limit } => {
+            Judged::Failed(failure(GuestFailureKind::TimedOut { limit }))
+        }
+        Outcome::NotRun { reason } => Judged::NotRun { reason },
+    }
+}
+
+/// How far a guest that failed had got, from what the client received: the runtime's 500
+/// (nothing was sent), a body cut short (mid-stream), or a whole response (after it).
+fn phase_of(received: &ReceivedResponse) -> FailurePhase {
+    if received.from_runtime {
+        FailurePhase::BeforeResponse
+    } else if received.body_error.is_some() {
+        FailurePhase::MidStream
+    } else {
+        FailurePhase::AfterResponse
+    }
+}
+
+fn response_of(
+    received: ReceivedResponse,
+    logs: Logs,
+    backend_calls: Vec<BackendRequest>,
+    invocation: usize,
+) -> Result<Response, WireError> {
+    Ok(Response {
+        status: crate::wire::status(received.status)?,
+        headers: crate::wire::headers_from_raw(received.headers)?,
+        body: Bytes::from(received.body),
+        logs,
+        backend_calls,
+        invocation,
+    })
+}
+
+#[cfg(test)]
+mod judging {
+    use super::*;
+
+    fn received(status: u16, from_runtime: bool, body_error: Option<&str>) -> ReceivedResponse {
+        ReceivedResponse {
+            status,
+            headers: vec![("x-a".into(), b"1".to_vec())],
+            body: b"body".to_vec(),
+            body_error: body_error.map(str::to_owned),
+            from_runtime,
+        }
+    }
+
+    fn report(response: Option<ReceivedResponse>, outcome: Outcome) -> InvocationReport {
+        InvocationReport {
+            response,
+            outcome,
+            runtime_warnings: vec!["Hostcall yielded an error: x".into()],
+            ..InvocationReport::not_run("")
+        }
+    }
+
+    fn invocation() -> Invocation<'static> {
+        Invocation {
+            number: 2,
+            service: "todo",
+            request: "GET /",
+            logs: Logs::default(),
+            backend_calls: Vec::new(),
+        }
+    }
+
+    fn trapped() -> Outcome {
+        Outcome::Trapped {
+            message: "WebAssembly trapped: boom".into(),
+        }
+    }
+
+    #[test]
+    fn a_completed_invocation_is_its_response() {
+        let Judged::Answered(response) = judge(
+            report(Some(received(201, false, None)), Outcome::Completed),
+            invocation(),
+        ) else {
+            panic!("answered")
+        };
+        assert_eq!(response.status(), 201);
+        assert_eq!(response.header("x-a"), Some("1"));
+        assert_eq!(response.invocation(), 2);
+    }
+
+    #[test]
+    fn the_phase_of_a_failure_follows_what_the_client_received() {
+        let phase = |response| match judge(report(response, trapped()), invocation()) {
+            Judged::Failed(failure) => failure.phase(),
+            other => panic!("a failure, not {other:?}"),
+        };
+        assert_eq!(phase(None), FailurePhase::BeforeResponse);
+        assert_eq!(
+            phase(Some(received(500, true, None))),
+            FailurePhase::BeforeResponse,
+            "the runtime's 500 is no response of the guest's"
+        );
+        assert_eq!(
+            phase(Some(received(200, false, Some("cut short")))),
+            FailurePhase::MidStream
+        );
+        assert_eq!(
+            phase(Some(received(200, false, None))),
+            FailurePhase::AfterResponse
+        );
+    }
+
+    #[test]
+    fn a_failure_carries_the_runtimes_warnings_and_a_time_out_its_limit() {
+        let limit = std::time::Duration::from_secs(3);
+        let Judged::Failed(failure) =
+            judge(report(None, Outcome::TimedOut { limit }), invocation())
+        else {
+            panic!("a failure")
+        };
+        assert!(failure.is_timeout());
+        assert_eq!(failure.runtime_warnings(), ["Hostcall yielded an error: x"]);
+        assert!(
+            failure
+                .to_string()
+                .contains("was still running 3s after GET /")
+        );
+    }
+
+    #[test]
+    fn a_status_http_cannot_hold_is_invalid_not_500() {
+        let judged = judge(
+            report(Some(received(1000, false, None)), Outcome::Completed),
+            invocation(),
+        );
+        assert!(matches!(judged, Judged::Invalid(_)), "{judged:?}");
     }
 }
