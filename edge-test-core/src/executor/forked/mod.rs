@@ -23,13 +23,12 @@ use std::io::ErrorKind;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use super::{InvocationReport, InvocationRequest, SessionSpec};
 use crate::error::EdgeError;
 use protocol::{Accepted, Hello, Welcome};
-use worker_link::{Waiting, WorkerLink};
+use worker_link::WorkerLink;
 
 /// Set in the host's environment: where it listens.
 const HOST_SOCKET_ENV: &str = "EDGE_TEST_HOST_SOCKET";
@@ -210,27 +209,33 @@ impl ForkedSession {
         })
     }
 
+    /// Awaited on tokio, the report is awaited there; awaited on another executor, there is
+    /// no runtime to wait on, and the caller's thread waits instead, as a blocking send would.
     pub(crate) async fn run(&self, request: InvocationRequest) -> InvocationReport {
-        let waiting = waiting_here();
         let mut link = self.link.lock().await;
-        link.exchange(request, waiting).await
+        if on_tokio() {
+            link.exchange_async(request).await
+        } else {
+            link.exchange_blocking(request)
+        }
     }
 
     pub(crate) fn run_blocking(&self, request: InvocationRequest) -> InvocationReport {
-        let mut link = self.link.blocking_lock();
-        finish_blocking(link.exchange(request, Waiting::Blocking))
+        self.link.blocking_lock().exchange_blocking(request)
     }
 
     /// The report of a request its test stopped awaiting, once the guest finished it.
     pub(crate) async fn settle(&self) -> Option<InvocationReport> {
-        let waiting = waiting_here();
         let mut link = self.link.lock().await;
-        link.settle(waiting).await
+        if on_tokio() {
+            link.settle_async().await
+        } else {
+            link.settle_blocking()
+        }
     }
 
     pub(crate) fn settle_blocking(&self) -> Option<InvocationReport> {
-        let mut link = self.link.blocking_lock();
-        finish_blocking(link.settle(Waiting::Blocking))
+        self.link.blocking_lock().settle_blocking()
     }
 
     pub(crate) fn worker_pid(&self) -> u32 {
@@ -242,22 +247,8 @@ impl ForkedSession {
     }
 }
 
-/// Awaited outside tokio (another executor), there is no runtime to wait on: the caller's
-/// thread waits instead, as a blocking send would.
-fn waiting_here() -> Waiting {
-    match tokio::runtime::Handle::try_current() {
-        Ok(_) => Waiting::Async,
-        Err(_) => Waiting::Blocking,
-    }
-}
-
-/// Runs a link operation that waits in poll(2), never on a waker: one poll finishes it.
-fn finish_blocking<T>(operation: impl std::future::Future<Output = T>) -> T {
-    let operation = std::pin::pin!(operation);
-    match operation.poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(value) => value,
-        Poll::Pending => unreachable!("a blocking link operation never waits on a waker"),
-    }
+fn on_tokio() -> bool {
+    tokio::runtime::Handle::try_current().is_ok()
 }
 
 fn is_timeout(error: &std::io::Error) -> bool {

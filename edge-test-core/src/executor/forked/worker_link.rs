@@ -52,13 +52,6 @@ impl Outstanding {
     }
 }
 
-/// How to wait for the worker: on the caller's thread, or on its tokio runtime.
-#[derive(Clone, Copy)]
-pub(super) enum Waiting {
-    Blocking,
-    Async,
-}
-
 impl WorkerLink {
     pub(super) fn new(stream: UnixStream, worker_pid: u32) -> std::io::Result<Self> {
         stream.set_nonblocking(true)?;
@@ -71,54 +64,68 @@ impl WorkerLink {
         })
     }
 
-    /// Runs one request in the worker and returns its report. `Waiting::Async` needs the
-    /// current tokio runtime to have I/O and time enabled (as `#[edge_test]` and
-    /// `#[tokio::test]` give).
-    pub(super) async fn exchange(
-        &mut self,
-        request: InvocationRequest,
-        waiting: Waiting,
-    ) -> InvocationReport {
-        if self.outstanding.is_some() {
-            // The edge settles an abandoned request before it sends the next; a link used
-            // otherwise still never lets reports shift by one.
-            let _abandoned = self.receive(waiting).await;
+    /// Runs one request in the worker and waits on this thread, in poll(2), for its report.
+    pub(super) fn exchange_blocking(&mut self, request: InvocationRequest) -> InvocationReport {
+        // The edge settles an abandoned request before it sends the next; a link used
+        // otherwise still never lets reports shift by one.
+        let _abandoned = self.settle_blocking();
+        if let Some(refused) = self.start(request) {
+            return refused;
         }
+        let answer = self.read_report_blocking();
+        self.conclude(answer)
+    }
+
+    /// Runs one request in the worker and awaits its report on the current tokio runtime
+    /// (which needs I/O and time enabled, as `#[edge_test]` and `#[tokio::test]` give).
+    /// Cancelled mid-way (the test stopped awaiting), the request stays outstanding and
+    /// what was read of its report stays in `incoming`.
+    pub(super) async fn exchange_async(&mut self, request: InvocationRequest) -> InvocationReport {
+        let _abandoned = self.settle_async().await;
+        if let Some(refused) = self.start(request) {
+            return refused;
+        }
+        let answer = self.read_report_async().await;
+        self.conclude(answer)
+    }
+
+    /// The report of a request whose test stopped awaiting it, once the worker has finished
+    /// it; `None` when no request is outstanding.
+    pub(super) fn settle_blocking(&mut self) -> Option<InvocationReport> {
+        self.outstanding?;
+        let answer = self.read_report_blocking();
+        Some(self.conclude(answer))
+    }
+
+    /// [`settle_blocking`](Self::settle_blocking), awaited on the current tokio runtime.
+    pub(super) async fn settle_async(&mut self) -> Option<InvocationReport> {
+        self.outstanding?;
+        let answer = self.read_report_async().await;
+        Some(self.conclude(answer))
+    }
+
+    /// Sends a request to the worker. `Some` is the report of a request that could not be
+    /// sent (the worker ended or died); `None`, it is outstanding.
+    fn start(&mut self, request: InvocationRequest) -> Option<InvocationReport> {
         if let Some(reason) = &self.ended {
-            return InvocationReport::not_run(reason);
+            return Some(InvocationReport::not_run(reason));
         }
         let limit = request.guest_timeout;
         if let Err(e) = self.send(&Invoke(request)) {
-            return self.worker_died(&format!("before it took the request ({e})"));
+            return Some(self.worker_died(&format!("before it took the request ({e})")));
         }
         self.outstanding = Some(Outstanding {
             sent: Instant::now(),
             limit,
         });
-        self.receive(waiting).await
+        None
     }
 
-    /// The report of a request whose test stopped awaiting it, once the worker has finished
-    /// it; `None` when no request is outstanding.
-    pub(super) async fn settle(&mut self, waiting: Waiting) -> Option<InvocationReport> {
-        if self.outstanding.is_none() {
-            return None;
-        }
-        Some(self.receive(waiting).await)
-    }
-
-    /// Waits for the outstanding request's report and settles what it says about the
-    /// worker. Cancelled mid-way (the test stopped awaiting), it leaves the request
-    /// outstanding and what was read so far in `incoming`.
-    async fn receive(&mut self, waiting: Waiting) -> InvocationReport {
-        let Some(request) = self.outstanding else {
+    /// Settles what the read of the outstanding request's report says about the worker.
+    fn conclude(&mut self, answer: std::io::Result<Option<InvocationReport>>) -> InvocationReport {
+        let Some(request) = self.outstanding.take() else {
             return InvocationReport::not_run("no request is waiting for a report");
         };
-        let answer = match waiting {
-            Waiting::Blocking => self.read_report_blocking(request.deadline()),
-            Waiting::Async => self.read_report_async(request.deadline()).await,
-        };
-        self.outstanding = None;
         match answer {
             Ok(Some(report)) => {
                 if matches!(report.outcome, Outcome::TimedOut { .. }) {
@@ -153,6 +160,11 @@ impl WorkerLink {
                 self.worker_died(&format!("{:?} into the request", request.sent.elapsed()))
             }
         }
+    }
+
+    /// When the outstanding request's worker has had its limit and grace.
+    fn deadline(&self) -> Option<Instant> {
+        self.outstanding.and_then(Outstanding::deadline)
     }
 
     fn worker_died(&mut self, when: &str) -> InvocationReport {
@@ -191,10 +203,8 @@ impl WorkerLink {
         Ok(())
     }
 
-    fn read_report_blocking(
-        &mut self,
-        deadline: Option<Instant>,
-    ) -> std::io::Result<Option<InvocationReport>> {
+    fn read_report_blocking(&mut self) -> std::io::Result<Option<InvocationReport>> {
+        let deadline = self.deadline();
         loop {
             match self.read_some() {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
@@ -208,10 +218,8 @@ impl WorkerLink {
         }
     }
 
-    async fn read_report_async(
-        &mut self,
-        deadline: Option<Instant>,
-    ) -> std::io::Result<Option<InvocationReport>> {
+    async fn read_report_async(&mut self) -> std::io::Result<Option<InvocationReport>> {
+        let deadline = self.deadline();
         let fd = SocketFd(self.stream.as_raw_fd());
         // SAFETY: the descriptor is `self.stream`'s, which stays open and unchanged while
         // this function holds `self`; `readiness` is dropped (deregistered) before it returns.
