@@ -257,6 +257,7 @@ impl Edge {
         // test whether or not it expected the guest to fail.
         let failures = self.inner.mocks.take_failures();
         if !failures.is_empty() {
+            let failures: Vec<String> = failures.iter().map(ToString::to_string).collect();
             panic!("{}", failures.join("\n"));
         }
         if let Some(why) = &report.unfenced {

@@ -15,8 +15,10 @@
 //! ```
 
 pub mod matchers;
+mod mounted;
 mod reply;
 pub(crate) mod server;
+mod verification;
 
 use std::fmt;
 use std::ops::{Range, RangeFrom, RangeInclusive, RangeToInclusive};

@@ -8,7 +8,9 @@ use std::net::{SocketAddr, TcpListener};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::mounted::MockSet;
 use super::reply::Fault;
+use super::verification::{MockFailure, Seen, UnmetExpectations, UnmetOnBackend};
 use super::{Mock, Reply, Responder};
 use crate::backend_request::BackendRequest;
 use crate::error::EdgeError;
@@ -21,19 +23,14 @@ struct MockState {
     received: Vec<BackendRequest>,
     /// Problems found while serving (no matching mock, a panicking responder), reported by
     /// the test after the invocation that caused them.
-    failures: Vec<String>,
+    failures: Vec<MockFailure>,
     /// The invocation now running, stamped on each request received.
     invocation: usize,
 }
 
 #[derive(Default)]
 struct BackendState {
-    mocks: Vec<MountedMock>,
-}
-
-struct MountedMock {
-    mock: Mock,
-    hits: u64,
+    mocks: MockSet,
 }
 
 /// A test's mock servers, one per backend the service declares.
@@ -144,43 +141,38 @@ impl MockHub {
             .collect()
     }
 
-    pub(crate) fn take_failures(&self) -> Vec<String> {
+    pub(crate) fn take_failures(&self) -> Vec<MockFailure> {
         std::mem::take(&mut lock(&self.state).failures)
     }
 
     /// Every expectation that was not met, with what each backend received.
-    pub(crate) fn unmet_expectations(&self) -> Option<String> {
+    pub(crate) fn unmet_expectations(&self) -> Option<UnmetExpectations> {
         let state = lock(&self.state);
-        let mut report = String::new();
-        for (name, backend) in &state.backends {
-            let unmet: Vec<String> = backend
-                .mocks
-                .iter()
-                .filter_map(|m| {
-                    let expected = m.mock.expected?;
-                    (!expected.contains(m.hits)).then(|| {
-                        format!(
-                            "  - backend `{name}`: mock [{}] expected {expected} call(s), received {}\n",
-                            m.mock.describe(),
-                            m.hits
-                        )
-                    })
+        let backends: Vec<UnmetOnBackend> = state
+            .backends
+            .iter()
+            .filter_map(|(name, backend)| {
+                let unmet = backend.mocks.unmet();
+                (!unmet.is_empty()).then(|| UnmetOnBackend {
+                    backend: name.clone(),
+                    unmet,
+                    received: state
+                        .received
+                        .iter()
+                        .filter(|r| r.backend == *name)
+                        .map(seen)
+                        .collect(),
                 })
-                .collect();
-            if unmet.is_empty() {
-                continue;
-            }
-            report.extend(unmet);
-            report.push_str(&format!("    requests backend `{name}` received:\n"));
-            let received: Vec<&BackendRequest> = state
-                .received
-                .iter()
-                .filter(|r| r.backend == *name)
-                .collect();
-            report.push_str(&received_list(&received, "      "));
-        }
-        (!report.is_empty())
-            .then(|| format!("edge-test: mock expectations were not met:\n{report}"))
+            })
+            .collect();
+        (!backends.is_empty()).then_some(UnmetExpectations { backends })
+    }
+}
+
+fn seen(request: &BackendRequest) -> Seen {
+    Seen {
+        summary: request.summary(),
+        invocation: request.invocation,
     }
 }
 
@@ -211,27 +203,9 @@ impl MockBackend {
 
     pub(crate) fn mount(&self, mock: Mock) {
         if let Some(backend) = lock(&self.state).backends.get_mut(&self.name) {
-            backend.mocks.push(MountedMock { mock, hits: 0 });
+            backend.mocks.mount(mock);
         }
     }
-}
-
-fn received_list(received: &[&BackendRequest], indent: &str) -> String {
-    if received.is_empty() {
-        return format!("{indent}(none)\n");
-    }
-    received
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            format!(
-                "{indent}{}. {} (invocation {})\n",
-                i + 1,
-                r.summary(),
-                r.invocation
-            )
-        })
-        .collect()
 }
 
 /// Why a connection is closed without an answer; hyper drops the connection on an error.
@@ -271,10 +245,10 @@ fn record_and_choose(
     ) {
         (Ok(method), Ok(headers)) => (method, headers),
         (Err(e), _) | (_, Err(e)) => {
-            lock(state).failures.push(format!(
-                "edge-test: backend `{backend}` received a request edge-test cannot represent \
-                 (invalid {e}); this is a bug in edge-test, please report it"
-            ));
+            lock(state).failures.push(MockFailure::Unrepresentable {
+                backend,
+                reason: e.to_string(),
+            });
             return Reply::text(500, format!("edge-test: invalid {e}"));
         }
     };
@@ -293,17 +267,7 @@ fn record_and_choose(
         .backends
         .get_mut(&backend)
         .expect("a mock server serves a declared backend");
-    let chosen = backend_state
-        .mocks
-        .iter_mut()
-        .find(|m| {
-            m.mock.max_uses.is_none_or(|max| m.hits < max)
-                && m.mock.matchers.iter().all(|c| c.matches(&request))
-        })
-        .map(|m| {
-            m.hits += 1;
-            m.mock.responder.clone()
-        });
+    let chosen = backend_state.mocks.choose(&request);
     match chosen {
         Some(Responder::Canned(reply)) => reply,
         Some(Responder::Computed(respond)) => {
@@ -314,39 +278,32 @@ fn record_and_choose(
                 Ok(reply) => reply,
                 Err(panic) => {
                     let message = panic_message(&panic);
-                    guard.failures.push(format!(
-                        "edge-test: the mock closure on backend `{backend}` panicked while answering {}: {message}",
-                        request.summary()
-                    ));
-                    Reply::text(500, format!("edge-test: mock closure panicked: {message}"))
+                    let reply =
+                        Reply::text(500, format!("edge-test: mock closure panicked: {message}"));
+                    guard.failures.push(MockFailure::ResponderPanicked {
+                        backend,
+                        request: request.summary(),
+                        message,
+                    });
+                    reply
                 }
             }
         }
         None => {
-            let mounted = &guard.backends[&backend].mocks;
-            let mounted = if mounted.is_empty() {
-                "    (no mocks mounted)\n".to_owned()
-            } else {
-                mounted
-                    .iter()
-                    .map(|m| format!("    - [{}] used {} time(s)\n", m.mock.describe(), m.hits))
-                    .collect()
-            };
-            let message = format!(
-                "edge-test: backend `{backend}` received {} (invocation {}) but no mock matched it.\n  \
-                 mounted on `{backend}`:\n{mounted}  \
-                 Mount one with `Mock::given(..).respond_with(..).mount(&edge.backend(\"{backend}\"))`.",
-                request.summary(),
-                request.invocation
-            );
-            guard.failures.push(message);
-            Reply::text(
+            let reply = Reply::text(
                 500,
                 format!(
                     "edge-test: no mock on backend `{backend}` matched {}",
                     request.summary()
                 ),
-            )
+            );
+            let mounted = guard.backends[&backend].mocks.usage();
+            guard.failures.push(MockFailure::Unmatched {
+                backend,
+                request: seen(&request),
+                mounted,
+            });
+            reply
         }
     }
 }

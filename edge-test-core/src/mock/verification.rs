@@ -1,0 +1,169 @@
+//! What the mocks report to the test: structured, so they can be checked without a guest,
+//! and written out by `Display` in the words the test's failure shows.
+
+use std::fmt;
+
+use super::mounted::Unmet;
+
+/// A request, as a report names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Seen {
+    /// "GET /todos/1"
+    pub summary: String,
+    pub invocation: usize,
+}
+
+/// Something that went wrong while a mock served, reported after the invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MockFailure {
+    /// No mounted mock matched a request.
+    Unmatched {
+        backend: String,
+        request: Seen,
+        /// Each mounted mock, described, with how often it answered.
+        mounted: Vec<(String, u64)>,
+    },
+    /// A `respond_with_fn` closure panicked.
+    ResponderPanicked {
+        backend: String,
+        request: String,
+        message: String,
+    },
+    /// A request edge-test's own types cannot hold (a bug of edge-test's).
+    Unrepresentable { backend: String, reason: String },
+}
+
+impl fmt::Display for MockFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MockFailure::Unmatched {
+                backend,
+                request,
+                mounted,
+            } => {
+                writeln!(
+                    f,
+                    "edge-test: backend `{backend}` received {} (invocation {}) but no mock \
+                     matched it.",
+                    request.summary, request.invocation
+                )?;
+                writeln!(f, "  mounted on `{backend}`:")?;
+                if mounted.is_empty() {
+                    writeln!(f, "    (no mocks mounted)")?;
+                }
+                for (mock, hits) in mounted {
+                    writeln!(f, "    - [{mock}] used {hits} time(s)")?;
+                }
+                write!(
+                    f,
+                    "  Mount one with `Mock::given(..).respond_with(..).mount(&edge.backend(\"{backend}\"))`."
+                )
+            }
+            MockFailure::ResponderPanicked {
+                backend,
+                request,
+                message,
+            } => write!(
+                f,
+                "edge-test: the mock closure on backend `{backend}` panicked while answering \
+                 {request}: {message}"
+            ),
+            MockFailure::Unrepresentable { backend, reason } => write!(
+                f,
+                "edge-test: backend `{backend}` received a request edge-test cannot represent \
+                 (invalid {reason}); this is a bug in edge-test, please report it"
+            ),
+        }
+    }
+}
+
+/// The backends whose mocks' expectations were not met, each with what it received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UnmetExpectations {
+    pub backends: Vec<UnmetOnBackend>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UnmetOnBackend {
+    pub backend: String,
+    pub unmet: Vec<Unmet>,
+    pub received: Vec<Seen>,
+}
+
+impl fmt::Display for UnmetExpectations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "edge-test: mock expectations were not met:")?;
+        for on in &self.backends {
+            let backend = &on.backend;
+            for unmet in &on.unmet {
+                writeln!(
+                    f,
+                    "  - backend `{backend}`: mock [{}] expected {} call(s), received {}",
+                    unmet.mock, unmet.expected, unmet.hits
+                )?;
+            }
+            writeln!(f, "    requests backend `{backend}` received:")?;
+            if on.received.is_empty() {
+                writeln!(f, "      (none)")?;
+            }
+            for (i, seen) in on.received.iter().enumerate() {
+                writeln!(
+                    f,
+                    "      {}. {} (invocation {})",
+                    i + 1,
+                    seen.summary,
+                    seen.invocation
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mock::Times;
+
+    #[test]
+    fn an_unmatched_request_names_the_backend_the_request_and_the_mounted_mocks() {
+        let failure = MockFailure::Unmatched {
+            backend: "origin".into(),
+            request: Seen {
+                summary: "GET /todos/2".into(),
+                invocation: 3,
+            },
+            mounted: vec![("path == /todos/1".into(), 2)],
+        };
+        assert_eq!(
+            failure.to_string(),
+            "edge-test: backend `origin` received GET /todos/2 (invocation 3) but no mock \
+             matched it.\n  mounted on `origin`:\n    - [path == /todos/1] used 2 time(s)\n  \
+             Mount one with `Mock::given(..).respond_with(..).mount(&edge.backend(\"origin\"))`."
+        );
+    }
+
+    #[test]
+    fn unmet_expectations_list_what_each_backend_received() {
+        let report = UnmetExpectations {
+            backends: vec![UnmetOnBackend {
+                backend: "origin".into(),
+                unmet: vec![Unmet {
+                    mock: "path == /a".into(),
+                    expected: Times::from(1),
+                    hits: 0,
+                }],
+                received: vec![Seen {
+                    summary: "GET /b".into(),
+                    invocation: 1,
+                }],
+            }],
+        };
+        assert_eq!(
+            report.to_string(),
+            "edge-test: mock expectations were not met:\n  - backend `origin`: mock \
+             [path == /a] expected exactly 1 call(s), received 0\n    requests backend \
+             `origin` received:\n      1. GET /b (invocation 1)\n"
+        );
+    }
+}
