@@ -8,11 +8,8 @@
 
 #[cfg(target_os = "linux")]
 mod forked;
+mod guest;
 mod in_process;
-mod log_sink;
-mod network_fence;
-mod trap_capture;
-mod viceroy_compat;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -23,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::EdgeError;
 
+pub(crate) use guest::viceroy_compat::{parse_log, undeclared_backend};
 use in_process::InProcessSession;
-pub(crate) use viceroy_compat::{parse_log, undeclared_backend};
 
 /// Everything an executor needs to run one test's guest.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,7 +62,7 @@ pub(crate) struct InvocationReport {
     pub log: Vec<u8>,
     pub outcome: Outcome,
     /// Connections the guest tried to open to anything but its mocks, refused by the fence.
-    pub refused_connections: Vec<network_fence::Refused>,
+    pub refused_connections: Vec<guest::network_fence::Refused>,
     /// Log output past the invocation's `max_log_bytes`, dropped unread.
     pub dropped_log_bytes: u64,
     /// What viceroy warned about while the guest ran (an undeclared backend, a hostcall

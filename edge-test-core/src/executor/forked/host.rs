@@ -14,7 +14,7 @@ use super::protocol::{self, Accepted, Hello, Welcome};
 use super::worker;
 use crate::error::EdgeError;
 use crate::executor::SessionSpec;
-use crate::executor::in_process::CompiledGuest;
+use crate::executor::guest::CompiledGuest;
 
 /// A host with no worker and no new test for this long exits (and removes its socket).
 const DEFAULT_IDLE: Duration = Duration::from_secs(10);

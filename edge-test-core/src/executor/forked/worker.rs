@@ -8,7 +8,7 @@ use super::protocol::{self, Invoke, Welcome};
 use super::report_wire;
 use crate::error::EdgeError;
 use crate::executor::InvocationReport;
-use crate::executor::in_process::{CompiledGuest, GuestRunner};
+use crate::executor::guest::{CompiledGuest, GuestRunner};
 
 pub(super) fn run(
     stream: UnixStream,
@@ -26,7 +26,7 @@ pub(super) fn run(
     let engine = guest.ctx.engine().clone();
     std::thread::spawn(move || {
         loop {
-            std::thread::sleep(crate::executor::viceroy_compat::WORKER_EPOCH_TICK);
+            std::thread::sleep(crate::executor::guest::viceroy_compat::WORKER_EPOCH_TICK);
             engine.increment_epoch();
         }
     });

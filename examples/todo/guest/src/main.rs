@@ -66,7 +66,10 @@ fn route(req: Request) -> (Response, AfterResponse) {
                     Response::from_status(StatusCode::ACCEPTED),
                     AfterResponse::Audit(format!("purged {key}")),
                 ),
-                Err(e) => (error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()), AfterResponse::Nothing),
+                Err(e) => (
+                    error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+                    AfterResponse::Nothing,
+                ),
             }
         }
         (Method::GET, ["feed"]) => feed(),
@@ -76,13 +79,19 @@ fn route(req: Request) -> (Response, AfterResponse) {
             put_note(&key, req)
         }
         (Method::GET, ["greeting"]) => (greeting(&req), AfterResponse::Nothing),
-        _ => (error(StatusCode::NOT_FOUND, "no such route"), AfterResponse::Nothing),
+        _ => (
+            error(StatusCode::NOT_FOUND, "no such route"),
+            AfterResponse::Nothing,
+        ),
     }
 }
 
 fn get_todo(id: &str) -> (Response, AfterResponse) {
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
-        return (error(StatusCode::BAD_REQUEST, "todo ids are numeric"), AfterResponse::Nothing);
+        return (
+            error(StatusCode::BAD_REQUEST, "todo ids are numeric"),
+            AfterResponse::Nothing,
+        );
     }
     let key = CacheKey::from(format!("todo:{id}"));
     if let Ok(Some(found)) = core_cache::lookup(key.clone()).execute() {
@@ -102,7 +111,10 @@ fn get_todo(id: &str) -> (Response, AfterResponse) {
         Ok(resp) => resp,
         Err(e) => {
             return (
-                error(StatusCode::BAD_GATEWAY, &format!("origin unreachable: {}", e.root_cause())),
+                error(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("origin unreachable: {}", e.root_cause()),
+                ),
                 AfterResponse::Audit(format!("origin error todo:{id}")),
             );
         }
@@ -116,12 +128,22 @@ fn get_todo(id: &str) -> (Response, AfterResponse) {
                 .with_content_type(fastly::mime::APPLICATION_JSON)
                 .with_header("x-cache", "MISS")
                 .with_body(body);
-            let note = if stored { format!("cache MISS todo:{id} stored for {}s", ttl.as_secs()) } else { format!("cache MISS todo:{id} not stored") };
+            let note = if stored {
+                format!("cache MISS todo:{id} stored for {}s", ttl.as_secs())
+            } else {
+                format!("cache MISS todo:{id} not stored")
+            };
             (resp, AfterResponse::Audit(note))
         }
-        StatusCode::NOT_FOUND => (error(StatusCode::NOT_FOUND, "no such todo"), AfterResponse::Nothing),
+        StatusCode::NOT_FOUND => (
+            error(StatusCode::NOT_FOUND, "no such todo"),
+            AfterResponse::Nothing,
+        ),
         status => (
-            error(StatusCode::BAD_GATEWAY, &format!("origin answered {}", status.as_u16())),
+            error(
+                StatusCode::BAD_GATEWAY,
+                &format!("origin answered {}", status.as_u16()),
+            ),
             AfterResponse::Audit(format!("origin error todo:{id} status {}", status.as_u16())),
         ),
     }
@@ -154,7 +176,10 @@ fn create_todo(mut req: Request) -> Response {
         Ok(mut resp) => Response::from_status(resp.get_status())
             .with_content_type(fastly::mime::APPLICATION_JSON)
             .with_body(resp.take_body_bytes()),
-        Err(e) => error(StatusCode::BAD_GATEWAY, &format!("origin unreachable: {}", e.root_cause())),
+        Err(e) => error(
+            StatusCode::BAD_GATEWAY,
+            &format!("origin unreachable: {}", e.root_cause()),
+        ),
     }
 }
 
@@ -165,18 +190,30 @@ fn feed() -> (Response, AfterResponse) {
         Ok(mut resp) if resp.get_status() == StatusCode::OK => {
             match resp.take_body_json::<Vec<Value>>() {
                 Ok(items) => items,
-                Err(_) => return (error(StatusCode::BAD_GATEWAY, "origin sent an invalid list"), AfterResponse::Nothing),
+                Err(_) => {
+                    return (
+                        error(StatusCode::BAD_GATEWAY, "origin sent an invalid list"),
+                        AfterResponse::Nothing,
+                    );
+                }
             }
         }
         Ok(resp) => {
             let msg = format!("origin answered {}", resp.get_status().as_u16());
             return (error(StatusCode::BAD_GATEWAY, &msg), AfterResponse::Nothing);
         }
-        Err(e) => return (error(StatusCode::BAD_GATEWAY, &format!("origin unreachable: {}", e.root_cause())), AfterResponse::Nothing),
+        Err(e) => {
+            return (
+                error(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("origin unreachable: {}", e.root_cause()),
+                ),
+                AfterResponse::Nothing,
+            );
+        }
     };
-    let resp = Response::from_status(StatusCode::OK).with_content_type(
-        "application/x-ndjson".parse().expect("a valid mime type"),
-    );
+    let resp = Response::from_status(StatusCode::OK)
+        .with_content_type("application/x-ndjson".parse().expect("a valid mime type"));
     (resp, AfterResponse::StreamFeed(items))
 }
 
@@ -185,7 +222,11 @@ fn stream_feed(resp: Response, items: Vec<Value>) {
     for item in &items {
         // One write per item: the client sees the feed arrive item by item.
         let line = format!("{item}\n");
-        if stream.write_all(line.as_bytes()).and_then(|()| stream.flush()).is_err() {
+        if stream
+            .write_all(line.as_bytes())
+            .and_then(|()| stream.flush())
+            .is_err()
+        {
             return;
         }
     }
@@ -195,7 +236,10 @@ fn stream_feed(resp: Response, items: Vec<Value>) {
 }
 
 fn get_note(key: &str) -> Response {
-    let store = KVStore::open("notes").ok().flatten().expect("the notes KV store is declared in fastly.toml");
+    let store = KVStore::open("notes")
+        .ok()
+        .flatten()
+        .expect("the notes KV store is declared in fastly.toml");
     match store.lookup(key) {
         Ok(mut found) => Response::from_status(StatusCode::OK)
             .with_content_type(fastly::mime::TEXT_PLAIN_UTF_8)
@@ -206,23 +250,37 @@ fn get_note(key: &str) -> Response {
 }
 
 fn put_note(key: &str, mut req: Request) -> (Response, AfterResponse) {
-    let store = KVStore::open("notes").ok().flatten().expect("the notes KV store is declared in fastly.toml");
+    let store = KVStore::open("notes")
+        .ok()
+        .flatten()
+        .expect("the notes KV store is declared in fastly.toml");
     let body = req.take_body_bytes();
     if body.is_empty() {
-        return (error(StatusCode::BAD_REQUEST, "a note needs a body"), AfterResponse::Nothing);
+        return (
+            error(StatusCode::BAD_REQUEST, "a note needs a body"),
+            AfterResponse::Nothing,
+        );
     }
     match store.insert(key, body) {
         Ok(()) => (
             Response::from_status(StatusCode::NO_CONTENT),
             AfterResponse::Audit(format!("note {key} written")),
         ),
-        Err(e) => (error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()), AfterResponse::Nothing),
+        Err(e) => (
+            error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            AfterResponse::Nothing,
+        ),
     }
 }
 
 fn greeting(req: &Request) -> Response {
-    let greeting = ConfigStore::open("settings").get("greeting").unwrap_or_else(|| "hello".to_owned());
-    let client = req.get_client_ip_addr().map(|ip| ip.to_string()).unwrap_or_else(|| "stranger".to_owned());
+    let greeting = ConfigStore::open("settings")
+        .get("greeting")
+        .unwrap_or_else(|| "hello".to_owned());
+    let client = req
+        .get_client_ip_addr()
+        .map(|ip| ip.to_string())
+        .unwrap_or_else(|| "stranger".to_owned());
     Response::from_status(StatusCode::OK)
         .with_content_type(fastly::mime::TEXT_PLAIN_UTF_8)
         .with_body(format!("{greeting}, {client}"))
@@ -249,7 +307,9 @@ fn surrogate_key(id: &str) -> String {
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
-    Response::from_status(status).with_body_json(&json!({ "error": message })).expect("a JSON value always serializes")
+    Response::from_status(status)
+        .with_body_json(&json!({ "error": message }))
+        .expect("a JSON value always serializes")
 }
 
 fn access_log(method: &Method, path: &str, resp: &Response) {

@@ -45,10 +45,14 @@ fn main() {
             Response::from_body("printed").send_to_client();
         }
         ["log-after-send"] => {
-            Endpoint::from_name("events").write_all(b"before response").unwrap();
+            Endpoint::from_name("events")
+                .write_all(b"before response")
+                .unwrap();
             Response::from_body("sent").send_to_client();
             for i in 1..=3 {
-                Endpoint::from_name("events").write_all(format!("after response {i}").as_bytes()).unwrap();
+                Endpoint::from_name("events")
+                    .write_all(format!("after response {i}").as_bytes())
+                    .unwrap();
             }
         }
         ["backend", rest @ ..] => {
@@ -65,8 +69,12 @@ fn main() {
             let mut req = req;
             upstream.set_body(req.take_body_bytes());
             match upstream.send("api") {
-                Ok(mut resp) => Response::from_status(resp.get_status()).with_body(resp.take_body_bytes()).send_to_client(),
-                Err(e) => Response::from_status(StatusCode::BAD_GATEWAY).with_body(format!("send failed: {e}")).send_to_client(),
+                Ok(mut resp) => Response::from_status(resp.get_status())
+                    .with_body(resp.take_body_bytes())
+                    .send_to_client(),
+                Err(e) => Response::from_status(StatusCode::BAD_GATEWAY)
+                    .with_body(format!("send failed: {e}"))
+                    .send_to_client(),
             }
         }
         ["dynamic-backend", target] => {
@@ -75,11 +83,15 @@ fn main() {
                 .finish()
                 .map_err(|e| e.to_string())
                 .and_then(|backend| {
-                    Request::get(format!("http://{target}/")).send(backend).map_err(|e| e.to_string())
+                    Request::get(format!("http://{target}/"))
+                        .send(backend)
+                        .map_err(|e| e.to_string())
                 });
             match sent {
                 Ok(resp) => Response::from_status(resp.get_status()).send_to_client(),
-                Err(e) => Response::from_status(StatusCode::BAD_GATEWAY).with_body(format!("send failed: {e}")).send_to_client(),
+                Err(e) => Response::from_status(StatusCode::BAD_GATEWAY)
+                    .with_body(format!("send failed: {e}"))
+                    .send_to_client(),
             }
         }
         ["big", mib] => {
@@ -105,7 +117,9 @@ fn main() {
         ["after-backend", then @ ..] => {
             // Waits on the api backend first (a test makes it slow), then misbehaves.
             let _ = Request::get("https://api.example.com/slow").send("api");
-            Endpoint::from_name("events").write_all(b"backend answered").unwrap();
+            Endpoint::from_name("events")
+                .write_all(b"backend answered")
+                .unwrap();
             match then {
                 ["panic"] => panic!("boom after the backend answered"),
                 ["dynamic", target] => {
@@ -127,8 +141,12 @@ fn main() {
         }
         ["json-log"] => {
             let mut events = Endpoint::from_name("events");
-            events.write_all(br#"{"status":200,"cache":"MISS"}"#).unwrap();
-            events.write_all(br#"{"status":304,"cache":"HIT"}"#).unwrap();
+            events
+                .write_all(br#"{"status":200,"cache":"MISS"}"#)
+                .unwrap();
+            events
+                .write_all(br#"{"status":304,"cache":"HIT"}"#)
+                .unwrap();
             Response::from_body("logged").send_to_client();
         }
         ["url"] => Response::from_body(req.get_url_str().to_owned()).send_to_client(),
@@ -144,17 +162,26 @@ fn main() {
             }
         }
         ["kv", key, value] => {
-            KVStore::open("data").unwrap().unwrap().insert(key, value.to_string()).unwrap();
+            KVStore::open("data")
+                .unwrap()
+                .unwrap()
+                .insert(key, value.to_string())
+                .unwrap();
             Response::from_status(StatusCode::CREATED).send_to_client();
         }
         ["cache", key] => match core_cache::lookup(CacheKey::from(key.to_string())).execute() {
-            Ok(Some(found)) => Response::from_body(found.to_stream().unwrap().into_bytes()).send_to_client(),
+            Ok(Some(found)) => {
+                Response::from_body(found.to_stream().unwrap().into_bytes()).send_to_client()
+            }
             _ => Response::from_status(StatusCode::NOT_FOUND).send_to_client(),
         },
         ["cache", key, value] => {
-            let mut w = core_cache::insert(CacheKey::from(key.to_string()), std::time::Duration::from_secs(600))
-                .execute()
-                .unwrap();
+            let mut w = core_cache::insert(
+                CacheKey::from(key.to_string()),
+                std::time::Duration::from_secs(600),
+            )
+            .execute()
+            .unwrap();
             w.write_all(value.as_bytes()).unwrap();
             w.finish().unwrap();
             Response::from_status(StatusCode::CREATED).send_to_client();
@@ -165,8 +192,12 @@ fn main() {
 
 fn relay(sent: Result<Response, fastly::http::request::SendError>) {
     match sent {
-        Ok(mut resp) => Response::from_status(resp.get_status()).with_body(resp.take_body_bytes()).send_to_client(),
-        Err(e) => Response::from_status(StatusCode::BAD_GATEWAY).with_body(format!("send failed: {e}")).send_to_client(),
+        Ok(mut resp) => Response::from_status(resp.get_status())
+            .with_body(resp.take_body_bytes())
+            .send_to_client(),
+        Err(e) => Response::from_status(StatusCode::BAD_GATEWAY)
+            .with_body(format!("send failed: {e}"))
+            .send_to_client(),
     }
 }
 

@@ -89,7 +89,7 @@ mod tests {
                 .unwrap();
         }
         let drained = sink.drain();
-        let lines = crate::executor::viceroy_compat::parse_log(&drained.bytes);
+        let lines = super::super::viceroy_compat::parse_log(&drained.bytes);
         let kept: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
         assert_eq!(kept, ["line 0", "line 1"], "only whole entries are kept");
         assert_eq!(drained.dropped, 3 * 17);

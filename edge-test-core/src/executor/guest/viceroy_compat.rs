@@ -184,7 +184,7 @@ mod tests {
 
     #[test]
     fn drain_splits_entries_by_endpoint_and_empties_the_sink() {
-        let sink = crate::executor::log_sink::LogSink::default();
+        let sink = super::super::log_sink::LogSink::default();
         sink.begin(usize::MAX);
         let writer = sink.as_writer();
         writer

@@ -1,0 +1,13 @@
+//! The viceroy engine both executors use: compiling a guest, running its invocations on
+//! one thread, and everything that watches it run (its logs, its traps, its connections).
+//! Every assumption about viceroy-lib's behaviour lives in `viceroy_compat`.
+
+mod compile;
+pub(crate) mod log_sink;
+pub(crate) mod network_fence;
+mod runner;
+mod trap_capture;
+pub(crate) mod viceroy_compat;
+
+pub(crate) use compile::CompiledGuest;
+pub(crate) use runner::GuestRunner;

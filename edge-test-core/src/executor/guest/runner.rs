@@ -1,0 +1,215 @@
+//! Running a guest's invocations, one at a time, on the thread that owns it: send the
+//! request, read the response, wait for the guest to finish, collect what it left.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use http_body::Body as _;
+use viceroy_lib::ExecuteCtx;
+
+use super::compile::CompiledGuest;
+use super::log_sink::LogSink;
+use super::network_fence::NetworkFence;
+use super::trap_capture::TrapCollector;
+use super::viceroy_compat;
+use crate::executor::{
+    InvocationReport, InvocationRequest, Outcome, ReceivedResponse, SESSION_ENDED,
+};
+
+/// Runs a guest's invocations on the thread that owns it: the session's thread in process,
+/// the worker's main thread in a forked worker (where every hop between threads would be
+/// paid on each request).
+pub(crate) struct GuestRunner {
+    ctx: Arc<ExecuteCtx>,
+    logs: LogSink,
+    traps: TrapCollector,
+    runtime: Option<tokio::runtime::Runtime>,
+    /// `Err` (why) where the kernel will not fence the guest: it then runs unfenced.
+    fence: Result<NetworkFence, String>,
+    // Scopes the trap observer to this thread's guests.
+    _dispatch: tracing::dispatcher::DefaultGuard,
+}
+
+impl GuestRunner {
+    /// `Err` says why the guest cannot run at all.
+    pub(crate) fn new(guest: CompiledGuest) -> Result<Self, String> {
+        let traps = TrapCollector::default();
+        let dispatch = tracing::dispatcher::set_default(&tracing::Dispatch::new(traps.clone()));
+        // Before the runtime, so that every thread it starts (the blocking pool, where
+        // host names are resolved) is fenced too.
+        let fence = NetworkFence::install(guest.backend_addrs);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("could not start a tokio runtime for the guest: {e}"))?;
+        Ok(Self {
+            ctx: guest.ctx,
+            logs: guest.logs,
+            traps,
+            runtime: Some(runtime),
+            fence,
+            _dispatch: dispatch,
+        })
+    }
+
+    /// Runs one request until the guest has fully finished or its time limit passed. After
+    /// a timeout the guest may still be running, and the runner must be dropped.
+    pub(crate) fn run(&mut self, request: InvocationRequest) -> InvocationReport {
+        let Some(runtime) = &self.runtime else {
+            return InvocationReport::not_run(SESSION_ENDED);
+        };
+        let progress = Rc::new(RefCell::new(None));
+        let limit = request.guest_timeout;
+        let run = invoke(
+            &self.ctx,
+            request,
+            &self.logs,
+            &self.traps,
+            progress.clone(),
+        );
+        let mut report = match runtime.block_on(async { tokio::time::timeout(limit, run).await }) {
+            Ok(report) => report,
+            Err(_elapsed) => {
+                // Only dropping the runtime stops the guest.
+                if let Some(runtime) = self.runtime.take() {
+                    runtime.shutdown_background();
+                }
+                let logs = self.logs.drain();
+                InvocationReport {
+                    response: progress.borrow_mut().take(),
+                    log: logs.bytes,
+                    outcome: Outcome::TimedOut { limit },
+                    refused_connections: Vec::new(),
+                    dropped_log_bytes: logs.dropped,
+                    runtime_warnings: self.traps.drain_warnings(),
+                    unfenced: None,
+                }
+            }
+        };
+        match &self.fence {
+            Ok(fence) => report.refused_connections = fence.take_refused(),
+            Err(why) => report.unfenced = Some(why.clone()),
+        }
+        report
+    }
+}
+
+impl Drop for GuestRunner {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// One invocation, step by step, until the guest has fully finished. What the client has
+/// received so far is kept in `progress`, for a time-out to report.
+async fn invoke(
+    ctx: &Arc<ExecuteCtx>,
+    request: InvocationRequest,
+    logs: &LogSink,
+    traps: &TrapCollector,
+    progress: Rc<RefCell<Option<ReceivedResponse>>>,
+) -> InvocationReport {
+    // Output left by an earlier invocation was drained with it; this is belt and braces.
+    let _ = traps.drain_guest_failures();
+    let _ = traps.drain_warnings();
+    logs.begin(request.max_log_bytes);
+    let idle_refs = Arc::strong_count(ctx);
+
+    let (response, early_error) = match send(ctx, request).await {
+        Ok(answered) => answered,
+        Err(not_run) => return not_run,
+    };
+    read_response(response, &progress).await;
+    viceroy_compat::wait_for_guest_exit(ctx, idle_refs).await;
+    let response = progress.borrow_mut().take();
+    collect(response, early_error, logs, traps)
+}
+
+/// What viceroy answers a request with: the guest's first response, and (as its report
+/// reads) the error of a guest that failed before it.
+type Answered = (hyper::Response<viceroy_lib::body::Body>, Option<String>);
+
+/// Hands the request to viceroy; it answers at the guest's first response (the guest
+/// goes on in a task of its own).
+async fn send(
+    ctx: &Arc<ExecuteCtx>,
+    request: InvocationRequest,
+) -> Result<Answered, InvocationReport> {
+    let remote = SocketAddr::new(request.client_ip, 50_000);
+    let hyper_request = crate::wire::hyper_request(request)
+        .map_err(|e| InvocationReport::not_run(&format!("invalid {e}")))?;
+    let (response, early_error) = ctx
+        .clone()
+        .handle_request(hyper_request, viceroy_compat::EDGE_ADDR, remote)
+        .await
+        .map_err(|e| InvocationReport::not_run(&format!("the runtime refused the request: {e}")))?;
+    Ok((response, early_error.map(|e| format!("{e:?}"))))
+}
+
+/// Reads the whole response into `progress`, noting why its body ended early, if it did.
+async fn read_response(
+    response: hyper::Response<viceroy_lib::body::Body>,
+    progress: &RefCell<Option<ReceivedResponse>>,
+) {
+    let (parts, mut body) = response.into_parts();
+    *progress.borrow_mut() = Some(ReceivedResponse {
+        status: parts.status.as_u16(),
+        headers: crate::wire::raw_headers_from_hyper(&parts.headers),
+        body: Vec::new(),
+        body_error: None,
+        from_runtime: false,
+    });
+    loop {
+        let chunk = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_data(cx)).await;
+        let mut received = progress.borrow_mut();
+        let Some(received) = received.as_mut() else {
+            return;
+        };
+        match chunk {
+            Some(Ok(chunk)) => received.body.extend_from_slice(&chunk),
+            Some(Err(e)) => {
+                received.body_error = Some(e.to_string());
+                return;
+            }
+            None => return,
+        }
+    }
+}
+
+/// How the guest ended, and what it left: its trap (seen after the response, or the error
+/// viceroy returned before it), its logs and the runtime's warnings.
+fn collect(
+    mut response: Option<ReceivedResponse>,
+    early_error: Option<String>,
+    logs: &LogSink,
+    traps: &TrapCollector,
+) -> InvocationReport {
+    let mut failures = traps.drain_guest_failures();
+    if let (true, Some(e)) = (failures.is_empty(), early_error) {
+        failures.push(viceroy_compat::without_host_backtrace(&format!(
+            "WebAssembly trapped: {e}"
+        )));
+    }
+    if let (Some(received), Some(failure)) = (response.as_mut(), failures.first()) {
+        received.from_runtime =
+            viceroy_compat::is_runtime_error_response(received.status, &received.body, failure);
+    }
+    let outcome = match failures.into_iter().next() {
+        None => Outcome::Completed,
+        Some(message) => Outcome::Trapped { message },
+    };
+    let logs = logs.drain();
+    InvocationReport {
+        response,
+        log: logs.bytes,
+        outcome,
+        refused_connections: Vec::new(),
+        dropped_log_bytes: logs.dropped,
+        runtime_warnings: traps.drain_warnings(),
+        unfenced: None,
+    }
+}
