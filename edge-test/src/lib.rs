@@ -49,6 +49,8 @@ pub use edge_test_macros::edge_test;
 /// `HeaderMap`), so that tests need not depend on a matching version of it.
 pub use http;
 pub use http::{Method, StatusCode};
+/// The `insta` these snapshot assertions use, for settings around them (`Settings`).
+pub use insta;
 
 /// Declares a service that tests in this binary can name in `#[edge_test(service = ..)]`.
 ///
@@ -71,32 +73,54 @@ macro_rules! register_service {
 }
 
 /// Snapshot-tests a [`Response`] or [`Logs`] with insta: the stable text form from
-/// [`snapshot::render`], redactions applied, stored next to the calling test (review
-/// with `cargo insta review`).
+/// [`snapshot::render`], stored next to the calling test (review with `cargo insta review`),
+/// or inline (`@".."`, filled in by `cargo insta review` too).
+///
+/// Values that change between runs are replaced by insta filters
+/// ([`snapshot::DEFAULT_FILTERS`]), added to the insta settings in force: add your own
+/// with [`insta::Settings`] around the assertion, or leave the defaults out with
+/// [`snapshot::without_default_filters`].
 ///
 /// ```no_run
 /// # async fn example(edge: edge_test::Edge) {
 /// let resp = edge.get("/todos/1").send().await;
 /// edge_test::assert_snapshot!(resp); // named after the test
 /// edge_test::assert_snapshot!("first_logs", resp.logs()); // named explicitly
+/// edge_test::assert_snapshot!(resp.logs(), @"audit :: cache MISS todo:1"); // inline
+///
+/// let mut settings = edge_test::insta::Settings::clone_current();
+/// settings.add_filter(r"todo:\d+", "todo:[id]"); // one of your own, with the defaults
+/// settings.bind(|| edge_test::assert_snapshot!(resp));
 /// # }
 /// ```
 #[macro_export]
 macro_rules! assert_snapshot {
+    ($value:expr, @$snapshot:literal $(,)?) => {
+        $crate::__private::with_filters(|| {
+            $crate::__private::insta::assert_snapshot!(
+                $crate::snapshot::render(&$value),
+                @$snapshot
+            )
+        })
+    };
     ($value:expr $(,)?) => {
         // No name: insta names the snapshot after the test function.
-        $crate::__private::insta::assert_snapshot!(
-            ::core::option::Option::None::<::std::string::String>,
-            $crate::snapshot::render(&$value),
-            ::core::stringify!($value)
-        )
+        $crate::__private::with_filters(|| {
+            $crate::__private::insta::assert_snapshot!(
+                ::core::option::Option::None::<::std::string::String>,
+                $crate::snapshot::render(&$value),
+                ::core::stringify!($value)
+            )
+        })
     };
     ($name:expr, $value:expr $(,)?) => {
-        $crate::__private::insta::assert_snapshot!(
-            $name,
-            $crate::snapshot::render(&$value),
-            ::core::stringify!($value)
-        )
+        $crate::__private::with_filters(|| {
+            $crate::__private::insta::assert_snapshot!(
+                $name,
+                $crate::snapshot::render(&$value),
+                ::core::stringify!($value)
+            )
+        })
     };
 }
 
@@ -116,6 +140,16 @@ pub mod __private {
     impl IsEdge for crate::Edge {}
 
     pub const fn assert_is_edge<T: IsEdge>() {}
+
+    /// Runs a snapshot assertion with edge-test's filters added to the insta settings in
+    /// force (the caller's own filters apply first).
+    pub fn with_filters<R>(assertion: impl FnOnce() -> R) -> R {
+        let mut settings = insta::Settings::clone_current();
+        for (pattern, replacement) in crate::snapshot::filters() {
+            settings.add_filter(pattern, *replacement);
+        }
+        settings.bind(assertion)
+    }
 
     /// Checked where the user wrote the return type, so that a wrong one is reported there.
     pub const fn assert_test_output<T: TestOutput>() {}
