@@ -476,13 +476,7 @@ impl RequestBuilder {
         };
         let report = edge.inner.session.run(request).await;
         watch.request = None;
-        let summary = self.summary();
-        edge.conclude(
-            invocation,
-            &format!("{summary} (invocation {invocation})"),
-            summary,
-            report,
-        )
+        self.conclude(invocation, report)
     }
 
     /// [`send`](Self::send) for plain `fn` tests. Do not call it from async code.
@@ -498,8 +492,17 @@ impl RequestBuilder {
         edge.settle_abandoned_blocking();
         let (invocation, request) = edge.next_invocation(&self);
         let report = edge.inner.session.run_blocking(request);
+        self.conclude(invocation, report)
+    }
+
+    /// Judges the report of this request, sent as invocation `invocation`.
+    fn conclude(
+        &self,
+        invocation: usize,
+        report: InvocationReport,
+    ) -> Result<Response, GuestFailure> {
         let summary = self.summary();
-        edge.conclude(
+        self.edge.conclude(
             invocation,
             &format!("{summary} (invocation {invocation})"),
             summary,

@@ -68,14 +68,7 @@ fn main() {
             }
             let mut req = req;
             upstream.set_body(req.take_body_bytes());
-            match upstream.send("api") {
-                Ok(mut resp) => Response::from_status(resp.get_status())
-                    .with_body(resp.take_body_bytes())
-                    .send_to_client(),
-                Err(e) => Response::from_status(StatusCode::BAD_GATEWAY)
-                    .with_body(format!("send failed: {e}"))
-                    .send_to_client(),
-            }
+            relay(upstream.send("api"));
         }
         ["dynamic-backend", target] => {
             // A backend made at run time, to any address: nothing a test can mock.
