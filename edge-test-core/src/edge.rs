@@ -66,6 +66,7 @@ impl Edge {
         let mocks = MockHub::start(&backends)?;
         let session = executor::Session::start(SessionSpec {
             service: service.name.clone(),
+            test: test.to_owned(),
             wasm: service.wasm.clone(),
             fastly_toml: service.manifest.as_ref().map(|m| m.text.clone()),
             backend_addrs: mocks.addrs().clone(),

@@ -92,6 +92,10 @@ fn a_killed_host_is_replaced_by_the_next_test() {
     assert_eq!(kept.len(), 1, "{kept:?}");
     let log = std::fs::read_to_string(&kept[0]).unwrap();
     assert!(log.contains("listening on"), "{log}");
+    assert!(
+        log.contains("runs service `misbehave` for test before"),
+        "the log names the test each worker served: {log}"
+    );
 }
 
 #[test]

@@ -25,14 +25,14 @@ pub(crate) struct InProcessSession {
 impl InProcessSession {
     pub(crate) fn start(spec: SessionSpec) -> Result<Self, EdgeError> {
         let guest = CompiledGuest::compile(&spec)?;
-        Self::serve(&spec.service, guest)
+        Self::serve(&spec.test, guest)
     }
 
     /// Runs invocations of `guest` on a thread of its own until the session is dropped.
-    pub(crate) fn serve(service: &str, guest: CompiledGuest) -> Result<Self, EdgeError> {
+    pub(crate) fn serve(test: &str, guest: CompiledGuest) -> Result<Self, EdgeError> {
         let (commands, inbox) = mpsc::channel();
         let thread = std::thread::Builder::new()
-            .name(format!("edge-test guest [{service}]"))
+            .name(format!("edge-test guest [{test}]"))
             .spawn(move || guest_thread(guest, inbox))
             .map_err(|e| EdgeError::io("cannot start the guest thread", e))?;
         Ok(Self {

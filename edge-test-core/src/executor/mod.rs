@@ -27,6 +27,9 @@ use in_process::InProcessSession;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct SessionSpec {
     pub service: String,
+    /// The test the session is for (`module::path::name`): named in the host's log and in
+    /// the in-process guest thread's name, for whoever investigates.
+    pub test: String,
     pub wasm: PathBuf,
     /// The text of the service's `fastly.toml`, already validated by the runner.
     pub fastly_toml: Option<String>,

@@ -167,6 +167,10 @@ fn serve_test(host: &Host, mut stream: UnixStream) {
             let _ = protocol::send(&mut stream, &Welcome::refused(&error));
         }
         Ok(Forked::Parent { child: pid }) => {
+            say(format_args!(
+                "edge-test host: worker {pid} runs service `{}` for test {}",
+                hello.spec.service, hello.spec.test
+            ));
             let mut routes = guard;
             routes.insert(pid, mocks);
             drop(routes);
@@ -343,6 +347,7 @@ mod tests {
     fn spec(wasm: PathBuf, backend: &str) -> SessionSpec {
         SessionSpec {
             service: "probe".into(),
+            test: "admit::probe".into(),
             wasm,
             fastly_toml: None,
             backend_addrs: BTreeMap::from([(
