@@ -123,11 +123,7 @@ impl Edge {
         if let Err(e) = host.parse::<http::uri::Authority>() {
             panic!("edge-test: {host:?} is not a valid host for requests ({e})");
         }
-        *self
-            .inner
-            .default_host
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = host.to_owned();
+        *crate::sync::lock(&self.inner.default_host) = host.to_owned();
     }
 
     pub fn get(&self, path: &str) -> RequestBuilder {
@@ -165,11 +161,7 @@ impl Edge {
 
     /// How long each following invocation may run before its guest is stopped.
     pub fn set_guest_timeout(&self, limit: Duration) {
-        *self
-            .inner
-            .guest_timeout
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = limit;
+        *crate::sync::lock(&self.inner.guest_timeout) = limit;
     }
 
     /// How many bytes of log output (endpoints, stdout and stderr together) each following
@@ -193,17 +185,9 @@ impl Edge {
         (
             invocation,
             builder.to_invocation(
-                *self
-                    .inner
-                    .guest_timeout
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()),
+                *crate::sync::lock(&self.inner.guest_timeout),
                 self.inner.max_log_bytes.load(Ordering::SeqCst),
-                &self
-                    .inner
-                    .default_host
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()),
+                &crate::sync::lock(&self.inner.default_host),
             ),
         )
     }
@@ -228,11 +212,7 @@ impl Edge {
     }
 
     fn take_abandoned(&self) -> Option<(usize, String)> {
-        self.inner
-            .abandoned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+        crate::sync::lock(&self.inner.abandoned).take()
     }
 
     fn judge_abandoned(&self, invocation: usize, summary: String, report: InvocationReport) {
@@ -560,12 +540,7 @@ struct AbandonWatch<'a> {
 impl Drop for AbandonWatch<'_> {
     fn drop(&mut self) {
         if let Some(request) = self.request.take() {
-            *self
-                .edge
-                .inner
-                .abandoned
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(request);
+            *crate::sync::lock(&self.edge.inner.abandoned) = Some(request);
         }
     }
 }

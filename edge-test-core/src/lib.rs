@@ -21,6 +21,7 @@ pub mod mock;
 mod response;
 mod service;
 pub mod snapshot;
+mod sync;
 mod test_runner;
 mod wire;
 

@@ -1,12 +1,12 @@
 //! Services a test binary can run: declared once with `register_service!`, resolved by name.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::error::EdgeError;
 use crate::guest_build;
+use crate::sync::OnceMap;
 
 /// How long one invocation may run before its guest is stopped, unless the service or the
 /// test says otherwise. Long enough for a slow shared CI machine, short enough that a
@@ -132,19 +132,12 @@ pub(crate) struct ResolvedService {
 /// Resolves (and, for a guest crate, builds) a service once per process; every test of the
 /// binary that names it shares the result.
 pub(crate) fn resolve(name: &str) -> Result<Arc<ResolvedService>, EdgeError> {
-    static RESOLVED: OnceLock<
-        Mutex<HashMap<String, Arc<OnceLock<Result<Arc<ResolvedService>, EdgeError>>>>>,
-    > = OnceLock::new();
-    let slot = RESOLVED
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(name.to_owned())
-        .or_default()
-        .clone();
+    static RESOLVED: OnceLock<OnceMap<String, Result<Arc<ResolvedService>, EdgeError>>> =
+        OnceLock::new();
     // Concurrent tests wait here for the one that builds; they never build twice.
-    slot.get_or_init(|| resolve_uncached(name).map(Arc::new))
-        .clone()
+    RESOLVED
+        .get_or_init(OnceMap::new)
+        .get_or_init(name.to_owned(), || resolve_uncached(name).map(Arc::new))
 }
 
 fn resolve_uncached(name: &str) -> Result<ResolvedService, EdgeError> {

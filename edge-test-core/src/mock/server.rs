@@ -53,7 +53,7 @@ pub struct MockBackend {
 fn lock(state: &Mutex<MockState>) -> MutexGuard<'_, MockState> {
     // A panicking responder is caught, so poisoning only follows a bug of ours; the data
     // is still consistent enough to report from.
-    state.lock().unwrap_or_else(|p| p.into_inner())
+    crate::sync::lock(state)
 }
 
 impl MockHub {

@@ -20,7 +20,7 @@ pub(super) struct Routes(Arc<Mutex<HashMap<u32, BTreeMap<String, SocketAddr>>>>)
 
 impl Routes {
     pub(super) fn lock(&self) -> MutexGuard<'_, HashMap<u32, BTreeMap<String, SocketAddr>>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.0)
     }
 }
 

@@ -1,11 +1,11 @@
 //! The host: compiles each configuration once, then forks a worker per test from it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::backend_proxy::{self, Routes};
@@ -15,6 +15,7 @@ use super::worker;
 use crate::error::EdgeError;
 use crate::executor::SessionSpec;
 use crate::executor::guest::CompiledGuest;
+use crate::sync::OnceMap;
 
 /// A host with no worker and no new test for this long exits (and removes its socket).
 const DEFAULT_IDLE: Duration = Duration::from_secs(10);
@@ -37,10 +38,8 @@ struct TemplateKey {
     backends: Vec<String>,
 }
 
-type TemplateSlot = Arc<OnceLock<Result<Arc<Template>, EdgeError>>>;
-
 struct Host {
-    templates: Mutex<HashMap<TemplateKey, TemplateSlot>>,
+    templates: OnceMap<TemplateKey, Result<Arc<Template>, EdgeError>>,
     routes: Routes,
     live_workers: AtomicUsize,
     /// Tests being set up (a template may be compiling for them): not idle either.
@@ -80,7 +79,7 @@ pub(super) fn run(socket: PathBuf) -> ! {
     };
     let _ = std::fs::write(socket.with_extension("pid"), std::process::id().to_string());
     let host = Arc::new(Host {
-        templates: Mutex::new(HashMap::new()),
+        templates: OnceMap::new(),
         routes: Routes::default(),
         live_workers: AtomicUsize::new(0),
         arriving: AtomicUsize::new(0),
@@ -95,13 +94,13 @@ pub(super) fn run(socket: PathBuf) -> ! {
     ));
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
-        *host.last_activity.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        *crate::sync::lock(&host.last_activity) = Instant::now();
         let host = host.clone();
         host.arriving.fetch_add(1, Ordering::SeqCst);
         std::thread::spawn(move || {
             serve_test(&host, stream);
             host.arriving.fetch_sub(1, Ordering::SeqCst);
-            *host.last_activity.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+            *crate::sync::lock(&host.last_activity) = Instant::now();
         });
     }
     std::process::exit(0)
@@ -237,14 +236,8 @@ fn template_for(host: &Host, spec: &SessionSpec) -> Result<Arc<Template>, EdgeEr
         fastly_toml: spec.fastly_toml.clone(),
         backends: spec.backend_addrs.keys().cloned().collect(),
     };
-    let slot = host
-        .templates
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(key)
-        .or_default()
-        .clone();
-    slot.get_or_init(|| compile_template(host, spec)).clone()
+    host.templates
+        .get_or_init(key, || compile_template(host, spec))
 }
 
 fn compile_template(host: &Host, spec: &SessionSpec) -> Result<Arc<Template>, EdgeError> {
@@ -297,7 +290,7 @@ fn spawn_reaper(host: Arc<Host>) {
                     .lock()
                     .remove(&(pid.as_raw_nonzero().get() as u32));
                 host.live_workers.fetch_sub(1, Ordering::SeqCst);
-                *host.last_activity.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+                *crate::sync::lock(&host.last_activity) = Instant::now();
             } else {
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -314,11 +307,7 @@ fn spawn_idle_exit(host: Arc<Host>, socket: PathBuf) {
     std::thread::spawn(move || {
         loop {
             std::thread::sleep(Duration::from_millis(100).min(idle));
-            let quiet = host
-                .last_activity
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .elapsed();
+            let quiet = crate::sync::lock(&host.last_activity).elapsed();
             let busy =
                 host.live_workers.load(Ordering::SeqCst) + host.arriving.load(Ordering::SeqCst);
             if busy == 0 && quiet >= idle {

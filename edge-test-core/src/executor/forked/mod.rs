@@ -266,10 +266,8 @@ fn replace_stuck_host(paths: &socket_dir::HostPaths) -> String {
         let _ = std::fs::remove_file(&paths.socket);
         return "pid unknown".to_owned();
     };
-    let ours = std::fs::read_link(format!("/proc/{pid}/exe"))
-        .ok()
-        .zip(std::env::current_exe().ok())
-        .is_some_and(|(running, this)| running == this);
+    let ours =
+        std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|running| running == paths.exe);
     if let Some(stuck) = rustix::process::Pid::from_raw(pid).filter(|_| ours) {
         let _ = rustix::process::kill_process(stuck, rustix::process::Signal::KILL);
     }
@@ -294,13 +292,11 @@ fn connect_or_start_host() -> Result<(UnixStream, socket_dir::HostPaths), StartE
     }
     let _ = std::fs::remove_file(&paths.socket);
     socket_dir::remove_stale_logs(&paths);
-    let exe = std::env::current_exe()
-        .map_err(|e| StartError::permanent(format!("cannot find the test binary: {e}")))?;
-    let log = socket_dir::new_host_log(&paths, &exe).map_err(StartError::permanent)?;
+    let log = socket_dir::new_host_log(&paths, &paths.exe).map_err(StartError::permanent)?;
     let log_err = log
         .try_clone()
         .map_err(|e| StartError::transient(format!("cannot share the host's log: {e}")))?;
-    let mut command = Command::new(exe);
+    let mut command = Command::new(&paths.exe);
     command
         .env(HOST_SOCKET_ENV, &paths.socket)
         .stdin(Stdio::null())

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub(super) struct HostPaths {
+    /// This test binary: the host runs it, and the socket is named after it.
+    pub exe: PathBuf,
     pub socket: PathBuf,
     /// Held while starting a host, so that concurrent test processes start one. One for
     /// the directory, not one per binary: every rebuild would leave another file behind.
@@ -32,6 +34,7 @@ pub(super) fn host_paths() -> Result<HostPaths, String> {
         .hash(&mut hasher);
     let id = format!("{:016x}", hasher.finish());
     Ok(HostPaths {
+        exe: exe.clone(),
         socket: dir.join(format!("host-{id}.sock")),
         start_lock: dir.join("host-start.lock"),
         log: dir.join(format!("host-{id}.log")),

@@ -157,7 +157,7 @@ mod imp {
         }
 
         pub(crate) fn take_refused(&self) -> Vec<Refused> {
-            std::mem::take(&mut self.refused.lock().unwrap_or_else(|p| p.into_inner()))
+            std::mem::take(&mut crate::sync::lock(&self.refused))
         }
     }
 
@@ -266,7 +266,7 @@ mod imp {
                 allowed,
             );
             if let Some(what) = &refusal {
-                let mut refused = refused.lock().unwrap_or_else(|p| p.into_inner());
+                let mut refused = crate::sync::lock(&refused);
                 // Resolvers retry: name each destination once.
                 if !refused.contains(what) {
                     refused.push(what.clone());

@@ -27,12 +27,12 @@ const MAX_WARNINGS: usize = 20;
 impl TrapCollector {
     /// The guest failures reported since the last drain: traps and non-zero exits.
     pub(crate) fn drain_guest_failures(&self) -> Vec<String> {
-        std::mem::take(&mut *self.errors.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *crate::sync::lock(&self.errors))
     }
 
     /// What viceroy warned about since the last drain, each message once.
     pub(crate) fn drain_warnings(&self) -> Vec<String> {
-        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *crate::sync::lock(&self.warnings))
     }
 }
 
@@ -57,12 +57,10 @@ impl Subscriber for TrapCollector {
         event.record(&mut visitor);
         let level = *event.metadata().level();
         if level == Level::ERROR && viceroy_compat::is_guest_failure(&visitor.0) {
-            self.errors
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
+            crate::sync::lock(&self.errors)
                 .push(viceroy_compat::without_host_backtrace(&visitor.0));
         } else if level == Level::WARN || viceroy_compat::is_failed_hostcall(&visitor.0) {
-            let mut warnings = self.warnings.lock().unwrap_or_else(|p| p.into_inner());
+            let mut warnings = crate::sync::lock(&self.warnings);
             if warnings.len() < MAX_WARNINGS && !warnings.contains(&visitor.0) {
                 warnings.push(visitor.0);
             }
