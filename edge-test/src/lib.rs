@@ -49,8 +49,6 @@ pub use edge_test_macros::edge_test;
 /// `HeaderMap`), so that tests need not depend on a matching version of it.
 pub use http;
 pub use http::{Method, StatusCode};
-/// The `insta` these snapshot assertions use, for settings around them (`Settings`).
-pub use insta;
 
 /// Declares a service that tests in this binary can name in `#[edge_test(service = ..)]`.
 ///
@@ -78,7 +76,7 @@ macro_rules! register_service {
 ///
 /// Values that change between runs are replaced by insta filters
 /// ([`snapshot::DEFAULT_FILTERS`]), added to the insta settings in force: add your own
-/// with [`insta::Settings`] around the assertion, or leave the defaults out with
+/// with `insta::Settings` around the assertion, or leave the defaults out with
 /// [`snapshot::without_default_filters`].
 ///
 /// ```no_run
@@ -88,7 +86,7 @@ macro_rules! register_service {
 /// edge_test::assert_snapshot!("first_logs", resp.logs()); // named explicitly
 /// edge_test::assert_snapshot!(resp.logs(), @"audit :: cache MISS todo:1"); // inline
 ///
-/// let mut settings = edge_test::insta::Settings::clone_current();
+/// let mut settings = insta::Settings::clone_current();
 /// settings.add_filter(r"todo:\d+", "todo:[id]"); // one of your own, with the defaults
 /// settings.bind(|| edge_test::assert_snapshot!(resp));
 /// # }

@@ -31,7 +31,7 @@ async fn an_inline_snapshot_with_the_default_filters(edge: Edge) {
 async fn a_tests_own_filters_apply_with_the_defaults(edge: Edge) {
     changing_body(&edge);
     let resp = edge.get("/backend/changing").send().await;
-    let mut settings = edge_test::insta::Settings::clone_current();
+    let mut settings = insta::Settings::clone_current();
     settings.add_filter(r"\bfrom\b", "via");
     settings.bind(|| {
         edge_test::assert_snapshot!(resp, @r"
