@@ -1,12 +1,148 @@
-//! Every conversion between the `http` 1 types of the public API, the `http` 0.2 / hyper
-//! 0.14 types viceroy-lib and the mock servers speak, and the executor's plain data: in one
-//! place, each lossless or an explicit error (never a silent GET, 500 or dropped header).
+//! What crosses the boundary between a test and the runtime that executes its guest, and
+//! every conversion at it: the executor's plain data (serde types with no viceroy types in
+//! them, so that they can cross a socket as they are), and the conversions between it, the
+//! `http` 1 types of the public API and the `http` 0.2 / hyper 0.14 types viceroy-lib and
+//! the mock servers speak. Each conversion is lossless or an explicit error (never a silent
+//! GET, 500 or dropped header).
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use serde::{Deserialize, Serialize};
 
-use crate::executor::InvocationRequest;
+/// Everything an executor needs to run one test's guest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SessionSpec {
+    pub service: String,
+    /// The test the session is for (`module::path::name`): named in the host's log and in
+    /// the in-process guest thread's name, for whoever investigates.
+    pub test: String,
+    pub wasm: PathBuf,
+    /// The text of the service's `fastly.toml`, already validated by the runner.
+    pub fastly_toml: Option<String>,
+    /// Where each backend named in `fastly.toml` is served by the test's mocks.
+    pub backend_addrs: BTreeMap<String, SocketAddr>,
+}
+
+/// One downstream request, as the client sends it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct InvocationRequest {
+    pub method: String,
+    /// Absolute URI (`http://host/path?query`).
+    pub uri: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+    #[serde(with = "as_bytes")]
+    pub body: Vec<u8>,
+    pub client_ip: IpAddr,
+    /// How long the guest may run, response and all, before it is stopped.
+    pub guest_timeout: Duration,
+    /// How many bytes of log output (endpoints, stdout and stderr) the invocation may
+    /// write; past that, output is counted and dropped.
+    pub max_log_bytes: usize,
+}
+
+/// What the client received and how the guest ended, once the guest has fully finished.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct InvocationReport {
+    /// `None` when the guest never produced a response (for example it timed out first).
+    pub response: Option<ReceivedResponse>,
+    /// The invocation's log output as viceroy wrote it (`<endpoint> :: <message>` lines);
+    /// see [`parse_log`]. Travels beside the report, not in it (`report_wire`).
+    #[serde(skip)]
+    pub log: Vec<u8>,
+    pub outcome: Outcome,
+    /// Connections the guest tried to open to anything but its mocks, refused by the fence.
+    pub refused_connections: Vec<crate::executor::Refused>,
+    /// Log output past the invocation's `max_log_bytes`, dropped unread.
+    pub dropped_log_bytes: u64,
+    /// What viceroy warned about while the guest ran (an undeclared backend, a hostcall
+    /// that answered with an error): the explanation of many a puzzling failure.
+    pub runtime_warnings: Vec<String>,
+    /// Why the guest ran without the network fence, when it did.
+    pub unfenced: Option<String>,
+}
+
+impl InvocationReport {
+    /// The report of a request that never reached the guest, and why.
+    pub(crate) fn not_run(reason: &str) -> Self {
+        Self {
+            response: None,
+            log: Vec::new(),
+            outcome: Outcome::NotRun {
+                reason: reason.to_owned(),
+            },
+            refused_connections: Vec::new(),
+            dropped_log_bytes: 0,
+            runtime_warnings: Vec::new(),
+            unfenced: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ReceivedResponse {
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Travels beside the report, not in it (`report_wire`).
+    #[serde(skip)]
+    pub body: Vec<u8>,
+    /// Why the body ended early, when the guest stopped mid-stream.
+    pub body_error: Option<String>,
+    /// The guest failed before answering; this is the runtime's 500 in its place.
+    pub from_runtime: bool,
+}
+
+/// How a guest invocation ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Outcome {
+    Completed,
+    /// The guest trapped (a Rust panic aborts into a trap) or exited with an error.
+    Trapped {
+        message: String,
+    },
+    /// The guest was still running when its time limit ran out, and was stopped.
+    TimedOut {
+        limit: Duration,
+    },
+    /// The invocation could not run at all (the session ended earlier, or the runtime
+    /// refused the request).
+    NotRun {
+        reason: String,
+    },
+}
+
+/// Bodies as one run of bytes on the wire (serde writes a `Vec<u8>` as a sequence of
+/// numbers, one call per byte).
+mod as_bytes {
+    use serde::{Deserializer, Serializer, de};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<u8>, D::Error> {
+        struct Bytes;
+        impl de::Visitor<'_> for Bytes {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(bytes.to_vec())
+            }
+            fn visit_byte_buf<E: de::Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(bytes)
+            }
+        }
+        deserializer.deserialize_byte_buf(Bytes)
+    }
+}
 
 /// A value one side can hold and the other cannot: says which, and what it was.
 #[derive(Debug, Clone, PartialEq, Eq)]
