@@ -13,7 +13,7 @@ use crate::executor::{self, InvocationReport, InvocationRequest, SessionSpec};
 use crate::logs::Logs;
 use crate::mock::MockBackend;
 use crate::mock::server::MockHub;
-use crate::response::{GuestFailure, Invocation, Judged, Response};
+use crate::response::{GuestFailure, GuestFailureKind, Invocation, Judged, Response};
 use crate::service::{self, ResolvedService};
 
 /// The host a request is addressed to unless the edge or the request says otherwise.
@@ -223,6 +223,40 @@ impl Edge {
         }
     }
 
+    /// What the invocation did that a test never means to happen, whatever it asserts on:
+    /// a mock problem (a request no mock matched, a panicking closure), a connection past
+    /// the mocks, a backend `fastly.toml` does not declare, log output past the cap. The
+    /// first found, in that order.
+    fn broken_rule(&self, report: &InvocationReport) -> Option<GuestFailureKind> {
+        let failures = self.inner.mocks.take_failures();
+        if !failures.is_empty() {
+            return Some(GuestFailureKind::MockFailed {
+                reports: failures.iter().map(ToString::to_string).collect(),
+            });
+        }
+        if !report.refused_connections.is_empty() {
+            return Some(GuestFailureKind::ReachedPastMocks {
+                destinations: report.refused_connections.clone(),
+            });
+        }
+        let undeclared: Vec<String> = report
+            .runtime_warnings
+            .iter()
+            .filter_map(|warning| executor::undeclared_backend(warning))
+            .map(str::to_owned)
+            .collect();
+        if !undeclared.is_empty() {
+            return Some(GuestFailureKind::UndeclaredBackend {
+                backends: undeclared,
+                declared: self.inner.mocks.backend_names(),
+            });
+        }
+        (report.dropped_log_bytes > 0).then(|| GuestFailureKind::OutputOverCap {
+            cap: self.inner.max_log_bytes.load(Ordering::SeqCst),
+            dropped: report.dropped_log_bytes,
+        })
+    }
+
     /// Judges one invocation's report. `what` names it in messages ("GET / (invocation
     /// 2)"); `summary` is the request as a `GuestFailure` shows it.
     fn conclude(
@@ -234,13 +268,6 @@ impl Edge {
     ) -> Result<Response, GuestFailure> {
         let during = format!("during {what}");
         let service = self.service();
-        // Mock problems are defects of the test setup, not guest behaviour: they fail the
-        // test whether or not it expected the guest to fail.
-        let failures = self.inner.mocks.take_failures();
-        if !failures.is_empty() {
-            let failures: Vec<String> = failures.iter().map(ToString::to_string).collect();
-            panic!("{}", failures.join("\n"));
-        }
         if let Some(why) = &report.unfenced {
             static SAID: std::sync::Once = std::sync::Once::new();
             SAID.call_once(|| {
@@ -250,52 +277,7 @@ impl Edge {
                 ))
             });
         }
-        // So is a guest reaching past its mocks: a test never touches the network.
-        if !report.refused_connections.is_empty() {
-            panic!(
-                "edge-test: {during} the guest of service `{service}` tried to connect to {}, \
-                 which is none of its mocked backends, and was refused: tests never reach the \
-                 network. Declare the backend in fastly.toml under [local_server.backends] and \
-                 mount a mock on it with `edge.backend(\"name\")`; dynamic backends \
-                 (`Backend::builder`) cannot be mocked.",
-                report.refused_connections.join(", ")
-            );
-        }
-        // And a backend the service does not declare, which production would not have either.
-        let undeclared: Vec<&str> = report
-            .runtime_warnings
-            .iter()
-            .filter_map(|warning| executor::undeclared_backend(warning))
-            .collect();
-        if !undeclared.is_empty() {
-            let declared = self.inner.mocks.backend_names();
-            panic!(
-                "edge-test: {during} the guest of service `{service}` sent a request to backend \
-                 {}, which its fastly.toml does not declare (declared: {}); the guest got an \
-                 error where production would have one too. Declare it under \
-                 [local_server.backends] in fastly.toml, or fix the name the guest uses.",
-                undeclared
-                    .iter()
-                    .map(|name| format!("`{name}`"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                if declared.is_empty() {
-                    "none".to_owned()
-                } else {
-                    declared.join(", ")
-                }
-            );
-        }
-        if report.dropped_log_bytes > 0 {
-            panic!(
-                "edge-test: {during} the guest of service `{service}` wrote more log output \
-                 (endpoints, stdout and stderr) than the {} bytes an invocation may write; \
-                 {} bytes past that were dropped. Log less, or raise the limit with \
-                 `Service::max_log_bytes` or `edge.set_max_log_bytes`.",
-                self.inner.max_log_bytes.load(Ordering::SeqCst),
-                report.dropped_log_bytes
-            );
-        }
+        let broken = self.broken_rule(&report);
         let logs = Logs::new(executor::parse_log(&report.log));
         let judged = crate::response::judge(
             report,
@@ -303,9 +285,11 @@ impl Edge {
                 number: invocation,
                 service: self.service(),
                 request: &summary,
+                during: &during,
                 logs,
                 backend_calls: self.inner.mocks.calls_of(invocation),
             },
+            broken,
         );
         match judged {
             Judged::Answered(response) => Ok(response),
@@ -419,32 +403,32 @@ impl RequestBuilder {
     ///
     /// # Panics
     ///
-    /// When the guest fails: it traps (a panic, before or after responding, or mid-stream),
-    /// exits with an error, or runs past its time limit; the message is the guest's. Use
-    /// [`try_send`](Self::try_send) to assert on such a failure instead. And in every case
-    /// where `try_send` panics.
+    /// On every failure [`try_send`](Self::try_send) returns: the guest traps (a panic,
+    /// before or after responding, or mid-stream), exits with an error or runs past its time
+    /// limit, or the invocation breaks a rule (an unmatched backend request, a connection
+    /// past the mocks, an undeclared backend, log output past the cap). Use `try_send` to
+    /// assert on one instead. And in every case where `try_send` panics.
     pub async fn send(self) -> Response {
         self.try_send()
             .await
             .unwrap_or_else(|failure| panic!("{failure}"))
     }
 
-    /// Like [`send`](Self::send), but a guest failure (a trap or a time-out) is returned
-    /// as a [`GuestFailure`] rather than panicking.
+    /// Like [`send`](Self::send), but a failure is returned as a [`GuestFailure`] rather
+    /// than panicking: a trap or a time-out, and also a rule the invocation broke, which
+    /// `send` fails the test for: a backend request no mock matched (or a mock closure that
+    /// panicked), a connection past the mocks, a backend `fastly.toml` does not declare, log
+    /// output past the cap ([`GuestFailureKind`] says which).
     ///
     /// Stopping awaiting it (a `timeout` or `select!` around it) does not stop the guest: the
     /// request runs to its end, and the next `send` (or the end of the test) waits for it
-    /// first and fails, naming it, if it trapped, timed out or reached past its mocks.
+    /// first and fails, naming it, if it trapped, timed out or broke a rule.
     ///
     /// # Panics
     ///
-    /// On mistakes of the test or the service rather than guest behaviour, which no test
-    /// means to assert on: a backend request no mock matches or a mock closure that
-    /// panicked; a connection to anything but the mocks (refused); a request to a backend
-    /// `fastly.toml` does not declare; log output past the invocation's cap. And when the
-    /// request could not run at all: the edge stopped after an earlier time-out, or the
-    /// worker process running the guest died. An earlier request the test stopped awaiting
-    /// is judged first, and its failure panics here, named as such.
+    /// When the request could not run at all: the edge stopped after an earlier time-out, or
+    /// the worker process running the guest died. And when an earlier request the test
+    /// stopped awaiting failed: it is judged first, named as such.
     pub async fn try_send(self) -> Result<Response, GuestFailure> {
         let edge = self.edge.clone();
         let _turn = edge.inner.turn.lock().await;

@@ -93,6 +93,8 @@ pub struct GuestFailure {
     pub(crate) response: Option<Response>,
     pub(crate) phase: FailurePhase,
     pub(crate) logs: Logs,
+    /// "during GET / (invocation 2)", for the messages of rules the invocation broke.
+    pub(crate) during: String,
     /// What viceroy warned about during the invocation (a hostcall that answered with an
     /// error, say): often the reason the guest failed.
     pub(crate) runtime_warnings: Vec<String>,
@@ -118,6 +120,20 @@ pub enum GuestFailureKind {
     Trapped { message: String },
     /// The guest was still running after its time limit and was stopped.
     TimedOut { limit: Duration },
+    /// A backend request no mock matched, or a mock closure that panicked: `reports` says
+    /// which, with the mounted mocks.
+    MockFailed { reports: Vec<String> },
+    /// The guest tried to connect to something other than its mocks ("TCP 203.0.113.9:80")
+    /// and was refused: a test never reaches the network.
+    ReachedPastMocks { destinations: Vec<String> },
+    /// The guest sent a request to a backend `fastly.toml` does not declare.
+    UndeclaredBackend {
+        backends: Vec<String>,
+        declared: Vec<String>,
+    },
+    /// The guest wrote more log output than an invocation may (`cap` bytes); `dropped`
+    /// bytes past it were dropped.
+    OutputOverCap { cap: usize, dropped: u64 },
 }
 
 impl GuestFailure {
@@ -186,6 +202,43 @@ impl std::fmt::Display for GuestFailure {
                  and was stopped. Raise the limit with `Service::guest_timeout`, \
                  `#[edge_test(guest_timeout_ms = ..)]` or `Edge::set_guest_timeout` if it is legitimately slow."
             )?,
+            GuestFailureKind::MockFailed { reports } => f.write_str(&reports.join("\n"))?,
+            GuestFailureKind::ReachedPastMocks { destinations } => write!(
+                f,
+                "edge-test: {during} the guest of service `{service}` tried to connect to {}, \
+                 which is none of its mocked backends, and was refused: tests never reach the \
+                 network. Declare the backend in fastly.toml under [local_server.backends] and \
+                 mount a mock on it with `edge.backend(\"name\")`; dynamic backends \
+                 (`Backend::builder`) cannot be mocked.",
+                destinations.join(", "),
+                during = self.during
+            )?,
+            GuestFailureKind::UndeclaredBackend { backends, declared } => write!(
+                f,
+                "edge-test: {during} the guest of service `{service}` sent a request to backend \
+                 {}, which its fastly.toml does not declare (declared: {}); the guest got an \
+                 error where production would have one too. Declare it under \
+                 [local_server.backends] in fastly.toml, or fix the name the guest uses.",
+                backends
+                    .iter()
+                    .map(|name| format!("`{name}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if declared.is_empty() {
+                    "none".to_owned()
+                } else {
+                    declared.join(", ")
+                },
+                during = self.during
+            )?,
+            GuestFailureKind::OutputOverCap { cap, dropped } => write!(
+                f,
+                "edge-test: {during} the guest of service `{service}` wrote more log output \
+                 (endpoints, stdout and stderr) than the {cap} bytes an invocation may write; \
+                 {dropped} bytes past that were dropped. Log less, or raise the limit with \
+                 `Service::max_log_bytes` or `edge.set_max_log_bytes`.",
+                during = self.during
+            )?,
         }
         if !self.runtime_warnings.is_empty() {
             write!(f, "\n  runtime warnings:")?;
@@ -220,6 +273,8 @@ pub(crate) struct Invocation<'a> {
     pub service: &'a str,
     /// "GET /todos/1"
     pub request: &'a str,
+    /// "during GET /todos/1 (invocation 2)"
+    pub during: &'a str,
     pub logs: Logs,
     pub backend_calls: Vec<BackendRequest>,
 }
@@ -237,12 +292,18 @@ pub(crate) enum Judged {
     Invalid(WireError),
 }
 
-/// Builds the response, or the guest's failure with how far it got, from a report.
-pub(crate) fn judge(report: InvocationReport, invocation: Invocation<'_>) -> Judged {
+/// Builds the response, or the guest's failure with how far it got, from a report. A rule
+/// the invocation broke (`broken`) is its failure whatever the guest did.
+pub(crate) fn judge(
+    report: InvocationReport,
+    invocation: Invocation<'_>,
+    broken: Option<GuestFailureKind>,
+) -> Judged {
     let Invocation {
         number,
         service,
         request,
+        during,
         logs,
         backend_calls,
     } = invocation;
@@ -264,8 +325,12 @@ pub(crate) fn judge(report: InvocationReport, invocation: Invocation<'_>) -> Jud
         response: response.clone(),
         phase,
         logs: logs.clone(),
+        during: during.to_owned(),
         runtime_warnings: report.runtime_warnings.clone(),
     };
+    if let Some(kind) = broken {
+        return Judged::Failed(failure(kind));
+    }
     match report.outcome {
         Outcome::Completed => match response.clone() {
             Some(response) => Judged::Answered(response),
@@ -339,6 +404,7 @@ mod judging {
             number: 2,
             service: "todo",
             request: "GET /",
+            during: "during GET / (invocation 2)",
             logs: Logs::default(),
             backend_calls: Vec::new(),
         }
@@ -355,6 +421,7 @@ mod judging {
         let Judged::Answered(response) = judge(
             report(Some(received(201, false, None)), Outcome::Completed),
             invocation(),
+            None,
         ) else {
             panic!("answered")
         };
@@ -365,7 +432,7 @@ mod judging {
 
     #[test]
     fn the_phase_of_a_failure_follows_what_the_client_received() {
-        let phase = |response| match judge(report(response, trapped()), invocation()) {
+        let phase = |response| match judge(report(response, trapped()), invocation(), None) {
             Judged::Failed(failure) => failure.phase(),
             other => panic!("a failure, not {other:?}"),
         };
@@ -388,9 +455,11 @@ mod judging {
     #[test]
     fn a_failure_carries_the_runtimes_warnings_and_a_time_out_its_limit() {
         let limit = std::time::Duration::from_secs(3);
-        let Judged::Failed(failure) =
-            judge(report(None, Outcome::TimedOut { limit }), invocation())
-        else {
+        let Judged::Failed(failure) = judge(
+            report(None, Outcome::TimedOut { limit }),
+            invocation(),
+            None,
+        ) else {
             panic!("a failure")
         };
         assert!(failure.is_timeout());
@@ -403,10 +472,37 @@ mod judging {
     }
 
     #[test]
+    fn a_broken_rule_is_the_failure_whatever_the_guest_did() {
+        let broken = GuestFailureKind::ReachedPastMocks {
+            destinations: vec!["TCP 203.0.113.9:80".into()],
+        };
+        let Judged::Failed(failure) = judge(
+            report(Some(received(200, false, None)), Outcome::Completed),
+            invocation(),
+            Some(broken.clone()),
+        ) else {
+            panic!("a failure")
+        };
+        assert_eq!(failure.kind(), &broken);
+        assert!(
+            failure.to_string().starts_with(
+                "edge-test: during GET / (invocation 2) the guest of service `todo` tried to \
+                 connect to TCP 203.0.113.9:80"
+            ),
+            "{failure}"
+        );
+        assert_eq!(
+            failure.response().map(Response::status),
+            Some(StatusCode::OK)
+        );
+    }
+
+    #[test]
     fn a_status_http_cannot_hold_is_invalid_not_500() {
         let judged = judge(
             report(Some(received(1000, false, None)), Outcome::Completed),
             invocation(),
+            None,
         );
         assert!(matches!(judged, Judged::Invalid(_)), "{judged:?}");
     }

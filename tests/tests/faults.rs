@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use edge_test::mock::matchers::path;
 use edge_test::mock::{Mock, Reply};
-use edge_test::{Edge, edge_test};
+use edge_test::{Edge, GuestFailureKind, edge_test};
 
 fn slow_backend(edge: &Edge, delay: Duration) {
     Mock::given(path("/slow"))
@@ -193,5 +193,53 @@ async fn a_failing_hostcall_shows_in_the_guests_failure(edge: Edge) {
             .to_string()
             .contains("\n  runtime warnings:\n    Hostcall yielded an error"),
         "{failure}"
+    );
+}
+
+#[edge_test(service = "misbehave")]
+async fn try_send_returns_a_connection_past_the_mocks(edge: Edge) {
+    let failure = edge
+        .get("/dynamic-backend/203.0.113.9:80")
+        .try_send()
+        .await
+        .expect_err("the connection was refused");
+    assert_eq!(
+        failure.kind(),
+        &GuestFailureKind::ReachedPastMocks {
+            destinations: vec!["TCP 203.0.113.9:80".into()]
+        }
+    );
+    assert_eq!(failure.response().map(|r| r.status().as_u16()), Some(502));
+}
+
+#[edge_test(service = "misbehave")]
+async fn try_send_returns_a_request_no_mock_matched(edge: Edge) {
+    let failure = edge
+        .get("/backend/nothing-mounted")
+        .try_send()
+        .await
+        .expect_err("no mock matched");
+    let GuestFailureKind::MockFailed { reports } = failure.kind() else {
+        panic!("a mock failure, not {failure}")
+    };
+    assert!(
+        reports[0].contains("received GET /nothing-mounted (invocation 1) but no mock matched it"),
+        "{reports:?}"
+    );
+}
+
+#[edge_test(service = "misbehave")]
+async fn try_send_returns_an_undeclared_backend(edge: Edge) {
+    let failure = edge
+        .get("/undeclared")
+        .try_send()
+        .await
+        .expect_err("the backend is not declared");
+    assert_eq!(
+        failure.kind(),
+        &GuestFailureKind::UndeclaredBackend {
+            backends: vec!["nowhere".into()],
+            declared: vec!["api".into(), "pinned".into()],
+        }
     );
 }
