@@ -1,0 +1,50 @@
+//! What the edge needs of the executor, with no runtime behind it: compiled into
+//! edge-test's compile-fail tests only (`--cfg trybuild`), where no test runs.
+
+use crate::error::EdgeError;
+use crate::logs::LogLine;
+use crate::wire::{InvocationReport, InvocationRequest, SessionSpec};
+
+pub(crate) type Refused = String;
+
+pub(crate) enum Session {}
+
+impl Session {
+    pub(crate) fn start(_spec: SessionSpec) -> Result<Self, EdgeError> {
+        Err(EdgeError::Host {
+            reason: "this build of edge-test has no runtime (--cfg trybuild)".to_owned(),
+        })
+    }
+
+    pub(crate) async fn run(&self, _request: InvocationRequest) -> InvocationReport {
+        match *self {}
+    }
+
+    pub(crate) fn run_blocking(&self, _request: InvocationRequest) -> InvocationReport {
+        match *self {}
+    }
+
+    pub(crate) async fn settle(&self) -> Option<InvocationReport> {
+        match *self {}
+    }
+
+    pub(crate) fn settle_blocking(&self) -> Option<InvocationReport> {
+        match *self {}
+    }
+
+    pub(crate) fn worker_pid(&self) -> Option<u32> {
+        match *self {}
+    }
+
+    pub(crate) fn template_id(&self) -> Option<u64> {
+        match *self {}
+    }
+}
+
+pub(crate) fn parse_log(_bytes: &[u8]) -> Vec<LogLine> {
+    Vec::new()
+}
+
+pub(crate) fn undeclared_backend(_warning: &str) -> Option<&str> {
+    None
+}
