@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 /// Locks `mutex` whatever happened to an earlier holder. Every lock in edge-test guards
 /// data a panicking holder leaves consistent (a list pushed to, a value replaced whole), and
@@ -32,6 +34,27 @@ impl<K: Eq + Hash, V: Clone> OnceMap<K, V> {
     }
 }
 
+/// Tries `attempt` every `interval` until it breaks with a value, or `limit` has passed:
+/// `None` then. For the waits that have nothing to block on (a socket that may start
+/// listening, a lock another process holds, a route a racing thread registers); each
+/// bounded, so that none can hang a test.
+pub(crate) fn poll_until<T>(
+    limit: Duration,
+    interval: Duration,
+    mut attempt: impl FnMut() -> ControlFlow<T>,
+) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let ControlFlow::Break(value) = attempt() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(interval);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,6 +79,23 @@ mod tests {
         let values: Vec<usize> = callers.into_iter().map(|c| c.join().unwrap()).collect();
         assert_eq!(made.load(Ordering::SeqCst), 2, "one make per key");
         assert!(values.iter().all(|&v| v == 0 || v == 10));
+    }
+
+    #[test]
+    fn polling_stops_at_the_first_value_or_the_limit() {
+        let mut tries = 0;
+        let found = poll_until(Duration::from_secs(5), Duration::ZERO, || {
+            tries += 1;
+            if tries == 3 {
+                ControlFlow::Break(tries)
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        assert_eq!(found, Some(3));
+        let never: Option<()> =
+            poll_until(Duration::ZERO, Duration::ZERO, || ControlFlow::Continue(()));
+        assert_eq!(never, None, "tried once, then the limit");
     }
 
     #[test]

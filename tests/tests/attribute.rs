@@ -71,3 +71,16 @@ async fn invocations_are_numbered_and_calls_attributed(edge: Edge) {
     assert_eq!(second.backend_calls()[0].invocation(), 2);
     assert_eq!(second.text(), "A");
 }
+
+/// Attributes that are not about the test stay on the user's function, where they apply:
+/// with `#[track_caller]` on it, `Location::caller()` inside it is where the runner called
+/// it, not the line that asks (which it would be, were the attribute moved to the test).
+#[edge_test(service = "misbehave")]
+#[track_caller]
+fn a_functions_own_attributes_stay_on_it(_edge: Edge) {
+    let (caller, here) = (std::panic::Location::caller(), line!());
+    assert!(
+        caller.line() != here || caller.file() != file!(),
+        "#[track_caller] did not apply to the function: {caller}"
+    );
+}

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::net::{Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::EdgeError;
 
@@ -78,18 +78,14 @@ fn mock_for(
     backend: &str,
     routes: &Routes,
 ) -> Option<SocketAddr> {
-    let deadline = Instant::now() + Duration::from_millis(500);
-    loop {
+    crate::sync::poll_until(Duration::from_millis(500), Duration::from_millis(2), || {
         let workers: Vec<u32> = routes.lock().keys().copied().collect();
         let owner = owner_of(peer, proxy, &workers);
-        if let Some(mock) = owner.and_then(|pid| routes.lock().get(&pid)?.get(backend).copied()) {
-            return Some(mock);
+        match owner.and_then(|pid| routes.lock().get(&pid)?.get(backend).copied()) {
+            Some(mock) => std::ops::ControlFlow::Break(mock),
+            None => std::ops::ControlFlow::Continue(()),
         }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    })
 }
 
 /// Which of `candidates` holds the client end of the loopback connection `peer -> proxy`:

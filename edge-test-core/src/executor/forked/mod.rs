@@ -20,13 +20,15 @@ mod worker;
 mod worker_link;
 
 use std::io::ErrorKind;
+use std::ops::ControlFlow;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{InvocationReport, InvocationRequest, SessionSpec};
 use crate::error::EdgeError;
+use crate::sync::poll_until;
 use protocol::{Accepted, Hello, Welcome};
 use worker_link::WorkerLink;
 
@@ -316,27 +318,34 @@ fn connect_or_start_host() -> Result<(UnixStream, socket_dir::HostPaths), StartE
     let mut child = command
         .spawn()
         .map_err(|e| StartError::transient(format!("cannot start the edge-test host: {e}")))?;
-    let deadline = Instant::now() + HOST_LISTEN_LIMIT;
-    loop {
+    let listening = poll_until(HOST_LISTEN_LIMIT, Duration::from_millis(5), || {
         if let Ok(stream) = UnixStream::connect(&paths.socket) {
+            return ControlFlow::Break(Ok(stream));
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => ControlFlow::Break(Err(status)),
+            _ => ControlFlow::Continue(()),
+        }
+    });
+    match listening {
+        Some(Ok(stream)) => {
             // Reap it when it exits, should this process still be alive then.
             std::thread::spawn(move || child.wait());
-            return Ok((stream, paths));
+            Ok((stream, paths))
         }
-        if let Ok(Some(status)) = child.try_wait() {
+        Some(Err(status)) => {
             let log = std::fs::read_to_string(&paths.log).unwrap_or_default();
-            return Err(StartError::permanent(format!(
+            Err(StartError::permanent(format!(
                 "the edge-test host exited at start ({status}): {}",
                 log.trim_end()
-            )));
+            )))
         }
-        if Instant::now() > deadline {
+        None => {
             let _ = child.kill();
-            return Err(StartError::transient(format!(
+            Err(StartError::transient(format!(
                 "the edge-test host did not start listening within {HOST_LISTEN_LIMIT:?}"
-            )));
+            )))
         }
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -346,23 +355,18 @@ fn lock_within(
     path: &std::path::Path,
     limit: Duration,
 ) -> Result<(), StartError> {
-    let deadline = Instant::now() + limit;
-    loop {
-        match lock.try_lock() {
-            Ok(()) => return Ok(()),
-            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(StartError::transient(format!(
-                    "another test process has held {} for {limit:?} while starting the \
-                     edge-test host (stopped or stuck?)",
-                    path.display()
-                )));
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(StartError::permanent(socket_dir::cannot("lock", path, &e)));
-            }
-        }
+    let taken = poll_until(limit, Duration::from_millis(20), || match lock.try_lock() {
+        Ok(()) => ControlFlow::Break(Ok(())),
+        Err(std::fs::TryLockError::WouldBlock) => ControlFlow::Continue(()),
+        Err(std::fs::TryLockError::Error(e)) => ControlFlow::Break(Err(e)),
+    });
+    match taken {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(StartError::permanent(socket_dir::cannot("lock", path, &e))),
+        None => Err(StartError::transient(format!(
+            "another test process has held {} for {limit:?} while starting the edge-test \
+             host (stopped or stuck?)",
+            path.display()
+        ))),
     }
 }
