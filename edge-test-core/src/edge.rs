@@ -196,18 +196,18 @@ impl Edge {
     /// finish, so that nothing it does is counted as the next invocation's, and fails the
     /// test, naming it, when it trapped, timed out or broke a rule.
     pub(crate) async fn settle_abandoned(&self) {
-        if let Some((invocation, summary)) = self.take_abandoned() {
-            if let Some(report) = self.inner.session.settle().await {
-                self.judge_abandoned(invocation, summary, report);
-            }
+        if let Some((invocation, summary)) = self.take_abandoned()
+            && let Some(report) = self.inner.session.settle().await
+        {
+            self.judge_abandoned(invocation, summary, report);
         }
     }
 
     fn settle_abandoned_blocking(&self) {
-        if let Some((invocation, summary)) = self.take_abandoned() {
-            if let Some(report) = self.inner.session.settle_blocking() {
-                self.judge_abandoned(invocation, summary, report);
-            }
+        if let Some((invocation, summary)) = self.take_abandoned()
+            && let Some(report) = self.inner.session.settle_blocking()
+        {
+            self.judge_abandoned(invocation, summary, report);
         }
     }
 

@@ -266,7 +266,7 @@ mod imp {
                 allowed,
             );
             if let Some(what) = &refusal {
-                let mut refused = crate::sync::lock(&refused);
+                let mut refused = crate::sync::lock(refused);
                 // Resolvers retry: name each destination once.
                 if !refused.contains(what) {
                     refused.push(what.clone());
