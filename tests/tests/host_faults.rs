@@ -54,12 +54,7 @@ fn a_fence_the_kernel_refuses_leaves_guests_unfenced_with_one_warning_in_process
             .spawn()
             .unwrap(),
     );
-    assert!(output.contains("forked: false"), "{output}");
-    assert_eq!(output.matches(FENCE_WARNING).count(), 1, "{output}");
-    assert!(
-        output.contains("already under a seccomp supervisor"),
-        "{output}"
-    );
+    assert_unfenced_once(&output, false);
 }
 
 #[test]
@@ -72,12 +67,63 @@ fn a_fence_the_kernel_refuses_leaves_guests_unfenced_with_one_warning_forked() {
             .spawn()
             .unwrap(),
     );
-    assert!(output.contains("forked: true"), "{output}");
+    assert_unfenced_once(&output, true);
+}
+
+/// Guests ran (forked or not), unfenced, with the reason said once.
+fn assert_unfenced_once(output: &str, forked: bool) {
+    assert!(output.contains(&format!("forked: {forked}")), "{output}");
     assert_eq!(output.matches(FENCE_WARNING).count(), 1, "{output}");
     assert!(
         output.contains("already under a seccomp supervisor"),
         "{output}"
     );
+}
+
+#[test]
+fn a_start_lock_held_too_long_is_named_and_tests_run_in_process() {
+    let runtime_dir = scratch_dir("held-start-lock");
+    let dir = runtime_dir.join("edge-test");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    // Held by this process, as by a test process stopped while it starts a host.
+    let lock = std::fs::File::create(dir.join("host-start.lock")).unwrap();
+    lock.lock().unwrap();
+    let output = run_to_end(
+        helper("helper_two_edges")
+            .env("XDG_RUNTIME_DIR", &*runtime_dir)
+            .env("EDGE_TEST_HOST_ANSWER_MS", "200")
+            .spawn()
+            .unwrap(),
+    );
+    assert!(output.contains("forked: false"), "{output}");
+    assert!(
+        output.contains("host-start.lock for 600ms while starting the edge-test host"),
+        "{output}"
+    );
+}
+
+#[test]
+fn a_worker_that_does_not_take_a_request_is_stopped_and_named() {
+    let runtime_dir = scratch_dir("deaf-worker");
+    let output = run_to_end(
+        helper("helper_stop_the_worker")
+            .env("XDG_RUNTIME_DIR", &*runtime_dir)
+            .env("EDGE_TEST_HOST_IDLE_MS", "300")
+            .spawn()
+            .unwrap(),
+    );
+    let worker = printed_pid(&output, "stopped worker ");
+    assert!(
+        output.contains(&format!(
+            "the worker process running this test's guest (pid {worker}) did not take the \
+             request within 5s; it was stopped"
+        )),
+        "{output}"
+    );
+    wait_until("the stuck worker is gone", Duration::from_secs(10), || {
+        !is_running(worker)
+    });
 }
 
 #[test]
@@ -448,6 +494,23 @@ fn helper_stop_the_host() {
     let new_host = parent_of(second.worker_pid().expect("a forked worker"));
     assert_ne!(new_host, host);
     assert_eq!(second.get("/ok").send_blocking().text(), "ok");
+}
+
+#[test]
+#[ignore = "run by a_worker_that_does_not_take_a_request_is_stopped_and_named"]
+fn helper_stop_the_worker() {
+    if !support::process::asked_to_run("helper_stop_the_worker") {
+        return;
+    }
+    let edge = Edge::start("misbehave", "deaf").unwrap();
+    let worker = edge.worker_pid().expect("a forked worker");
+    kill(worker, "-STOP");
+    println!("stopped worker {worker}");
+    // Larger than the socket's buffers, so that sending it waits on the worker.
+    let panic =
+        std::panic::catch_unwind(|| edge.post("/ok").body(vec![0u8; 16 << 20]).send_blocking())
+            .expect_err("the worker never took the request");
+    println!("caught: {}", panic.downcast_ref::<String>().unwrap());
 }
 
 #[test]

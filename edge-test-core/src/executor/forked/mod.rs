@@ -110,8 +110,9 @@ const DEFAULT_HOST_ANSWER: Duration = Duration::from_secs(20);
 /// How long a template may take to compile (a large guest on a loaded machine takes
 /// seconds; far beyond that the host is not compiling but stuck).
 const TEMPLATE_COMPILE_LIMIT: Duration = Duration::from_secs(180);
-/// How long a test process waits for another one that is starting the host.
-const START_LOCK_LIMIT: Duration = Duration::from_secs(60);
+/// How long a test process waits for another one that is starting the host, in answer
+/// limits: starting a host is spawning it and waiting for it to listen, nothing more.
+const START_LOCK_ANSWERS: u32 = 3;
 /// How long a new host may take to listen.
 const HOST_LISTEN_LIMIT: Duration = Duration::from_secs(30);
 
@@ -143,12 +144,13 @@ impl ForkedSession {
 
     fn handshake(spec: SessionSpec) -> Result<Self, StartError> {
         let service = spec.service.clone();
-        let (mut stream, paths) = connect_or_start_host()?;
+        let answer = host_answer_limit();
+        let (mut stream, paths) = connect_or_start_host(answer)?;
         let io = |what: &str, e: std::io::Error| {
             StartError::transient(format!("{what} the edge-test host: {e}"))
         };
         stream
-            .set_write_timeout(Some(host_answer_limit()))
+            .set_write_timeout(Some(answer))
             .map_err(|e| io("configuring the socket to", e))?;
         protocol::send(
             &mut stream,
@@ -159,7 +161,6 @@ impl ForkedSession {
         )
         .map_err(|e| io("sending the session to", e))?;
 
-        let answer = host_answer_limit();
         stream
             .set_read_timeout(Some(answer))
             .map_err(|e| io("configuring the socket to", e))?;
@@ -280,14 +281,16 @@ fn replace_stuck_host(paths: &socket_dir::HostPaths) -> String {
 
 /// Connects to this test binary's host, starting one if none is listening (a killed host
 /// is replaced the same way).
-fn connect_or_start_host() -> Result<(UnixStream, socket_dir::HostPaths), StartError> {
+fn connect_or_start_host(
+    answer: Duration,
+) -> Result<(UnixStream, socket_dir::HostPaths), StartError> {
     let paths = socket_dir::host_paths().map_err(StartError::permanent)?;
     if let Ok(stream) = UnixStream::connect(&paths.socket) {
         return Ok((stream, paths));
     }
     let lock = std::fs::File::create(&paths.start_lock)
         .map_err(|e| StartError::permanent(socket_dir::cannot("create", &paths.start_lock, &e)))?;
-    lock_within(&lock, &paths.start_lock, START_LOCK_LIMIT)?;
+    lock_within(&lock, &paths.start_lock, answer * START_LOCK_ANSWERS)?;
     // Another test process may have started it while we waited for the lock.
     if let Ok(stream) = UnixStream::connect(&paths.socket) {
         return Ok((stream, paths));

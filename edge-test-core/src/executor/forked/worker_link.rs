@@ -111,8 +111,22 @@ impl WorkerLink {
             return Some(InvocationReport::not_run(reason));
         }
         let limit = request.guest_timeout;
-        if let Err(e) = self.send(&Invoke(request)) {
-            return Some(self.worker_died(&format!("before it took the request ({e})")));
+        match self.send(&Invoke(request)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::TimedOut => {
+                // Alive but not reading: stuck, and of no more use to anyone.
+                self.worker.kill();
+                let reason = format!(
+                    "the worker process running this test's guest (pid {}) did not take the \
+                     request {e}; it was stopped",
+                    self.worker.pid
+                );
+                self.ended = Some(reason.clone());
+                return Some(InvocationReport::not_run(&reason));
+            }
+            Err(e) => {
+                return Some(self.worker_died(&format!("before it took the request ({e})")));
+            }
         }
         self.outstanding = Some(Outstanding {
             sent: Instant::now(),
@@ -191,7 +205,7 @@ impl WorkerLink {
                     if left.is_zero() {
                         return Err(std::io::Error::new(
                             ErrorKind::TimedOut,
-                            format!("it took no request bytes for {WORKER_GRACE:?}"),
+                            format!("within {WORKER_GRACE:?}"),
                         ));
                     }
                     poll(&self.stream, PollFlags::OUT, Some(left))?;
