@@ -13,8 +13,10 @@ use crate::executor::{self, InvocationReport, InvocationRequest, SessionSpec};
 use crate::logs::Logs;
 use crate::mock::MockBackend;
 use crate::mock::server::MockHub;
+use crate::platform::{ConfigStore, Geo};
 use crate::response::{GuestFailure, GuestFailureKind, Invocation, Judged, Response};
 use crate::service::{self, ResolvedService};
+use crate::wire::PlatformChange;
 
 /// The host a request is addressed to unless the edge or the request says otherwise.
 const DEFAULT_HOST: &str = "edge.test";
@@ -46,6 +48,8 @@ struct EdgeInner {
     /// The authority requests are addressed to unless they set a `host` header.
     default_host: Mutex<String>,
     invocations: AtomicUsize,
+    /// What the test changed in the platform since the last invocation, in order.
+    platform_changes: Mutex<Vec<PlatformChange>>,
     /// A request whose test stopped awaiting it (a `timeout` or `select!` around `send`):
     /// its invocation number and summary, until it is settled.
     abandoned: Mutex<Option<(usize, String)>>,
@@ -82,6 +86,7 @@ impl Edge {
                 session,
                 mocks,
                 invocations: AtomicUsize::new(0),
+                platform_changes: Mutex::new(Vec::new()),
                 turn: tokio::sync::Mutex::new(()),
             }),
         })
@@ -111,6 +116,7 @@ impl Edge {
             headers: HeaderMap::new(),
             body: Bytes::new(),
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            geo: None,
         }
     }
 
@@ -159,6 +165,47 @@ impl Edge {
         })
     }
 
+    /// Config store `name` as this test sees it: set or remove its entries, from the next
+    /// invocation on. Panics, listing the declared stores, when `fastly.toml` declares no
+    /// such store.
+    #[track_caller]
+    pub fn config_store(&self, name: &str) -> ConfigStore<'_> {
+        let declared = self
+            .inner
+            .service
+            .manifest
+            .as_ref()
+            .map(|m| m.config_stores.as_slice())
+            .unwrap_or_default();
+        if !declared.iter().any(|store| store == name) {
+            panic!(
+                "edge-test: service `{}` declares no config store `{name}`; declared config \
+                 stores: {}",
+                self.service(),
+                if declared.is_empty() {
+                    "none (declare one under [local_server.config_stores] in fastly.toml)"
+                        .to_owned()
+                } else {
+                    declared.join(", ")
+                }
+            )
+        }
+        ConfigStore {
+            edge: self,
+            name: name.to_owned(),
+        }
+    }
+
+    /// The geolocation the guest reads for `ip` (`fastly::geo::geo_lookup`), from the next
+    /// invocation on. For the client's own address, [`RequestBuilder::geo`] reads better.
+    pub fn set_geo(&self, ip: IpAddr, geo: &Geo) {
+        self.change_platform(geo.change_for(ip));
+    }
+
+    pub(crate) fn change_platform(&self, change: PlatformChange) {
+        crate::sync::lock(&self.inner.platform_changes).push(change);
+    }
+
     /// How long each following invocation may run before its guest is stopped.
     pub fn set_guest_timeout(&self, limit: Duration) {
         *crate::sync::lock(&self.inner.guest_timeout) = limit;
@@ -182,14 +229,16 @@ impl Edge {
     fn next_invocation(&self, builder: &RequestBuilder) -> (usize, InvocationRequest) {
         let invocation = self.inner.invocations.fetch_add(1, Ordering::SeqCst) + 1;
         self.inner.mocks.begin_invocation(invocation);
-        (
-            invocation,
-            builder.to_invocation(
-                *crate::sync::lock(&self.inner.guest_timeout),
-                self.inner.max_log_bytes.load(Ordering::SeqCst),
-                &crate::sync::lock(&self.inner.default_host),
-            ),
-        )
+        if let Some(geo) = &builder.geo {
+            self.change_platform(geo.change_for(builder.client_ip));
+        }
+        let mut request = builder.to_invocation(
+            *crate::sync::lock(&self.inner.guest_timeout),
+            self.inner.max_log_bytes.load(Ordering::SeqCst),
+            &crate::sync::lock(&self.inner.default_host),
+        );
+        request.platform = std::mem::take(&mut *crate::sync::lock(&self.inner.platform_changes));
+        (invocation, request)
     }
 
     /// Settles a request the test stopped awaiting, if there is one: waits for its guest to
@@ -346,6 +395,7 @@ pub struct RequestBuilder {
     headers: HeaderMap,
     body: Bytes,
     client_ip: IpAddr,
+    geo: Option<Geo>,
 }
 
 impl RequestBuilder {
@@ -395,6 +445,14 @@ impl RequestBuilder {
     /// The client's IP address, as the guest sees it (default 127.0.0.1).
     pub fn client_ip(mut self, ip: IpAddr) -> Self {
         self.client_ip = ip;
+        self
+    }
+
+    /// The geolocation of the client's address ([`client_ip`](Self::client_ip)), as the
+    /// guest reads it with `fastly::geo::geo_lookup`. It stays that address's record for
+    /// later requests of this test.
+    pub fn geo(mut self, geo: Geo) -> Self {
+        self.geo = Some(geo);
         self
     }
 
@@ -510,6 +568,7 @@ impl RequestBuilder {
             client_ip: self.client_ip,
             guest_timeout,
             max_log_bytes,
+            platform: Vec::new(),
         }
     }
 }

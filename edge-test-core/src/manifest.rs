@@ -11,6 +11,8 @@ pub(crate) struct Manifest {
     pub text: String,
     /// The backends the service declares; each one gets a mock server per test.
     pub backends: Vec<String>,
+    /// The config stores it declares, sorted: the ones a test may change.
+    pub config_stores: Vec<String>,
 }
 
 impl Manifest {
@@ -30,29 +32,43 @@ impl Manifest {
                 return Err(error(missing));
             }
         }
-        let mut backends = declared_backends(&text).map_err(error)?;
+        let (mut backends, mut config_stores) = declared(&text).map_err(error)?;
         backends.sort();
-        Ok(Self { text, backends })
+        config_stores.sort();
+        Ok(Self {
+            text,
+            backends,
+            config_stores,
+        })
     }
 }
 
-/// The backends `fastly.toml` declares, once viceroy has validated the whole file.
+/// The backends and the config stores `fastly.toml` declares, once viceroy has validated
+/// the whole file.
 #[cfg(not(trybuild))]
-fn declared_backends(text: &str) -> Result<Vec<String>, String> {
+fn declared(text: &str) -> Result<(Vec<String>, Vec<String>), String> {
     let config: viceroy_lib::config::FastlyConfig = text.parse().map_err(|e| format!("{e}"))?;
-    Ok(config.backends().keys().cloned().collect())
+    Ok((
+        config.backends().keys().cloned().collect(),
+        config.dictionaries().keys().cloned().collect(),
+    ))
 }
 
 /// Without the runtime (`--cfg trybuild`, see `executor`), the names alone.
 #[cfg(trybuild)]
-fn declared_backends(text: &str) -> Result<Vec<String>, String> {
+fn declared(text: &str) -> Result<(Vec<String>, Vec<String>), String> {
     let table: toml::Table = text.parse().map_err(|e| format!("{e}"))?;
-    Ok(table
-        .get("local_server")
-        .and_then(|local| local.get("backends"))
-        .and_then(toml::Value::as_table)
-        .map(|backends| backends.keys().cloned().collect())
-        .unwrap_or_default())
+    let names = |section: &str| -> Vec<String> {
+        table
+            .get("local_server")
+            .and_then(|local| local.get(section))
+            .and_then(toml::Value::as_table)
+            .map(|items| items.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    let mut stores = names("config_stores");
+    stores.extend(names("dictionaries"));
+    Ok((names("backends"), stores))
 }
 
 /// Every file a `[local_server]` table names (`file = ..`, or `path = ..` in older KV

@@ -43,6 +43,23 @@ pub(crate) struct InvocationRequest {
     /// How many bytes of log output (endpoints, stdout and stderr) the invocation may
     /// write; past that, output is counted and dropped.
     pub max_log_bytes: usize,
+    /// What the test changed in the platform (stores, geolocation) since the last
+    /// invocation: applied, in order, before this one runs.
+    pub platform: Vec<PlatformChange>,
+}
+
+/// One change a test makes to the platform its guest reads, applied by the executor just
+/// before the next invocation (the test checked it where it was made).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum PlatformChange {
+    /// Sets (`Some`) or removes (`None`) an entry of a config store `fastly.toml` declares.
+    ConfigEntry {
+        store: String,
+        key: String,
+        value: Option<String>,
+    },
+    /// The geolocation record for `ip`: a JSON object with every field the guest reads.
+    Geo { ip: IpAddr, record: String },
 }
 
 /// What the client received and how the guest ended, once the guest has fully finished.
@@ -248,6 +265,7 @@ mod tests {
             client_ip: Ipv4Addr::LOCALHOST.into(),
             guest_timeout: Duration::from_secs(1),
             max_log_bytes: 0,
+            platform: Vec::new(),
         }
     }
 

@@ -40,8 +40,9 @@
 //! `()` or `Result<(), E>`, and keeps `#[ignore]`, `#[should_panic]` and doc comments.
 
 pub use edge_test_core::{
-    BackendRequest, DEFAULT_GUEST_TIMEOUT, DEFAULT_MAX_LOG_BYTES, Edge, EdgeError, FailurePhase,
-    GuestFailure, GuestFailureKind, LogLine, Logs, RequestBuilder, Response, Service,
+    BackendRequest, ConfigStore, DEFAULT_GUEST_TIMEOUT, DEFAULT_MAX_LOG_BYTES, Edge, EdgeError,
+    FailurePhase, Geo, GuestFailure, GuestFailureKind, LogLine, Logs, RequestBuilder, Response,
+    Service,
 };
 pub use edge_test_core::{mock, snapshot};
 pub use edge_test_macros::edge_test;

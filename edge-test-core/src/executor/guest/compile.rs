@@ -1,14 +1,18 @@
 //! Compiling a guest: its module, its `fastly.toml`, and backends pointed at mocks, into
 //! one viceroy context. Once per test in process, once per configuration in the host.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use viceroy_lib::config::{Backend, Backends, FastlyConfig, UnknownImportBehavior};
+use serde_json::{Map, Value};
+use viceroy_lib::config::{
+    Backend, Backends, Dictionaries, Dictionary, FastlyConfig, Geolocation, UnknownImportBehavior,
+};
 use viceroy_lib::{ExecuteCtx, ProfilingConfig, WasmFeatures};
 
 use super::log_sink::LogSink;
+use super::platform_files::PlatformFiles;
 use crate::error::EdgeError;
 use crate::executor::SessionSpec;
 
@@ -21,29 +25,137 @@ pub(crate) struct CompiledGuest {
     pub(super) logs: LogSink,
     /// Where its backends point: the only addresses its guest may connect to.
     pub(super) backend_addrs: Vec<SocketAddr>,
+    /// The files its config stores and geolocation table are read from, which a test's
+    /// changes rewrite (shared by the clones of one session, or of one template until a
+    /// worker makes them its own).
+    pub(super) platform: Arc<Mutex<PlatformFiles>>,
 }
 
 impl CompiledGuest {
     pub(crate) fn compile(spec: &SessionSpec) -> Result<Self, EdgeError> {
         let logs = LogSink::default();
-        let ctx = build_context(spec, &logs)?;
+        let load_error = |reason: String| EdgeError::GuestLoad {
+            service: spec.service.clone(),
+            wasm: spec.wasm.clone(),
+            reason,
+        };
+        let config: Option<FastlyConfig> = match &spec.fastly_toml {
+            Some(text) => Some(
+                text.parse()
+                    .map_err(|e| load_error(format!("its fastly.toml does not parse: {e}")))?,
+            ),
+            None => None,
+        };
+        let (platform, dictionaries, geolocation) =
+            platform_files(spec.fastly_toml.as_deref(), config.as_ref()).map_err(load_error)?;
+        let ctx = build_context(spec, config, dictionaries, geolocation, &logs)?;
         Ok(Self {
             ctx,
             logs,
             backend_addrs: spec.backend_addrs.values().copied().collect(),
+            platform: Arc::new(Mutex::new(platform)),
         })
     }
 }
 
-fn build_context(spec: &SessionSpec, logs: &LogSink) -> Result<Arc<ExecuteCtx>, EdgeError> {
-    let config: Option<FastlyConfig> = match &spec.fastly_toml {
-        Some(text) => Some(text.parse().map_err(|e| EdgeError::GuestLoad {
-            service: spec.service.clone(),
-            wasm: spec.wasm.clone(),
-            reason: format!("its fastly.toml does not parse: {e}"),
-        })?),
-        None => None,
-    };
+/// The files behind the config stores and the geolocation table, holding what
+/// `fastly.toml` declares, and the viceroy settings that read them.
+fn platform_files(
+    text: Option<&str>,
+    config: Option<&FastlyConfig>,
+) -> Result<(PlatformFiles, Dictionaries, Geolocation), String> {
+    let mut stores = BTreeMap::new();
+    for (name, store) in config.map(FastlyConfig::dictionaries).into_iter().flatten() {
+        let loaded = store
+            .load()
+            .map_err(|e| format!("its config store `{name}` does not load: {e}"))?;
+        let entries: Map<String, Value> = loaded
+            .contents
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        stores.insert(name.clone(), entries);
+    }
+    let declared = DeclaredGeolocation::read(text)?;
+    let files = PlatformFiles::new(stores, declared.records)
+        .map_err(|e| format!("could not create the files its stores are read from: {e}"))?;
+    let dictionaries: Dictionaries = files
+        .config_store_paths()
+        .map(|(name, file)| (name.clone(), Dictionary::Json { file }))
+        .collect();
+    let snippet = format!(
+        "[local_server.geolocation]\nformat = \"json\"\nfile = {:?}\nuse_default_loopback = {}\n",
+        files.geolocation_path().display().to_string(),
+        declared.use_default_loopback
+    );
+    let geolocation = snippet
+        .parse::<FastlyConfig>()
+        .map_err(|e| format!("could not serve its geolocation table from a file: {e}"))?
+        .geolocation()
+        .clone();
+    Ok((files, dictionaries, geolocation))
+}
+
+/// The geolocation table `fastly.toml` declares (inline or in a JSON file), keyed by
+/// address as the test's records are.
+struct DeclaredGeolocation {
+    records: Map<String, Value>,
+    use_default_loopback: bool,
+}
+
+impl DeclaredGeolocation {
+    fn read(text: Option<&str>) -> Result<Self, String> {
+        let table = text
+            .and_then(|text| text.parse::<toml::Table>().ok())
+            .and_then(|table| {
+                table
+                    .get("local_server")?
+                    .get("geolocation")?
+                    .as_table()
+                    .cloned()
+            })
+            .unwrap_or_default();
+        let use_default_loopback = table
+            .get("use_default_loopback")
+            .and_then(toml::Value::as_bool)
+            .unwrap_or(true);
+        let raw: Map<String, Value> = if let Some(file) = table.get("file").and_then(|f| f.as_str())
+        {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("its geolocation file {file:?} cannot be read: {e}"))?;
+            serde_json::from_str(&text)
+                .map_err(|e| format!("its geolocation file {file:?} is not a JSON object: {e}"))?
+        } else if let Some(addresses) = table.get("addresses") {
+            serde_json::to_value(addresses)
+                .ok()
+                .and_then(|v| v.as_object().cloned())
+                .unwrap_or_default()
+        } else {
+            Map::new()
+        };
+        let records = raw
+            .into_iter()
+            .map(|(address, record)| {
+                let ip: std::net::IpAddr = address.parse().map_err(|_| {
+                    format!("its geolocation table names {address:?}, not an IP address")
+                })?;
+                Ok((ip.to_string(), record))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Self {
+            records,
+            use_default_loopback,
+        })
+    }
+}
+
+fn build_context(
+    spec: &SessionSpec,
+    config: Option<FastlyConfig>,
+    dictionaries: Dictionaries,
+    geolocation: Geolocation,
+    logs: &LogSink,
+) -> Result<Arc<ExecuteCtx>, EdgeError> {
     let mut builder = ExecuteCtx::build(
         &spec.wasm,
         ProfilingConfig::None,
@@ -55,16 +167,17 @@ fn build_context(spec: &SessionSpec, logs: &LogSink) -> Result<Arc<ExecuteCtx>, 
     .map_err(|e| compile_error(spec, &e))?
     .with_capture_logs(logs.as_writer())
     .with_log_stdout(true)
-    .with_log_stderr(true);
+    .with_log_stderr(true)
+    // Served from files a test's changes rewrite (`platform_files`).
+    .with_dictionaries(dictionaries)
+    .with_geolocation(geolocation);
     if let Some(config) = &config {
         builder = builder
             .with_acls(config.acls().clone())
-            .with_dictionaries(config.dictionaries().clone())
             // Parsed from text for this session alone: the stores start as fastly.toml
             // declares them and are never shared with another test.
             .with_object_stores(config.object_stores().clone())
             .with_secret_stores(config.secret_stores().clone())
-            .with_geolocation(config.geolocation().clone())
             .with_device_detection(config.device_detection().clone());
     }
     let backends = mocked_backends(

@@ -5,6 +5,7 @@
 mod compile;
 pub(crate) mod log_sink;
 pub(crate) mod network_fence;
+mod platform_files;
 mod runner;
 mod trap_capture;
 pub(crate) mod viceroy_compat;

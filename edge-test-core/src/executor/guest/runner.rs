@@ -12,6 +12,7 @@ use viceroy_lib::ExecuteCtx;
 use super::compile::CompiledGuest;
 use super::log_sink::LogSink;
 use super::network_fence::NetworkFence;
+use super::platform_files::PlatformFiles;
 use super::trap_capture::TrapCollector;
 use super::viceroy_compat;
 use crate::executor::{
@@ -24,6 +25,7 @@ use crate::executor::{
 pub(crate) struct GuestRunner {
     ctx: Arc<ExecuteCtx>,
     logs: LogSink,
+    platform: Arc<std::sync::Mutex<PlatformFiles>>,
     traps: TrapCollector,
     runtime: Option<tokio::runtime::Runtime>,
     /// `Err` (why) where the kernel will not fence the guest: it then runs unfenced.
@@ -35,6 +37,11 @@ pub(crate) struct GuestRunner {
 impl GuestRunner {
     /// `Err` says why the guest cannot run at all.
     pub(crate) fn new(guest: CompiledGuest) -> Result<Self, String> {
+        // Before anything writes them: a forked worker shares its template's files until
+        // then (`platform_files`).
+        crate::sync::lock(&guest.platform)
+            .make_private()
+            .map_err(|e| format!("could not give the guest platform files of its own: {e}"))?;
         let traps = TrapCollector::default();
         let dispatch = tracing::dispatcher::set_default(&tracing::Dispatch::new(traps.clone()));
         // Before the runtime, so that every thread it starts (the blocking pool, where
@@ -47,6 +54,7 @@ impl GuestRunner {
         Ok(Self {
             ctx: guest.ctx,
             logs: guest.logs,
+            platform: guest.platform,
             traps,
             runtime: Some(runtime),
             fence,
@@ -56,10 +64,16 @@ impl GuestRunner {
 
     /// Runs one request until the guest has fully finished or its time limit passed. After
     /// a timeout the guest may still be running, and the runner must be dropped.
-    pub(crate) fn run(&mut self, request: InvocationRequest) -> InvocationReport {
+    pub(crate) fn run(&mut self, mut request: InvocationRequest) -> InvocationReport {
         let Some(runtime) = &self.runtime else {
             return InvocationReport::not_run(SESSION_ENDED);
         };
+        let changes = std::mem::take(&mut request.platform);
+        if let Err(why) = crate::sync::lock(&self.platform).apply(changes) {
+            return InvocationReport::not_run(&format!(
+                "the test's platform changes could not be applied: {why}"
+            ));
+        }
         let progress = Rc::new(RefCell::new(None));
         let limit = request.guest_timeout;
         let run = invoke(

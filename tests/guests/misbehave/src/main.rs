@@ -9,6 +9,28 @@ use fastly::http::StatusCode;
 use fastly::log::Endpoint;
 use fastly::{KVStore, Request, Response};
 
+/// What the guest read of an address's geolocation, as JSON.
+fn geo_response(ip: std::net::IpAddr) {
+    match fastly::geo::geo_lookup(ip) {
+        Some(geo) => Response::from_body(
+            serde_json::json!({
+                "country_code": geo.country_code(),
+                "city": geo.city(),
+                "as_number": geo.as_number(),
+                "latitude": geo.latitude(),
+                "region": geo.region(),
+                "utc_offset": geo.utc_offset().map(|o| o.whole_hours()),
+                "continent": format!("{:?}", geo.continent()),
+            })
+            .to_string(),
+        )
+        .send_to_client(),
+        None => Response::from_status(StatusCode::NOT_FOUND)
+            .with_body("no geolocation")
+            .send_to_client(),
+    }
+}
+
 fn main() {
     let req = Request::from_client();
     let path = req.get_path().to_owned();
@@ -147,6 +169,19 @@ fn main() {
             let store = fastly::ConfigStore::open(name);
             Response::from_body(store.get("k").unwrap_or_default()).send_to_client();
         }
+        ["config", store, key] => match fastly::ConfigStore::try_open(store) {
+            Ok(store) => match store.get(key) {
+                Some(value) => Response::from_body(value).send_to_client(),
+                None => Response::from_status(StatusCode::NOT_FOUND)
+                    .with_body("absent")
+                    .send_to_client(),
+            },
+            Err(e) => Response::from_status(StatusCode::INTERNAL_SERVER_ERROR)
+                .with_body(format!("no store: {e}"))
+                .send_to_client(),
+        },
+        ["geo"] => geo_response(req.get_client_ip_addr().unwrap()),
+        ["geo-of", ip] => geo_response(ip.parse().unwrap()),
         ["kv", key] => {
             let store = KVStore::open("data").unwrap().unwrap();
             match store.lookup(key) {

@@ -1,0 +1,205 @@
+//! What a test sets in the platform its guest reads, besides backends: config store
+//! entries ([`ConfigStore`]) and the client's geolocation ([`Geo`]). Changes are the test's
+//! own (no other test sees them) and reach the guest at its next invocation; none compiles
+//! anything.
+
+use std::net::IpAddr;
+
+use serde_json::{Map, Value};
+
+use crate::edge::Edge;
+use crate::wire::PlatformChange;
+
+/// The longest key a config store accepts (Fastly's limit, which viceroy enforces too).
+pub const CONFIG_KEY_MAX_CHARS: usize = 256;
+/// The longest value a config store accepts.
+pub const CONFIG_VALUE_MAX_CHARS: usize = 8000;
+
+/// A config store of the service, as this test sees it: starts with what `fastly.toml`
+/// declares, and every change is this test's alone. Get one with
+/// [`Edge::config_store`].
+///
+/// ```no_run
+/// # async fn f(edge: edge_test_core::Edge) {
+/// edge.config_store("flags").set("new-checkout", "on");
+/// let response = edge.get("/checkout").send().await;
+/// # }
+/// ```
+#[must_use = "a config store handle does nothing until `set` or `remove` is called"]
+pub struct ConfigStore<'a> {
+    pub(crate) edge: &'a Edge,
+    pub(crate) name: String,
+}
+
+impl ConfigStore<'_> {
+    /// Sets `key` to `value` (adding or replacing it) from the next invocation on. Panics,
+    /// naming the limit, on a key or value longer than a config store accepts.
+    #[track_caller]
+    pub fn set(&self, key: &str, value: impl Into<String>) -> &Self {
+        let value = value.into();
+        self.check_key(key);
+        let chars = value.chars().count();
+        if chars > CONFIG_VALUE_MAX_CHARS {
+            panic!(
+                "edge-test: the value for `{key}` in config store `{}` has {chars} characters; \
+                 a config store value has at most {CONFIG_VALUE_MAX_CHARS}",
+                self.name
+            );
+        }
+        self.change(key, Some(value));
+        self
+    }
+
+    /// Removes `key` from the next invocation on (whether `fastly.toml` or the test set it).
+    #[track_caller]
+    pub fn remove(&self, key: &str) -> &Self {
+        self.check_key(key);
+        self.change(key, None);
+        self
+    }
+
+    #[track_caller]
+    fn check_key(&self, key: &str) {
+        let chars = key.chars().count();
+        if key.is_empty() || chars > CONFIG_KEY_MAX_CHARS {
+            panic!(
+                "edge-test: {key:?} cannot be a key of config store `{}`: a key has 1 to \
+                 {CONFIG_KEY_MAX_CHARS} characters",
+                self.name
+            );
+        }
+    }
+
+    fn change(&self, key: &str, value: Option<String>) {
+        self.edge.change_platform(PlatformChange::ConfigEntry {
+            store: self.name.clone(),
+            key: key.to_owned(),
+            value,
+        });
+    }
+}
+
+/// The geolocation Fastly reports for a client address (`fastly::geo::geo_lookup`). Fields
+/// left unset read as production reads an address it knows nothing about: empty strings,
+/// zeros, 999.0 for latitude and longitude, no region and no UTC offset.
+///
+/// ```no_run
+/// # async fn f(edge: edge_test_core::Edge) {
+/// use edge_test_core::Geo;
+/// let response = edge
+///     .get("/")
+///     .client_ip("203.0.113.9".parse().unwrap())
+///     .geo(Geo::new().country_code("DE").city("Berlin"))
+///     .send()
+///     .await;
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[must_use]
+pub struct Geo {
+    fields: Map<String, Value>,
+}
+
+impl Default for Geo {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+macro_rules! geo_setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty),* $(,)?) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, value: $ty) -> Self {
+                self.fields.insert(stringify!($name).to_owned(), Value::from(value));
+                self
+            }
+        )*
+    };
+}
+
+impl Geo {
+    /// A record of an address production knows nothing about; set what the test needs.
+    pub fn new() -> Self {
+        let unknown = serde_json::json!({
+            "as_name": "", "as_number": 0, "area_code": 0, "city": "",
+            "conn_speed": "", "conn_type": "", "continent": "",
+            "country_code": "", "country_code3": "", "country_name": "",
+            "latitude": 999.0, "longitude": 999.0, "metro_code": 0, "postal_code": "",
+            "proxy_description": "", "proxy_type": "", "region": null,
+            // Fastly's "no offset" value: the SDK reads it as `None`.
+            "utc_offset": 9999,
+        });
+        let Value::Object(fields) = unknown else {
+            unreachable!("a JSON object literal")
+        };
+        Self { fields }
+    }
+
+    geo_setters! {
+        /// The autonomous system's organization (`as_name`).
+        as_name: &str,
+        as_number: u32,
+        area_code: u16,
+        city: &str,
+        /// `broadband`, `cable`, `dialup`, `mobile`, `oc12`, ... (Fastly's names).
+        conn_speed: &str,
+        /// `wired`, `wifi`, `mobile`, `dialup`, `satellite`, ... (Fastly's names).
+        conn_type: &str,
+        /// `AF`, `AN`, `AS`, `EU`, `NA`, `OC` or `SA`.
+        continent: &str,
+        /// ISO 3166-1 alpha-2 (`DE`).
+        country_code: &str,
+        /// ISO 3166-1 alpha-3 (`DEU`).
+        country_code3: &str,
+        country_name: &str,
+        latitude: f64,
+        longitude: f64,
+        metro_code: i64,
+        postal_code: &str,
+        /// `cloud`, `vpn`, `anonymous`, ... (Fastly's names).
+        proxy_description: &str,
+        /// `anonymous`, `hosting`, `corporate`, ... (Fastly's names).
+        proxy_type: &str,
+        /// ISO 3166-2 subdivision code, without the country (`BE` for Berlin).
+        region: &str,
+    }
+
+    /// The UTC offset as Fastly writes it, hours and minutes run together: `200` for +02:00.
+    pub fn utc_offset(mut self, hhmm: i32) -> Self {
+        self.fields
+            .insert("utc_offset".to_owned(), Value::from(hhmm));
+        self
+    }
+
+    pub(crate) fn change_for(&self, ip: IpAddr) -> PlatformChange {
+        PlatformChange::Geo {
+            ip,
+            record: Value::Object(self.fields.clone()).to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unset_fields_read_as_an_unknown_address() {
+        let PlatformChange::Geo { record, .. } = Geo::new()
+            .country_code("DE")
+            .latitude(52.5)
+            .change_for("192.0.2.1".parse().unwrap())
+        else {
+            panic!("a geo change")
+        };
+        let record: Value = serde_json::from_str(&record).unwrap();
+        assert_eq!(record["country_code"], "DE");
+        assert_eq!(record["latitude"], 52.5);
+        assert_eq!(record["city"], "");
+        assert_eq!(record["longitude"], 999.0);
+        assert_eq!(record["region"], Value::Null);
+        assert_eq!(record["utc_offset"], 9999);
+        assert_eq!(record.as_object().unwrap().len(), 18);
+    }
+}

@@ -1,0 +1,193 @@
+//! A test sets the platform its guest reads: config store entries and geolocation, each the
+//! test's own, reaching the guest at its next invocation, with no compile. Runs under both
+//! executors (`.ci/run` runs it again with `EDGE_TEST_HOST=off`).
+
+mod support;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use edge_test::{Edge, Geo, edge_test};
+use serde_json::{Value, json};
+use support::Internals;
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+async fn json_of(edge: &Edge, path: &str, client: IpAddr) -> Value {
+    let response = edge.get(path).client_ip(client).send().await;
+    assert_eq!(response.status(), 200, "{}", response.text());
+    serde_json::from_str(&response.text()).unwrap()
+}
+
+#[edge_test(service = "misbehave")]
+async fn a_config_store_starts_as_fastly_toml_declares_it(edge: Edge) {
+    let declared = edge.get("/config/flags/declared").send().await;
+    assert_eq!(declared.text(), "from fastly.toml");
+    let absent = edge.get("/config/flags/beta").send().await;
+    assert_eq!(
+        (absent.status().as_u16(), absent.text()),
+        (404, "absent".into())
+    );
+}
+
+#[edge_test(service = "misbehave")]
+async fn set_and_remove_reach_the_next_invocation(edge: Edge) {
+    let flags = edge.config_store("flags");
+    flags.set("beta", "on");
+    assert_eq!(edge.get("/config/flags/beta").send().await.text(), "on");
+
+    flags.set("beta", "off").set("declared", "replaced");
+    assert_eq!(edge.get("/config/flags/beta").send().await.text(), "off");
+    assert_eq!(
+        edge.get("/config/flags/declared").send().await.text(),
+        "replaced"
+    );
+
+    flags.remove("beta").remove("declared");
+    assert_eq!(edge.get("/config/flags/beta").send().await.status(), 404);
+    assert_eq!(
+        edge.get("/config/flags/declared").send().await.status(),
+        404,
+        "an entry fastly.toml declares can be removed too"
+    );
+}
+
+#[edge_test(service = "misbehave")]
+fn a_blocking_test_sets_entries_too(edge: Edge) {
+    edge.config_store("flags").set("mode", "blocking");
+    assert_eq!(
+        edge.get("/config/flags/mode").send_blocking().text(),
+        "blocking"
+    );
+}
+
+/// Concurrent tests (libtest threads, or processes under nextest) set the same key; each
+/// must only see its own value, and none compiles a template of its own for it.
+async fn claim_the_shared_flag(edge: Edge, me: &str) {
+    assert_eq!(
+        edge.get("/config/flags/shared").send().await.status(),
+        404,
+        "another test's entry leaked into a pristine edge"
+    );
+    let before = edge.template_id();
+    edge.config_store("flags").set("shared", me);
+    edge.set_geo(ip("198.51.100.1"), &Geo::new().city(me));
+    assert_eq!(edge.get("/config/flags/shared").send().await.text(), me);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        edge.get("/config/flags/shared").send().await.text(),
+        me,
+        "another test's entry leaked in"
+    );
+    let geo = json_of(&edge, "/geo-of/198.51.100.1", ip("127.0.0.1")).await;
+    assert_eq!(geo["city"], me, "another test's geolocation leaked in");
+    assert_eq!(
+        edge.template_id(),
+        before,
+        "a change compiled nothing: same worker, same template"
+    );
+    if let Some(template) = before {
+        let other = Edge::start("misbehave", "platform::other").unwrap();
+        assert_eq!(
+            other.template_id(),
+            Some(template),
+            "an edge with no changes runs the same template"
+        );
+    }
+}
+
+#[edge_test(service = "misbehave")]
+async fn shared_flag_a(edge: Edge) {
+    claim_the_shared_flag(edge, "a").await;
+}
+
+#[edge_test(service = "misbehave")]
+async fn shared_flag_b(edge: Edge) {
+    claim_the_shared_flag(edge, "b").await;
+}
+
+#[edge_test(service = "misbehave")]
+async fn shared_flag_c(edge: Edge) {
+    claim_the_shared_flag(edge, "c").await;
+}
+
+#[edge_test(service = "misbehave")]
+#[should_panic(
+    expected = "service `misbehave` declares no config store `feature-flags`; declared config stores: flags"
+)]
+async fn an_unknown_config_store_is_named_with_the_declared_ones(edge: Edge) {
+    let _ = edge.config_store("feature-flags");
+}
+
+#[edge_test(service = "misbehave-reseeded")]
+#[should_panic(expected = "declares no config store `flags`; declared config stores: none")]
+async fn a_service_without_config_stores_says_how_to_declare_one(edge: Edge) {
+    let _ = edge.config_store("flags");
+}
+
+#[edge_test(service = "misbehave")]
+#[should_panic(expected = "a config store value has at most 8000")]
+async fn a_value_past_the_limit_fails_at_the_call(edge: Edge) {
+    edge.config_store("flags").set("big", "x".repeat(8001));
+}
+
+#[edge_test(service = "misbehave")]
+#[should_panic(expected = "cannot be a key of config store `flags`: a key has 1 to 256")]
+async fn an_empty_key_fails_at_the_call(edge: Edge) {
+    edge.config_store("flags").set("", "v");
+}
+
+#[edge_test(service = "misbehave")]
+async fn the_client_geolocation_is_set_per_request(edge: Edge) {
+    let client = ip("203.0.113.9");
+    let response = edge
+        .get("/geo")
+        .client_ip(client)
+        .geo(Geo::new().country_code("DE").city("Berlin").utc_offset(100))
+        .send()
+        .await;
+    let geo: Value = serde_json::from_str(&response.text()).unwrap();
+    assert_eq!(
+        geo,
+        json!({
+            "country_code": "DE", "city": "Berlin", "utc_offset": 1,
+            // Unset: what production reads for an address it knows nothing about.
+            "as_number": 0, "latitude": 999.0, "region": null, "continent": "Other(\"\")",
+        })
+    );
+    let again = json_of(&edge, "/geo", client).await;
+    assert_eq!(
+        again["city"], "Berlin",
+        "the record stays for later requests"
+    );
+}
+
+#[edge_test(service = "misbehave")]
+async fn geolocation_declared_in_fastly_toml_is_kept_until_the_test_replaces_it(edge: Edge) {
+    let declared = ip("192.0.2.10");
+    let geo = json_of(&edge, "/geo", declared).await;
+    assert_eq!(
+        (geo["country_code"].as_str(), geo["city"].as_str()),
+        (Some("NO"), Some("Declared City"))
+    );
+    edge.set_geo(declared, &Geo::new().country_code("SE"));
+    let geo = json_of(&edge, "/geo", declared).await;
+    assert_eq!(geo["country_code"], "SE");
+    assert_eq!(
+        geo["city"], "",
+        "a replaced record is the test's whole record"
+    );
+}
+
+#[edge_test(service = "misbehave")]
+async fn the_loopback_default_and_unknown_addresses_are_as_viceroy_has_them(edge: Edge) {
+    let loopback = json_of(&edge, "/geo", ip("127.0.0.1")).await;
+    assert_eq!(loopback["city"], "San Francisco");
+    let unknown = edge.get("/geo").client_ip(ip("198.51.100.77")).send().await;
+    assert_eq!(
+        (unknown.status().as_u16(), unknown.text()),
+        (404, "no geolocation".into())
+    );
+}
