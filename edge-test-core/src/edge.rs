@@ -13,7 +13,7 @@ use crate::executor::{self, InvocationReport, InvocationRequest, SessionSpec};
 use crate::logs::Logs;
 use crate::mock::MockBackend;
 use crate::mock::server::MockHub;
-use crate::platform::{ConfigStore, Geo};
+use crate::platform::{ConfigStore, Geo, KvStore};
 use crate::response::{GuestFailure, GuestFailureKind, Invocation, Judged, Response};
 use crate::service::{self, ResolvedService};
 use crate::wire::PlatformChange;
@@ -67,6 +67,12 @@ impl Edge {
             .as_ref()
             .map(|m| m.backends.clone())
             .unwrap_or_default();
+        let kv_guest = match &service.manifest {
+            Some(manifest) if !manifest.kv_stores.is_empty() => {
+                Some(crate::guest_build::kv_guest_wasm()?)
+            }
+            _ => None,
+        };
         let mocks = MockHub::start(&backends)?;
         let session = executor::Session::start(SessionSpec {
             service: service.name.clone(),
@@ -74,6 +80,7 @@ impl Edge {
             wasm: service.wasm.clone(),
             fastly_toml: service.manifest.as_ref().map(|m| m.text.clone()),
             backend_addrs: mocks.addrs().clone(),
+            kv_guest,
         })?;
         Ok(Self {
             inner: Arc::new(EdgeInner {
@@ -194,6 +201,81 @@ impl Edge {
             edge: self,
             name: name.to_owned(),
         }
+    }
+
+    /// KV store `name` as this test sees it: insert and remove entries (from the next
+    /// invocation on) and read what the guest stored. Panics, listing the declared stores,
+    /// when `fastly.toml` declares no such store.
+    #[track_caller]
+    pub fn kv_store(&self, name: &str) -> KvStore<'_> {
+        let declared = self
+            .inner
+            .service
+            .manifest
+            .as_ref()
+            .map(|m| m.kv_stores.as_slice())
+            .unwrap_or_default();
+        if !declared.iter().any(|store| store == name) {
+            panic!(
+                "edge-test: service `{}` declares no KV store `{name}`; declared KV stores: {}",
+                self.service(),
+                if declared.is_empty() {
+                    "none (declare one under [local_server.kv_stores] in fastly.toml)".to_owned()
+                } else {
+                    declared.join(", ")
+                }
+            )
+        }
+        KvStore {
+            edge: self,
+            name: name.to_owned(),
+        }
+    }
+
+    /// Applies the test's pending changes and reads KV store `store`, between invocations.
+    pub(crate) async fn read_kv(&self, store: &str) -> serde_json::Value {
+        let _turn = self.inner.turn.lock().await;
+        self.settle_abandoned().await;
+        let report = self.inner.session.run(self.platform_request(store)).await;
+        Self::kv_read(report)
+    }
+
+    /// [`read_kv`](Self::read_kv) for blocking callers.
+    pub(crate) fn read_kv_blocking(&self, store: &str) -> serde_json::Value {
+        let _turn = self.inner.turn.blocking_lock();
+        self.settle_abandoned_blocking();
+        let report = self
+            .inner
+            .session
+            .run_blocking(self.platform_request(store));
+        Self::kv_read(report)
+    }
+
+    fn platform_request(&self, store: &str) -> InvocationRequest {
+        InvocationRequest {
+            method: "GET".to_owned(),
+            uri: "http://edge-test.platform/".to_owned(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            guest_timeout: *crate::sync::lock(&self.inner.guest_timeout),
+            max_log_bytes: 0,
+            platform: std::mem::take(&mut *crate::sync::lock(&self.inner.platform_changes)),
+            platform_only: true,
+            read_kv: vec![store.to_owned()],
+        }
+    }
+
+    fn kv_read(report: InvocationReport) -> serde_json::Value {
+        if let executor::Outcome::NotRun { reason } = &report.outcome {
+            panic!("edge-test: could not read the KV store: {reason}");
+        }
+        report
+            .kv_read
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_else(|| {
+                panic!("edge-test: the KV store read came back empty (a bug in edge-test)")
+            })
     }
 
     /// The geolocation the guest reads for `ip` (`fastly::geo::geo_lookup`), from the next
@@ -569,6 +651,8 @@ impl RequestBuilder {
             guest_timeout,
             max_log_bytes,
             platform: Vec::new(),
+            platform_only: false,
+            read_kv: Vec::new(),
         }
     }
 }

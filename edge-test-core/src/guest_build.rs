@@ -34,6 +34,19 @@ const LEAKED_BUILD_VARS: &[&str] = &[
     "CARGO_MANIFEST_PATH",
 ];
 
+/// edge-test's own KV guest (`kv-guest/` beside this crate's sources), built once per
+/// process like a service's guest crate; see `executor::guest::kv_guest`.
+pub(crate) fn kv_guest_wasm() -> Result<PathBuf, EdgeError> {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("kv-guest");
+            build_guest_crate("edge-test's KV guest", &dir).map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|reason| EdgeError::Host { reason })
+}
+
 pub(crate) fn build_guest_crate(service: &str, crate_dir: &Path) -> Result<PathBuf, EdgeError> {
     let manifest = crate_dir.join("Cargo.toml");
     if !manifest.is_file() {

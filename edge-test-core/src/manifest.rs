@@ -13,6 +13,8 @@ pub(crate) struct Manifest {
     pub backends: Vec<String>,
     /// The config stores it declares, sorted: the ones a test may change.
     pub config_stores: Vec<String>,
+    /// The KV stores it declares, sorted.
+    pub kv_stores: Vec<String>,
 }
 
 impl Manifest {
@@ -35,10 +37,12 @@ impl Manifest {
         let (mut backends, mut config_stores) = declared(&text).map_err(error)?;
         backends.sort();
         config_stores.sort();
+        let kv_stores = declared_kv_stores(&text);
         Ok(Self {
             text,
             backends,
             config_stores,
+            kv_stores,
         })
     }
 }
@@ -69,6 +73,22 @@ fn declared(text: &str) -> Result<(Vec<String>, Vec<String>), String> {
     let mut stores = names("config_stores");
     stores.extend(names("dictionaries"));
     Ok((names("backends"), stores))
+}
+
+/// The KV stores `fastly.toml` declares, under any of the names viceroy accepts for them
+/// (viceroy's own list of them is private).
+fn declared_kv_stores(text: &str) -> Vec<String> {
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = ["kv_stores", "object_stores", "object_store"]
+        .iter()
+        .filter_map(|section| table.get("local_server")?.get(section)?.as_table())
+        .flat_map(|stores| stores.keys().cloned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// Every file a `[local_server]` table names (`file = ..`, or `path = ..` in older KV

@@ -3,8 +3,10 @@
 //! own (no other test sees them) and reach the guest at its next invocation; none compiles
 //! anything.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::edge::Edge;
@@ -77,6 +79,150 @@ impl ConfigStore<'_> {
             value,
         });
     }
+}
+
+/// A KV store of the service, as this test sees it: starts with what `fastly.toml` declares;
+/// the test's changes and the guest's writes are this test's alone. Get one with
+/// [`Edge::kv_store`]. Changes reach the guest at its next invocation; reads see what the
+/// guest stored up to its last one.
+///
+/// ```no_run
+/// # async fn f(edge: edge_test_core::Edge) {
+/// let tenants = edge.kv_store("tenants");
+/// tenants.insert_with_metadata("acme", r#"{"plan":"pro"}"#, "v2");
+/// edge.put("/tenants/globex").send().await;
+/// let stored = tenants.get("globex").await.expect("the guest stored it");
+/// assert_eq!(stored.text(), r#"{"plan":"free"}"#);
+/// # }
+/// ```
+#[must_use = "a KV store handle does nothing until it is used"]
+pub struct KvStore<'a> {
+    pub(crate) edge: &'a Edge,
+    pub(crate) name: String,
+}
+
+/// One entry of a KV store: its value and its metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvEntry {
+    pub value: Bytes,
+    pub metadata: Option<String>,
+}
+
+impl KvEntry {
+    /// The value as text (invalid UTF-8 replaced).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.value).into_owned()
+    }
+}
+
+impl KvStore<'_> {
+    /// Inserts `key` (replacing it if present), with no metadata.
+    #[track_caller]
+    pub fn insert(&self, key: &str, value: impl Into<Bytes>) -> &Self {
+        self.insert_entry(key, value.into(), None)
+    }
+
+    /// Inserts `key` with `metadata` (what `LookupResponse::metadata` returns).
+    #[track_caller]
+    pub fn insert_with_metadata(
+        &self,
+        key: &str,
+        value: impl Into<Bytes>,
+        metadata: &str,
+    ) -> &Self {
+        self.insert_entry(key, value.into(), Some(metadata.to_owned()))
+    }
+
+    /// Removes `key`, if present.
+    #[track_caller]
+    pub fn remove(&self, key: &str) -> &Self {
+        self.check_key(key);
+        self.edge.change_platform(PlatformChange::KvRemove {
+            store: self.name.clone(),
+            key: key.to_owned(),
+        });
+        self
+    }
+
+    /// Every entry, by key: what `fastly.toml` seeded, the test set and the guest stored.
+    pub async fn entries(&self) -> BTreeMap<String, KvEntry> {
+        let read = self.edge.read_kv(&self.name).await;
+        self.parse(read)
+    }
+
+    /// [`entries`](Self::entries), from a plain `fn` test.
+    pub fn entries_blocking(&self) -> BTreeMap<String, KvEntry> {
+        let read = self.edge.read_kv_blocking(&self.name);
+        self.parse(read)
+    }
+
+    /// The entry at `key`, if there is one.
+    pub async fn get(&self, key: &str) -> Option<KvEntry> {
+        self.entries().await.remove(key)
+    }
+
+    #[track_caller]
+    fn insert_entry(&self, key: &str, value: Bytes, metadata: Option<String>) -> &Self {
+        self.check_key(key);
+        self.edge.change_platform(PlatformChange::KvInsert {
+            store: self.name.clone(),
+            key: key.to_owned(),
+            value: value.to_vec(),
+            metadata,
+        });
+        self
+    }
+
+    #[track_caller]
+    fn check_key(&self, key: &str) {
+        if let Err(why) = kv_key_problem(key) {
+            panic!(
+                "edge-test: {key:?} cannot be a key of KV store `{}`: {why}",
+                self.name
+            );
+        }
+    }
+
+    fn parse(&self, read: Value) -> BTreeMap<String, KvEntry> {
+        read.get(&self.name)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| {
+                let key = entry.get(0)?.as_str()?.to_owned();
+                let value: Vec<u8> = serde_json::from_value(entry.get(1)?.clone()).ok()?;
+                let metadata = entry.get(2)?.as_str().map(str::to_owned);
+                Some((
+                    key,
+                    KvEntry {
+                        value: value.into(),
+                        metadata,
+                    },
+                ))
+            })
+            .collect()
+    }
+}
+
+/// Why Fastly's KV store refuses `key`, if it does (its documented rules, which viceroy
+/// enforces too).
+fn kv_key_problem(key: &str) -> Result<(), &'static str> {
+    if key.is_empty() || key.len() > 1024 {
+        return Err("a key has 1 to 1024 bytes");
+    }
+    if key.starts_with(".well-known/acme-challenge") {
+        return Err("a key may not start with .well-known/acme-challenge");
+    }
+    let dotted = |dots: &str| {
+        key == dots || key.contains(&format!("{dots}/")) || key.ends_with(&format!("/{dots}"))
+    };
+    if dotted(".") || dotted("..") {
+        return Err("a key may not be or hold a `.` or `..` path segment");
+    }
+    if key.contains(['\r', '\n', '#', ';', '?', '^', '|']) {
+        return Err("a key may not contain a carriage return, a newline or any of # ; ? ^ |");
+    }
+    Ok(())
 }
 
 /// The geolocation Fastly reports for a client address (`fastly::geo::geo_lookup`). Fields

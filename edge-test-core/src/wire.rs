@@ -26,6 +26,9 @@ pub(crate) struct SessionSpec {
     pub fastly_toml: Option<String>,
     /// Where each backend named in `fastly.toml` is served by the test's mocks.
     pub backend_addrs: BTreeMap<String, SocketAddr>,
+    /// edge-test's own KV guest, built when `fastly.toml` declares a KV store: it carries
+    /// out the test's KV changes and reads in the stores it shares with the guest.
+    pub kv_guest: Option<PathBuf>,
 }
 
 /// One downstream request, as the client sends it.
@@ -46,6 +49,17 @@ pub(crate) struct InvocationRequest {
     /// What the test changed in the platform (stores, geolocation) since the last
     /// invocation: applied, in order, before this one runs.
     pub platform: Vec<PlatformChange>,
+    /// Not a request for the guest: apply `platform`, read the KV stores `read_kv` names,
+    /// and report them (`InvocationReport::kv_read`) without running the guest.
+    pub platform_only: bool,
+    pub read_kv: Vec<String>,
+}
+
+impl PlatformChange {
+    /// Carried out in the KV stores (by the KV guest), not in a file.
+    pub(crate) fn is_kv(&self) -> bool {
+        matches!(self, Self::KvInsert { .. } | Self::KvRemove { .. })
+    }
 }
 
 /// One change a test makes to the platform its guest reads, applied by the executor just
@@ -60,6 +74,16 @@ pub(crate) enum PlatformChange {
     },
     /// The geolocation record for `ip`: a JSON object with every field the guest reads.
     Geo { ip: IpAddr, record: String },
+    /// Inserts or replaces a KV entry.
+    KvInsert {
+        store: String,
+        key: String,
+        #[serde(with = "as_bytes")]
+        value: Vec<u8>,
+        metadata: Option<String>,
+    },
+    /// Removes a KV entry (nothing when there is none).
+    KvRemove { store: String, key: String },
 }
 
 /// What the client received and how the guest ended, once the guest has fully finished.
@@ -81,6 +105,8 @@ pub(crate) struct InvocationReport {
     pub runtime_warnings: Vec<String>,
     /// Why the guest ran without the network fence, when it did.
     pub unfenced: Option<String>,
+    /// What a platform-only request read of the KV stores: the KV guest's JSON answer.
+    pub kv_read: Option<String>,
 }
 
 impl InvocationReport {
@@ -96,6 +122,7 @@ impl InvocationReport {
             dropped_log_bytes: 0,
             runtime_warnings: Vec::new(),
             unfenced: None,
+            kv_read: None,
         }
     }
 }
@@ -266,6 +293,8 @@ mod tests {
             guest_timeout: Duration::from_secs(1),
             max_log_bytes: 0,
             platform: Vec::new(),
+            platform_only: false,
+            read_kv: Vec::new(),
         }
     }
 

@@ -191,3 +191,97 @@ async fn the_loopback_default_and_unknown_addresses_are_as_viceroy_has_them(edge
         (404, "no geolocation".into())
     );
 }
+
+#[edge_test(service = "misbehave")]
+async fn kv_entries_set_by_the_test_reach_the_guest(edge: Edge) {
+    let data = edge.kv_store("data");
+    data.insert("tenant", "acme")
+        .insert_with_metadata("plan", "pro", "since=2026");
+    assert_eq!(edge.get("/kv/tenant").send().await.text(), "acme");
+    assert_eq!(edge.get("/kv-meta/plan").send().await.text(), "since=2026");
+    assert_eq!(
+        edge.get("/kv-meta/tenant").send().await.text(),
+        "no metadata"
+    );
+
+    data.insert("tenant", "globex").remove("seed");
+    assert_eq!(edge.get("/kv/tenant").send().await.text(), "globex");
+    assert_eq!(
+        edge.get("/kv/seed").send().await.status(),
+        404,
+        "an entry fastly.toml seeds can be removed"
+    );
+}
+
+#[edge_test(service = "misbehave")]
+async fn the_test_reads_what_the_guest_stored(edge: Edge) {
+    let data = edge.kv_store("data");
+    let before = data.entries().await;
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        ["seed"],
+        "only what fastly.toml seeds"
+    );
+    assert_eq!(before["seed"].text(), "from fastly.toml");
+
+    assert_eq!(edge.put("/kv/written/by-guest").send().await.status(), 201);
+    let stored = data.get("written").await.expect("the guest stored it");
+    assert_eq!(
+        stored,
+        edge_test::KvEntry {
+            value: "by-guest".into(),
+            metadata: None
+        }
+    );
+    data.insert("pending", "applied before the read");
+    assert_eq!(
+        data.get("pending").await.map(|e| e.text()).as_deref(),
+        Some("applied before the read")
+    );
+}
+
+#[edge_test(service = "misbehave")]
+fn a_blocking_test_reads_kv_too(edge: Edge) {
+    edge.put("/kv/k/v").send_blocking();
+    let entries = edge.kv_store("data").entries_blocking();
+    assert_eq!(entries["k"].text(), "v");
+}
+
+/// Concurrent tests write the same KV key through the test API; each sees only its own.
+async fn claim_the_shared_kv_key(edge: Edge, me: &str) {
+    let data = edge.kv_store("data");
+    assert_eq!(data.get("shared").await, None, "a pristine store");
+    data.insert("shared", me.to_owned());
+    assert_eq!(edge.get("/kv/shared").send().await.text(), me);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        data.get("shared").await.map(|e| e.text()).as_deref(),
+        Some(me)
+    );
+}
+
+#[edge_test(service = "misbehave")]
+async fn shared_kv_a(edge: Edge) {
+    claim_the_shared_kv_key(edge, "a").await;
+}
+
+#[edge_test(service = "misbehave")]
+async fn shared_kv_b(edge: Edge) {
+    claim_the_shared_kv_key(edge, "b").await;
+}
+
+#[edge_test(service = "misbehave")]
+#[should_panic(
+    expected = "service `misbehave` declares no KV store `sessions`; declared KV stores: data"
+)]
+async fn an_unknown_kv_store_is_named_with_the_declared_ones(edge: Edge) {
+    let _ = edge.kv_store("sessions");
+}
+
+#[edge_test(service = "misbehave")]
+#[should_panic(
+    expected = "\"a/../b\" cannot be a key of KV store `data`: a key may not be or hold a `.` or `..` path segment"
+)]
+async fn a_key_the_kv_store_refuses_fails_at_the_call(edge: Edge) {
+    edge.kv_store("data").insert("a/../b", "v");
+}

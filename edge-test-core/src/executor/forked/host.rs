@@ -36,6 +36,7 @@ struct TemplateKey {
     wasm_modified: Option<std::time::SystemTime>,
     fastly_toml: Option<String>,
     backends: Vec<String>,
+    kv_guest: Option<PathBuf>,
 }
 
 struct Host {
@@ -235,6 +236,7 @@ fn template_for(host: &Host, spec: &SessionSpec) -> Result<Arc<Template>, EdgeEr
         wasm_modified: meta.and_then(|m| m.modified().ok()),
         fastly_toml: spec.fastly_toml.clone(),
         backends: spec.backend_addrs.keys().cloned().collect(),
+        kv_guest: spec.kv_guest.clone(),
     };
     host.templates
         .get_or_init(key, || compile_template(host, spec))
@@ -343,6 +345,7 @@ mod tests {
                 "api".to_owned(),
                 backend.parse::<SocketAddr>().unwrap(),
             )]),
+            kv_guest: None,
         }
     }
 

@@ -254,6 +254,8 @@ mod tests {
             guest_timeout: std::time::Duration::from_secs(1),
             max_log_bytes: 0,
             platform: Vec::new(),
+            platform_only: false,
+            read_kv: Vec::new(),
         }))
         .unwrap();
         assert!(

@@ -11,6 +11,7 @@ use viceroy_lib::config::{
 };
 use viceroy_lib::{ExecuteCtx, ProfilingConfig, WasmFeatures};
 
+use super::kv_guest::KvGuest;
 use super::log_sink::LogSink;
 use super::platform_files::PlatformFiles;
 use crate::error::EdgeError;
@@ -29,6 +30,8 @@ pub(crate) struct CompiledGuest {
     /// changes rewrite (shared by the clones of one session, or of one template until a
     /// worker makes them its own).
     pub(super) platform: Arc<Mutex<PlatformFiles>>,
+    /// Carries out the test's KV changes and reads, when `fastly.toml` declares KV stores.
+    pub(super) kv: Option<Arc<KvGuest>>,
 }
 
 impl CompiledGuest {
@@ -49,7 +52,12 @@ impl CompiledGuest {
         let (platform, dictionaries, geolocation) =
             platform_files(spec.fastly_toml.as_deref(), config.as_ref()).map_err(load_error)?;
         let ctx = build_context(spec, config, dictionaries, geolocation, &logs)?;
+        let kv = match &spec.kv_guest {
+            Some(wasm) => Some(Arc::new(KvGuest::compile(wasm, &ctx).map_err(load_error)?)),
+            None => None,
+        };
         Ok(Self {
+            kv,
             ctx,
             logs,
             backend_addrs: spec.backend_addrs.values().copied().collect(),

@@ -3,6 +3,7 @@
 //! Every assumption about viceroy-lib's behaviour lives in `viceroy_compat`.
 
 mod compile;
+mod kv_guest;
 pub(crate) mod log_sink;
 pub(crate) mod network_fence;
 mod platform_files;

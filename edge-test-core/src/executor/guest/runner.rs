@@ -10,6 +10,7 @@ use http_body::Body as _;
 use viceroy_lib::ExecuteCtx;
 
 use super::compile::CompiledGuest;
+use super::kv_guest::KvGuest;
 use super::log_sink::LogSink;
 use super::network_fence::NetworkFence;
 use super::platform_files::PlatformFiles;
@@ -26,6 +27,7 @@ pub(crate) struct GuestRunner {
     ctx: Arc<ExecuteCtx>,
     logs: LogSink,
     platform: Arc<std::sync::Mutex<PlatformFiles>>,
+    kv: Option<Arc<KvGuest>>,
     traps: TrapCollector,
     runtime: Option<tokio::runtime::Runtime>,
     /// `Err` (why) where the kernel will not fence the guest: it then runs unfenced.
@@ -55,6 +57,7 @@ impl GuestRunner {
             ctx: guest.ctx,
             logs: guest.logs,
             platform: guest.platform,
+            kv: guest.kv,
             traps,
             runtime: Some(runtime),
             fence,
@@ -69,10 +72,19 @@ impl GuestRunner {
             return InvocationReport::not_run(SESSION_ENDED);
         };
         let changes = std::mem::take(&mut request.platform);
-        if let Err(why) = crate::sync::lock(&self.platform).apply(changes) {
-            return InvocationReport::not_run(&format!(
-                "the test's platform changes could not be applied: {why}"
-            ));
+        let kv_read = match self.apply_platform(runtime, changes, &request.read_kv) {
+            Ok(read) => read,
+            Err(why) => {
+                return InvocationReport::not_run(&format!(
+                    "the test's platform changes could not be applied: {why}"
+                ));
+            }
+        };
+        if request.platform_only {
+            let mut report = InvocationReport::not_run("a platform request runs no guest");
+            report.outcome = Outcome::Completed;
+            report.kv_read = Some(serde_json::Value::Object(kv_read).to_string());
+            return report;
         }
         let progress = Rc::new(RefCell::new(None));
         let limit = request.guest_timeout;
@@ -99,6 +111,7 @@ impl GuestRunner {
                     dropped_log_bytes: logs.dropped,
                     runtime_warnings: self.traps.drain_warnings(),
                     unfenced: None,
+                    kv_read: None,
                 }
             }
         };
@@ -107,6 +120,30 @@ impl GuestRunner {
             Err(why) => report.unfenced = Some(why.clone()),
         }
         report
+    }
+}
+
+impl GuestRunner {
+    /// Applies the test's changes (files, then KV), then reads the KV stores `read` names.
+    fn apply_platform(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        changes: Vec<crate::wire::PlatformChange>,
+        read: &[String],
+    ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+        let (kv, files): (Vec<_>, Vec<_>) = changes.into_iter().partition(|c| c.is_kv());
+        crate::sync::lock(&self.platform).apply(files)?;
+        if kv.is_empty() && read.is_empty() {
+            return Ok(Default::default());
+        }
+        let Some(guest) = &self.kv else {
+            return Err("the service declares no KV store".to_owned());
+        };
+        let result = runtime.block_on(guest.run(kv, read));
+        // What the KV guest's run left for the trap observer is not the test's guest's.
+        let _ = self.traps.drain_guest_failures();
+        let _ = self.traps.drain_warnings();
+        result
     }
 }
 
@@ -225,5 +262,6 @@ fn collect(
         dropped_log_bytes: logs.dropped,
         runtime_warnings: traps.drain_warnings(),
         unfenced: None,
+        kv_read: None,
     }
 }

@@ -182,6 +182,19 @@ fn main() {
         },
         ["geo"] => geo_response(req.get_client_ip_addr().unwrap()),
         ["geo-of", ip] => geo_response(ip.parse().unwrap()),
+        ["kv-meta", key] => {
+            let store = KVStore::open("data").unwrap().unwrap();
+            match store.lookup(key) {
+                Ok(found) => Response::from_body(
+                    found
+                        .metadata()
+                        .map(|m| String::from_utf8_lossy(&m).into_owned())
+                        .unwrap_or_else(|| "no metadata".to_owned()),
+                )
+                .send_to_client(),
+                Err(_) => Response::from_status(StatusCode::NOT_FOUND).send_to_client(),
+            }
+        }
         ["kv", key] => {
             let store = KVStore::open("data").unwrap().unwrap();
             match store.lookup(key) {
