@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use edge_test::mock::matchers::{body_json, header, method, path};
 use edge_test::mock::{Mock, Reply};
-use edge_test::{Edge, Service, edge_test};
+use edge_test::{Edge, Geo, Service, edge_test};
 use serde_json::{Value, json};
 
 edge_test::register_service!("todo", || Service::guest_crate("guest"));
@@ -359,4 +359,65 @@ fn plain_fn_tests_use_send_blocking(edge: Edge) {
     origin_serves(&edge, 12, 1);
     let resp = edge.get("/todos/12").send_blocking();
     assert_eq!(resp.status(), 200);
+}
+
+#[edge_test(service = "todo")]
+async fn localized_greetings_are_behind_a_flag(edge: Edge) {
+    let berlin: IpAddr = "203.0.113.7".parse().unwrap();
+    let greet = || {
+        edge.get("/greeting")
+            .client_ip(berlin)
+            .geo(Geo::new().country_code("DE").city("Berlin"))
+    };
+    assert_eq!(
+        greet().send().await.text(),
+        "hello from the edge, 203.0.113.7"
+    );
+
+    edge.config_store("settings")
+        .set("localized_greetings", "on");
+    assert_eq!(greet().send().await.text(), "hallo, 203.0.113.7");
+}
+
+#[edge_test(service = "todo")]
+async fn a_client_of_no_known_country_gets_the_default_greeting(edge: Edge) {
+    edge.config_store("settings")
+        .set("localized_greetings", "on");
+    let response = edge
+        .get("/greeting")
+        .client_ip("198.51.100.1".parse().unwrap())
+        .geo(Geo::new())
+        .send()
+        .await;
+    assert_eq!(response.text(), "hello from the edge, 198.51.100.1");
+}
+
+#[edge_test(service = "todo")]
+async fn a_tenant_plan_comes_from_its_kv_record(edge: Edge) {
+    assert_eq!(edge.get("/tenants/acme/plan").send().await.text(), "pro");
+
+    let tenants = edge.kv_store("tenants");
+    tenants.insert("globex", r#"{"plan": "enterprise"}"#);
+    tenants.remove("acme");
+    assert_eq!(
+        edge.get("/tenants/globex/plan").send().await.text(),
+        "enterprise"
+    );
+    assert_eq!(edge.get("/tenants/acme/plan").send().await.status(), 404);
+}
+
+#[edge_test(service = "todo")]
+async fn a_corrupt_tenant_record_is_a_server_error(edge: Edge) {
+    edge.kv_store("tenants").insert("initech", "not json");
+    let response = edge.get("/tenants/initech/plan").send().await;
+    assert_eq!(response.status(), 500);
+    assert_eq!(response.json::<Value>()["error"], "corrupt tenant record");
+}
+
+#[edge_test(service = "todo")]
+async fn the_test_reads_the_note_the_guest_stored(edge: Edge) {
+    let written = edge.put("/notes/groceries").text("milk").send().await;
+    assert!(written.status().is_success(), "{}", written.text());
+    let stored = edge.kv_store("notes").get("groceries").await;
+    assert_eq!(stored.map(|note| note.text()).as_deref(), Some("milk"));
 }

@@ -79,6 +79,7 @@ fn route(req: Request) -> (Response, AfterResponse) {
             put_note(&key, req)
         }
         (Method::GET, ["greeting"]) => (greeting(&req), AfterResponse::Nothing),
+        (Method::GET, ["tenants", id, "plan"]) => (tenant_plan(id), AfterResponse::Nothing),
         _ => (
             error(StatusCode::NOT_FOUND, "no such route"),
             AfterResponse::Nothing,
@@ -273,10 +274,22 @@ fn put_note(key: &str, mut req: Request) -> (Response, AfterResponse) {
     }
 }
 
+/// The greeting of the config store; behind the `localized_greetings` flag, the greeting of
+/// the client's country where it has one.
 fn greeting(req: &Request) -> Response {
-    let greeting = ConfigStore::open("settings")
-        .get("greeting")
-        .unwrap_or_else(|| "hello".to_owned());
+    let settings = ConfigStore::open("settings");
+    let localized = settings.get("localized_greetings").as_deref() == Some("on");
+    let country = req
+        .get_client_ip_addr()
+        .and_then(fastly::geo::geo_lookup)
+        .map(|geo| geo.country_code().to_owned());
+    let greeting = match (localized, country.as_deref()) {
+        (true, Some("DE" | "AT")) => "hallo".to_owned(),
+        (true, Some("FR")) => "bonjour".to_owned(),
+        _ => settings
+            .get("greeting")
+            .unwrap_or_else(|| "hello".to_owned()),
+    };
     let client = req
         .get_client_ip_addr()
         .map(|ip| ip.to_string())
@@ -284,6 +297,22 @@ fn greeting(req: &Request) -> Response {
     Response::from_status(StatusCode::OK)
         .with_content_type(fastly::mime::TEXT_PLAIN_UTF_8)
         .with_body(format!("{greeting}, {client}"))
+}
+
+/// A tenant's plan, from its record in the `tenants` KV store (`{"plan": ...}`).
+fn tenant_plan(id: &str) -> Response {
+    let Ok(Some(tenants)) = KVStore::open("tenants") else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "no tenants store");
+    };
+    match tenants.lookup(id) {
+        Ok(mut found) => match serde_json::from_slice::<Value>(&found.take_body_bytes()) {
+            Ok(record) => Response::from_status(StatusCode::OK)
+                .with_body_text_plain(record["plan"].as_str().unwrap_or("free")),
+            Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "corrupt tenant record"),
+        },
+        Err(KVStoreError::ItemNotFound) => error(StatusCode::NOT_FOUND, "no such tenant"),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
 }
 
 fn cache_ttl() -> Duration {
