@@ -62,6 +62,25 @@ async fn cached_todo_$i(edge: Edge) {
 }
 RS
   done
+  # The same tests, each also setting a config store entry and a geolocation record: a
+  # per-test platform change must cost no compile.
+  for i in $(seq 1 "$tests"); do
+    cat <<RS
+#[edge_test(service = "todo")]
+async fn platform_todo_$i(edge: Edge) {
+    edge.config_store("settings").set("cache_ttl_secs", "120");
+    Mock::given(path("/todos/$i"))
+        .respond_with(Reply::json(200, &serde_json::json!({ "id": $i, "title": "bench" })))
+        .expect(1)
+        .mount(&edge.backend("origin"));
+    let geo = edge_test::Geo::new().country_code("DE");
+    assert_eq!(edge.get("/todos/$i").geo(geo).send().await.header("x-cache"), Some("MISS"));
+    assert_eq!(edge.get("/todos/$i").send().await.header("x-cache"), Some("HIT"));
+    assert_eq!(edge.put("/notes/n$i").text("note").send().await.status(), 204);
+    assert_eq!(edge.get("/notes/n$i").send().await.text(), "note");
+}
+RS
+  done
   # The floor: the same number of tests in the same binary, doing nothing. What a runner
   # costs per test process before any edge-test code runs.
   for i in $(seq 1 "$tests"); do
@@ -81,7 +100,9 @@ cargo nextest run --no-run >/dev/null 2>&1 || true
 cargo build --quiet --example latency --example boundary
 # BENCH_ONLY=boundary (large outputs) or BENCH_ONLY=latency (overhead, latency, memory):
 # only that example's figures, in a minute or two rather than eight.
-if [ -n "${BENCH_ONLY:-}" ]; then cargo run --quiet --example "$BENCH_ONLY"; exit 0; fi
+if [ -n "${BENCH_ONLY:-}" ] && [ "$BENCH_ONLY" != platform ]; then
+  cargo run --quiet --example "$BENCH_ONLY"; exit 0
+fi
 # Warm the guest build, so that no run pays for it.
 cargo test --quiet -- --exact cached_todo_1 >/dev/null
 
@@ -97,10 +118,21 @@ seconds() {
   echo "$end - $start" | bc
 }
 timed() { local label="$1" took; shift; took=$(seconds "$@"); echo "$label $took s"; }
-edge_tests() { cargo test --quiet -- cached_todo_; }
+edge_tests() { cargo test --quiet -- "${1:-cached_todo_}"; }
 nextest() { cargo nextest run --no-fail-fast --test-threads "$(nproc)" -E "test(/^$1/)"; }
 
 echo "suite: $tests tests x 4 invocations, $(nproc) cores, $(uname -sr)"
+# BENCH_ONLY=platform: the suite with and without a store entry and a geolocation record
+# per test, alternating, in one run.
+if [ "${BENCH_ONLY:-}" = platform ]; then
+  for run in $(seq 1 "$runs"); do
+    timed "no platform change   cargo test:       " edge_tests cached_todo_
+    timed "entry + geo per test cargo test:       " edge_tests platform_todo_
+    timed "no platform change   cargo nextest run:" nextest cached_todo_
+    timed "entry + geo per test cargo nextest run:" nextest platform_todo_
+  done
+  exit 0
+fi
 for run in $(seq 1 "$runs"); do
   timed "host (default)      cargo test:       " edge_tests
   timed "host (default)      cargo nextest run:" nextest cached_todo_
