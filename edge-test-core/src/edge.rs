@@ -13,7 +13,7 @@ use crate::executor::{self, InvocationReport, InvocationRequest, SessionSpec};
 use crate::logs::Logs;
 use crate::mock::MockBackend;
 use crate::mock::server::MockHub;
-use crate::platform::{ConfigStore, Geo, KvStore};
+use crate::platform::{CacheControl, ConfigStore, Geo, KvStore, PlatformRead};
 use crate::response::{GuestFailure, GuestFailureKind, Invocation, Judged, Response};
 use crate::service::{self, ResolvedService};
 use crate::wire::PlatformChange;
@@ -232,26 +232,24 @@ impl Edge {
         }
     }
 
-    /// Applies the test's pending changes and reads KV store `store`, between invocations.
-    pub(crate) async fn read_kv(&self, store: &str) -> serde_json::Value {
+    /// Applies the test's pending changes, then reads the KV stores and the cache keys
+    /// `read` names, between invocations: `{"kv": {..}, "cache": [..]}`.
+    pub(crate) async fn read_platform(&self, read: PlatformRead) -> serde_json::Value {
         let _turn = self.inner.turn.lock().await;
         self.settle_abandoned().await;
-        let report = self.inner.session.run(self.platform_request(store)).await;
-        Self::kv_read(report)
+        let report = self.inner.session.run(self.platform_request(read)).await;
+        Self::platform_read(report)
     }
 
-    /// [`read_kv`](Self::read_kv) for blocking callers.
-    pub(crate) fn read_kv_blocking(&self, store: &str) -> serde_json::Value {
+    /// [`read_platform`](Self::read_platform) for blocking callers.
+    pub(crate) fn read_platform_blocking(&self, read: PlatformRead) -> serde_json::Value {
         let _turn = self.inner.turn.blocking_lock();
         self.settle_abandoned_blocking();
-        let report = self
-            .inner
-            .session
-            .run_blocking(self.platform_request(store));
-        Self::kv_read(report)
+        let report = self.inner.session.run_blocking(self.platform_request(read));
+        Self::platform_read(report)
     }
 
-    fn platform_request(&self, store: &str) -> InvocationRequest {
+    fn platform_request(&self, read: PlatformRead) -> InvocationRequest {
         InvocationRequest {
             method: "GET".to_owned(),
             uri: "http://edge-test.platform/".to_owned(),
@@ -262,20 +260,27 @@ impl Edge {
             max_log_bytes: 0,
             platform: std::mem::take(&mut *crate::sync::lock(&self.inner.platform_changes)),
             platform_only: true,
-            read_kv: vec![store.to_owned()],
+            read_kv: read.kv_stores,
+            read_cache: read.cache_keys,
         }
     }
 
-    fn kv_read(report: InvocationReport) -> serde_json::Value {
+    fn platform_read(report: InvocationReport) -> serde_json::Value {
         if let executor::Outcome::NotRun { reason } = &report.outcome {
-            panic!("edge-test: could not read the KV store: {reason}");
+            panic!("edge-test: could not read the platform: {reason}");
         }
         report
-            .kv_read
+            .platform_read
             .and_then(|text| serde_json::from_str(&text).ok())
             .unwrap_or_else(|| {
-                panic!("edge-test: the KV store read came back empty (a bug in edge-test)")
+                panic!("edge-test: a platform read came back empty (a bug in edge-test)")
             })
+    }
+
+    /// The guest's core cache (`fastly::cache::core`), as this test sees it: seed entries,
+    /// purge, and look up what the guest stored. Starts empty, as every test's does.
+    pub fn cache(&self) -> CacheControl<'_> {
+        CacheControl { edge: self }
     }
 
     /// The geolocation the guest reads for `ip` (`fastly::geo::geo_lookup`), from the next
@@ -653,6 +658,7 @@ impl RequestBuilder {
             platform: Vec::new(),
             platform_only: false,
             read_kv: Vec::new(),
+            read_cache: Vec::new(),
         }
     }
 }

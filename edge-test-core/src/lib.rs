@@ -31,7 +31,8 @@ pub use edge::{Edge, RequestBuilder};
 pub use error::EdgeError;
 pub use logs::{LogLine, Logs};
 pub use platform::{
-    CONFIG_KEY_MAX_CHARS, CONFIG_VALUE_MAX_CHARS, ConfigStore, Geo, KvEntry, KvStore,
+    CONFIG_KEY_MAX_CHARS, CONFIG_VALUE_MAX_CHARS, CacheControl, CacheSeed, CachedObject,
+    ConfigStore, Geo, KvEntry, KvStore,
 };
 pub use response::{FailurePhase, GuestFailure, GuestFailureKind, Response};
 pub use service::{DEFAULT_GUEST_TIMEOUT, DEFAULT_MAX_LOG_BYTES, Service};

@@ -146,14 +146,21 @@ impl KvStore<'_> {
 
     /// Every entry, by key: what `fastly.toml` seeded, the test set and the guest stored.
     pub async fn entries(&self) -> BTreeMap<String, KvEntry> {
-        let read = self.edge.read_kv(&self.name).await;
+        let read = self.edge.read_platform(self.read()).await;
         self.parse(read)
     }
 
     /// [`entries`](Self::entries), from a plain `fn` test.
     pub fn entries_blocking(&self) -> BTreeMap<String, KvEntry> {
-        let read = self.edge.read_kv_blocking(&self.name);
+        let read = self.edge.read_platform_blocking(self.read());
         self.parse(read)
+    }
+
+    fn read(&self) -> PlatformRead {
+        PlatformRead {
+            kv_stores: vec![self.name.clone()],
+            cache_keys: Vec::new(),
+        }
     }
 
     /// The entry at `key`, if there is one.
@@ -184,7 +191,8 @@ impl KvStore<'_> {
     }
 
     fn parse(&self, read: Value) -> BTreeMap<String, KvEntry> {
-        read.get(&self.name)
+        read["kv"]
+            .get(&self.name)
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
@@ -201,6 +209,221 @@ impl KvStore<'_> {
                 ))
             })
             .collect()
+    }
+}
+
+/// What a platform-only request reads.
+pub(crate) struct PlatformRead {
+    pub(crate) kv_stores: Vec<String>,
+    pub(crate) cache_keys: Vec<Vec<u8>>,
+}
+
+/// The guest's core cache (`fastly::cache::core`) as this test sees it: it starts empty;
+/// entries the test inserts are found by the guest's next lookup, purges take effect before
+/// its next invocation, and [`get`](Self::get) reads what is stored now. Get it with
+/// [`Edge::cache`].
+///
+/// ```no_run
+/// # async fn f(edge: edge_test_core::Edge) {
+/// use std::time::Duration;
+/// use edge_test_core::CacheSeed;
+/// edge.cache().insert(
+///     CacheSeed::new("todo-1", r#"{"id":1}"#, Duration::from_secs(60)).surrogate_key("todos"),
+/// );
+/// edge.get("/todos/1").send().await; // a hit: the origin's mock is never called
+/// edge.cache().purge_surrogate_key("todos");
+/// assert!(edge.cache().get("todo-1").await.is_none());
+/// # }
+/// ```
+///
+/// Not offered, because viceroy-lib 0.22 cannot: listing the keys the guest stored (look up
+/// the keys you expect instead), reading an entry's surrogate keys or stale-while-revalidate
+/// period, and making time pass (its clock is the process's monotonic clock; seed an entry
+/// with an [`age`](CacheSeed::age) instead).
+#[must_use = "a cache handle does nothing until it is used"]
+pub struct CacheControl<'a> {
+    pub(crate) edge: &'a Edge,
+}
+
+impl CacheControl<'_> {
+    /// Stores `seed`, replacing what the key held: the guest's next lookup finds it.
+    #[track_caller]
+    pub fn insert(&self, seed: CacheSeed) -> &Self {
+        check_cache_key(&seed.key);
+        self.edge.change_platform(PlatformChange::CacheInsert {
+            key: seed.key.to_vec(),
+            body: seed.body.to_vec(),
+            ttl: seed.ttl,
+            age: seed.age,
+            stale_while_revalidate: seed.stale_while_revalidate,
+            surrogate_keys: seed.surrogate_keys,
+            user_metadata: seed.user_metadata.to_vec(),
+        });
+        self
+    }
+
+    /// Purges every entry tagged with surrogate key `key` (what the guest's
+    /// `fastly::http::purge::purge_surrogate_key` does).
+    #[track_caller]
+    pub fn purge_surrogate_key(&self, key: &str) -> &Self {
+        check_surrogate_key(key);
+        self.edge
+            .change_platform(PlatformChange::CachePurgeSurrogateKey {
+                key: key.to_owned(),
+            });
+        self
+    }
+
+    /// Purges the entry at `key` (the one stored for requests without `Vary`d headers).
+    #[track_caller]
+    pub fn purge_key(&self, key: impl AsRef<[u8]>) -> &Self {
+        let key = key.as_ref();
+        check_cache_key(key);
+        self.edge
+            .change_platform(PlatformChange::CachePurgeKey { key: key.to_vec() });
+        self
+    }
+
+    /// What the cache holds at `key` now (after the test's pending changes), if anything.
+    pub async fn get(&self, key: impl AsRef<[u8]>) -> Option<CachedObject> {
+        let key = key.as_ref().to_vec();
+        let read = self.edge.read_platform(Self::read(&key)).await;
+        CachedObject::parse(&read["cache"][0])
+    }
+
+    /// [`get`](Self::get), from a plain `fn` test.
+    pub fn get_blocking(&self, key: impl AsRef<[u8]>) -> Option<CachedObject> {
+        let key = key.as_ref().to_vec();
+        let read = self.edge.read_platform_blocking(Self::read(&key));
+        CachedObject::parse(&read["cache"][0])
+    }
+
+    fn read(key: &[u8]) -> PlatformRead {
+        check_cache_key(key);
+        PlatformRead {
+            kv_stores: Vec::new(),
+            cache_keys: vec![key.to_vec()],
+        }
+    }
+}
+
+/// The longest core-cache key (viceroy's and Fastly's limit).
+const CACHE_KEY_MAX_BYTES: usize = 4096;
+
+#[track_caller]
+fn check_cache_key(key: &[u8]) {
+    if key.len() > CACHE_KEY_MAX_BYTES {
+        panic!(
+            "edge-test: a cache key of {} bytes is too long: a cache key has at most \
+             {CACHE_KEY_MAX_BYTES} bytes",
+            key.len()
+        );
+    }
+}
+
+#[track_caller]
+fn check_surrogate_key(key: &str) {
+    if key.is_empty() || key.len() > 1024 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        panic!(
+            "edge-test: {key:?} cannot be a surrogate key: a surrogate key has 1 to 1024 \
+             visible ASCII characters (no spaces)"
+        );
+    }
+}
+
+/// A core-cache entry for a test to store before its guest looks it up.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct CacheSeed {
+    key: Bytes,
+    body: Bytes,
+    ttl: std::time::Duration,
+    age: std::time::Duration,
+    stale_while_revalidate: std::time::Duration,
+    surrogate_keys: Vec<String>,
+    user_metadata: Bytes,
+}
+
+impl CacheSeed {
+    /// An entry at `key` with `body`, fresh for `ttl` from now.
+    pub fn new(key: impl Into<Bytes>, body: impl Into<Bytes>, ttl: std::time::Duration) -> Self {
+        Self {
+            key: key.into(),
+            body: body.into(),
+            ttl,
+            age: std::time::Duration::ZERO,
+            stale_while_revalidate: std::time::Duration::ZERO,
+            surrogate_keys: Vec::new(),
+            user_metadata: Bytes::new(),
+        }
+    }
+
+    /// How old the entry already is: an entry stored `age` ago (its TTL counts from then).
+    pub fn age(mut self, age: std::time::Duration) -> Self {
+        self.age = age;
+        self
+    }
+
+    /// How long past its TTL the entry may still be served while it is revalidated.
+    pub fn stale_while_revalidate(mut self, period: std::time::Duration) -> Self {
+        self.stale_while_revalidate = period;
+        self
+    }
+
+    /// Tags the entry with surrogate key `key` (repeat for several). Panics on a key Fastly
+    /// would refuse.
+    #[track_caller]
+    pub fn surrogate_key(mut self, key: &str) -> Self {
+        check_surrogate_key(key);
+        self.surrogate_keys.push(key.to_owned());
+        self
+    }
+
+    /// The entry's user metadata (what `Found::user_metadata` returns).
+    pub fn user_metadata(mut self, metadata: impl Into<Bytes>) -> Self {
+        self.user_metadata = metadata.into();
+        self
+    }
+}
+
+/// What the core cache holds at a key, as [`CacheControl::get`] read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedObject {
+    pub body: Bytes,
+    /// How long the entry is fresh for, from its storage (its TTL).
+    pub max_age: std::time::Duration,
+    /// How old it is now.
+    pub age: std::time::Duration,
+    pub user_metadata: Bytes,
+    /// The body's length, when it was known on insertion.
+    pub length: Option<u64>,
+}
+
+impl CachedObject {
+    /// The body as text (invalid UTF-8 replaced).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// How much longer it is fresh (zero once stale).
+    pub fn ttl_left(&self) -> std::time::Duration {
+        self.max_age.saturating_sub(self.age)
+    }
+
+    fn parse(entry: &Value) -> Option<Self> {
+        let bytes = |name: &str| -> Bytes {
+            serde_json::from_value::<Vec<u8>>(entry[name].clone())
+                .unwrap_or_default()
+                .into()
+        };
+        let nanos = |name: &str| std::time::Duration::from_nanos(entry[name].as_u64().unwrap_or(0));
+        entry.is_object().then(|| Self {
+            body: bytes("body"),
+            max_age: nanos("max_age_ns"),
+            age: nanos("age_ns"),
+            user_metadata: bytes("user_metadata"),
+            length: entry["length"].as_u64(),
+        })
     }
 }
 

@@ -49,16 +49,28 @@ pub(crate) struct InvocationRequest {
     /// What the test changed in the platform (stores, geolocation) since the last
     /// invocation: applied, in order, before this one runs.
     pub platform: Vec<PlatformChange>,
-    /// Not a request for the guest: apply `platform`, read the KV stores `read_kv` names,
-    /// and report them (`InvocationReport::kv_read`) without running the guest.
+    /// Not a request for the guest: apply `platform`, read the KV stores `read_kv` names
+    /// and the cache keys `read_cache` names, and report them
+    /// (`InvocationReport::platform_read`) without running the guest.
     pub platform_only: bool,
     pub read_kv: Vec<String>,
+    pub read_cache: Vec<Vec<u8>>,
 }
 
 impl PlatformChange {
-    /// Carried out in the KV stores (by the KV guest), not in a file.
+    /// Carried out in the KV stores (by the KV guest).
     pub(crate) fn is_kv(&self) -> bool {
         matches!(self, Self::KvInsert { .. } | Self::KvRemove { .. })
+    }
+
+    /// Carried out in the core cache.
+    pub(crate) fn is_cache(&self) -> bool {
+        matches!(
+            self,
+            Self::CacheInsert { .. }
+                | Self::CachePurgeSurrogateKey { .. }
+                | Self::CachePurgeKey { .. }
+        )
     }
 }
 
@@ -84,6 +96,26 @@ pub(crate) enum PlatformChange {
     },
     /// Removes a KV entry (nothing when there is none).
     KvRemove { store: String, key: String },
+    /// Inserts a core-cache entry, as `fastly::cache::core::insert` would.
+    CacheInsert {
+        #[serde(with = "as_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "as_bytes")]
+        body: Vec<u8>,
+        ttl: Duration,
+        age: Duration,
+        stale_while_revalidate: Duration,
+        surrogate_keys: Vec<String>,
+        #[serde(with = "as_bytes")]
+        user_metadata: Vec<u8>,
+    },
+    /// Purges every cache entry with this surrogate key.
+    CachePurgeSurrogateKey { key: String },
+    /// Purges the cache entry at this key.
+    CachePurgeKey {
+        #[serde(with = "as_bytes")]
+        key: Vec<u8>,
+    },
 }
 
 /// What the client received and how the guest ended, once the guest has fully finished.
@@ -105,8 +137,9 @@ pub(crate) struct InvocationReport {
     pub runtime_warnings: Vec<String>,
     /// Why the guest ran without the network fence, when it did.
     pub unfenced: Option<String>,
-    /// What a platform-only request read of the KV stores: the KV guest's JSON answer.
-    pub kv_read: Option<String>,
+    /// What a platform-only request read, as JSON: `{"kv": {store: [[key, [bytes],
+    /// metadata]]}, "cache": [entry or null, in the order asked]}`.
+    pub platform_read: Option<String>,
 }
 
 impl InvocationReport {
@@ -122,7 +155,7 @@ impl InvocationReport {
             dropped_log_bytes: 0,
             runtime_warnings: Vec::new(),
             unfenced: None,
-            kv_read: None,
+            platform_read: None,
         }
     }
 }
@@ -295,6 +328,7 @@ mod tests {
             platform: Vec::new(),
             platform_only: false,
             read_kv: Vec::new(),
+            read_cache: Vec::new(),
         }
     }
 

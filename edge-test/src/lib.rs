@@ -40,9 +40,9 @@
 //! `()` or `Result<(), E>`, and keeps `#[ignore]`, `#[should_panic]` and doc comments.
 
 pub use edge_test_core::{
-    BackendRequest, ConfigStore, DEFAULT_GUEST_TIMEOUT, DEFAULT_MAX_LOG_BYTES, Edge, EdgeError,
-    FailurePhase, Geo, GuestFailure, GuestFailureKind, KvEntry, KvStore, LogLine, Logs,
-    RequestBuilder, Response, Service,
+    BackendRequest, CacheControl, CacheSeed, CachedObject, ConfigStore, DEFAULT_GUEST_TIMEOUT,
+    DEFAULT_MAX_LOG_BYTES, Edge, EdgeError, FailurePhase, Geo, GuestFailure, GuestFailureKind,
+    KvEntry, KvStore, LogLine, Logs, RequestBuilder, Response, Service,
 };
 pub use edge_test_core::{mock, snapshot};
 pub use edge_test_macros::edge_test;

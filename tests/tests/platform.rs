@@ -285,3 +285,150 @@ async fn an_unknown_kv_store_is_named_with_the_declared_ones(edge: Edge) {
 async fn a_key_the_kv_store_refuses_fails_at_the_call(edge: Edge) {
     edge.kv_store("data").insert("a/../b", "v");
 }
+
+mod cache {
+    use std::time::Duration;
+
+    use edge_test::{CacheSeed, Edge, edge_test};
+    use serde_json::Value;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    async fn meta(edge: &Edge, key: &str) -> Value {
+        let response = edge.get(&format!("/cache-meta/{key}")).send().await;
+        assert_eq!(response.status(), 200, "{key} is not cached");
+        serde_json::from_str(&response.text()).unwrap()
+    }
+
+    #[edge_test(service = "misbehave")]
+    async fn a_seeded_entry_is_the_guests_first_lookup(edge: Edge) {
+        edge.cache()
+            .insert(CacheSeed::new("greeting", "seeded", MINUTE).user_metadata("v1"));
+        assert_eq!(edge.get("/cache/greeting").send().await.text(), "seeded");
+        let meta = meta(&edge, "greeting").await;
+        assert_eq!(meta["user_metadata"], "v1");
+        assert_eq!(meta["max_age_secs"], 60);
+        assert_eq!(meta["stale"], false);
+    }
+
+    #[edge_test(service = "misbehave")]
+    async fn a_seeded_age_makes_an_entry_stale_without_waiting(edge: Edge) {
+        edge.cache().insert(
+            CacheSeed::new("old", "body", MINUTE)
+                .age(Duration::from_secs(90))
+                .stale_while_revalidate(MINUTE),
+        );
+        let meta = meta(&edge, "old").await;
+        assert_eq!(meta["stale"], true, "{meta}");
+        assert!(meta["age_secs"].as_u64().unwrap() >= 90, "{meta}");
+    }
+
+    #[edge_test(service = "misbehave")]
+    async fn an_entry_aged_past_its_ttl_is_a_miss(edge: Edge) {
+        edge.cache()
+            .insert(CacheSeed::new("expired", "body", MINUTE).age(Duration::from_secs(61)));
+        assert_eq!(edge.get("/cache/expired").send().await.status(), 404);
+    }
+
+    #[edge_test(service = "misbehave")]
+    async fn the_test_reads_what_the_guest_cached(edge: Edge) {
+        assert_eq!(
+            edge.cache().get("fresh").await,
+            None,
+            "the cache starts empty"
+        );
+        assert_eq!(edge.put("/cache/fresh/stored").send().await.status(), 201);
+        let cached = edge
+            .cache()
+            .get("fresh")
+            .await
+            .expect("the guest cached it");
+        assert_eq!(cached.text(), "stored");
+        assert_eq!(cached.max_age, Duration::from_secs(600));
+        assert!(cached.ttl_left() <= Duration::from_secs(600));
+        assert!(cached.ttl_left() > Duration::from_secs(500), "{cached:?}");
+    }
+
+    #[edge_test(service = "misbehave")]
+    fn a_blocking_test_reads_the_cache_too(edge: Edge) {
+        edge.put("/cache/k/v").send_blocking();
+        assert_eq!(
+            edge.cache().get_blocking("k").map(|c| c.text()).as_deref(),
+            Some("v")
+        );
+    }
+
+    #[edge_test(service = "misbehave")]
+    async fn the_test_purges_by_surrogate_key_what_either_side_stored(edge: Edge) {
+        edge.cache()
+            .insert(CacheSeed::new("seeded", "a", MINUTE).surrogate_key("todos"))
+            .insert(CacheSeed::new("other", "b", MINUTE).surrogate_key("users"));
+        assert_eq!(
+            edge.put("/cache-tagged/stored/c/todos")
+                .send()
+                .await
+                .status(),
+            201
+        );
+        edge.cache().purge_surrogate_key("todos");
+        assert_eq!(edge.get("/cache/seeded").send().await.status(), 404);
+        assert_eq!(edge.get("/cache/stored").send().await.status(), 404);
+        assert_eq!(
+            edge.get("/cache/other").send().await.text(),
+            "b",
+            "an entry without the key stays"
+        );
+    }
+
+    #[edge_test(service = "misbehave")]
+    async fn the_guests_purge_reaches_a_seeded_entry(edge: Edge) {
+        edge.cache()
+            .insert(CacheSeed::new("seeded", "a", MINUTE).surrogate_key("todos"));
+        assert_eq!(edge.get("/purge/todos").send().await.text(), "purged");
+        assert_eq!(edge.cache().get("seeded").await, None);
+    }
+
+    #[edge_test(service = "misbehave")]
+    async fn the_test_purges_one_key(edge: Edge) {
+        assert_eq!(edge.put("/cache/gone/v").send().await.status(), 201);
+        assert_eq!(edge.put("/cache/kept/v").send().await.status(), 201);
+        edge.cache().purge_key("gone");
+        assert_eq!(edge.get("/cache/gone").send().await.status(), 404);
+        assert_eq!(edge.get("/cache/kept").send().await.text(), "v");
+    }
+
+    async fn claim_the_shared_cache_key(edge: Edge, me: &str) {
+        assert_eq!(edge.cache().get("shared").await, None, "a pristine cache");
+        edge.cache()
+            .insert(CacheSeed::new("shared", me.to_owned(), MINUTE));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(edge.get("/cache/shared").send().await.text(), me);
+    }
+
+    #[edge_test(service = "misbehave")]
+    async fn shared_cache_a(edge: Edge) {
+        claim_the_shared_cache_key(edge, "a").await;
+    }
+
+    #[edge_test(service = "misbehave")]
+    async fn shared_cache_b(edge: Edge) {
+        claim_the_shared_cache_key(edge, "b").await;
+    }
+
+    #[edge_test(service = "misbehave")]
+    #[should_panic(
+        expected = "\"two words\" cannot be a surrogate key: a surrogate key has 1 to 1024 visible ASCII characters (no spaces)"
+    )]
+    async fn a_surrogate_key_with_a_space_fails_at_the_call(edge: Edge) {
+        edge.cache().purge_surrogate_key("two words");
+    }
+
+    #[edge_test(service = "misbehave")]
+    #[should_panic(
+        expected = "a cache key of 4097 bytes is too long: a cache key has at most 4096 bytes"
+    )]
+    async fn a_cache_key_past_the_limit_fails_at_the_call(edge: Edge) {
+        edge.cache()
+            .insert(CacheSeed::new(vec![b'k'; 4097], "v", MINUTE));
+    }
+}

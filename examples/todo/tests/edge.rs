@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use edge_test::mock::matchers::{body_json, header, method, path};
 use edge_test::mock::{Mock, Reply};
-use edge_test::{Edge, Geo, Service, edge_test};
+use edge_test::{CacheSeed, Edge, Geo, Service, edge_test};
 use serde_json::{Value, json};
 
 edge_test::register_service!("todo", || Service::guest_crate("guest"));
@@ -420,4 +420,33 @@ async fn the_test_reads_the_note_the_guest_stored(edge: Edge) {
     assert!(written.status().is_success(), "{}", written.text());
     let stored = edge.kv_store("notes").get("groceries").await;
     assert_eq!(stored.map(|note| note.text()).as_deref(), Some("milk"));
+}
+
+#[edge_test(service = "todo")]
+async fn a_todo_already_in_the_cache_never_reaches_the_origin(edge: Edge) {
+    origin_serves(&edge, 7, 0);
+    let cached = todo(7, "seeded by the test").to_string();
+    edge.cache().insert(
+        CacheSeed::new("todo:7", cached.clone(), Duration::from_secs(60)).surrogate_key("todo-7"),
+    );
+    let response = edge.get("/todos/7").send().await;
+    assert_eq!(response.header("x-cache"), Some("HIT"));
+    assert_eq!(response.text(), cached);
+}
+
+#[edge_test(service = "todo")]
+async fn what_the_guest_caches_carries_the_configured_ttl(edge: Edge) {
+    origin_serves(&edge, 3, 1);
+    edge.config_store("settings").set("cache_ttl_secs", "5");
+    edge.get("/todos/3").send().await;
+    let cached = edge
+        .cache()
+        .get("todo:3")
+        .await
+        .expect("a miss stores the todo");
+    assert_eq!(cached.max_age, Duration::from_secs(5));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&cached.body).unwrap(),
+        todo(3, "write edge tests")
+    );
 }

@@ -256,6 +256,7 @@ mod tests {
             platform: Vec::new(),
             platform_only: false,
             read_kv: Vec::new(),
+            read_cache: Vec::new(),
         }))
         .unwrap();
         assert!(

@@ -114,6 +114,6 @@ fn operation(change: PlatformChange) -> Option<Value> {
         PlatformChange::KvRemove { store, key } => {
             Some(json!({"remove": {"store": store, "key": key}}))
         }
-        PlatformChange::ConfigEntry { .. } | PlatformChange::Geo { .. } => None,
+        _ => None,
     }
 }

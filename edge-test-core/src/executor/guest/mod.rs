@@ -2,6 +2,7 @@
 //! one thread, and everything that watches it run (its logs, its traps, its connections).
 //! Every assumption about viceroy-lib's behaviour lives in `viceroy_compat`.
 
+mod cache_control;
 mod compile;
 mod kv_guest;
 pub(crate) mod log_sink;

@@ -136,8 +136,8 @@ impl PlatformFiles {
                         .set(address_key(ip), Some(record))
                         .map_err(|e| format!("could not write the geolocation table: {e}"))?;
                 }
-                PlatformChange::KvInsert { .. } | PlatformChange::KvRemove { .. } => {
-                    return Err("a KV change reached the files (a bug in edge-test)".to_owned());
+                other => {
+                    return Err(format!("{other:?} reached the files (a bug in edge-test)"));
                 }
             }
         }

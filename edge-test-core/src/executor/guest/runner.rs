@@ -9,6 +9,7 @@ use std::sync::Arc;
 use http_body::Body as _;
 use viceroy_lib::ExecuteCtx;
 
+use super::cache_control;
 use super::compile::CompiledGuest;
 use super::kv_guest::KvGuest;
 use super::log_sink::LogSink;
@@ -72,19 +73,21 @@ impl GuestRunner {
             return InvocationReport::not_run(SESSION_ENDED);
         };
         let changes = std::mem::take(&mut request.platform);
-        let kv_read = match self.apply_platform(runtime, changes, &request.read_kv) {
-            Ok(read) => read,
-            Err(why) => {
-                return InvocationReport::not_run(&format!(
-                    "the test's platform changes could not be applied: {why}"
-                ));
-            }
-        };
+        if let Err(why) = self.apply_platform(runtime, changes) {
+            return InvocationReport::not_run(&format!(
+                "the test's platform changes could not be applied: {why}"
+            ));
+        }
         if request.platform_only {
-            let mut report = InvocationReport::not_run("a platform request runs no guest");
-            report.outcome = Outcome::Completed;
-            report.kv_read = Some(serde_json::Value::Object(kv_read).to_string());
-            return report;
+            return match self.read_platform(runtime, &request.read_kv, &request.read_cache) {
+                Ok(read) => {
+                    let mut report = InvocationReport::not_run("a platform request runs no guest");
+                    report.outcome = Outcome::Completed;
+                    report.platform_read = Some(read.to_string());
+                    report
+                }
+                Err(why) => InvocationReport::not_run(&format!("the read failed: {why}")),
+            };
         }
         let progress = Rc::new(RefCell::new(None));
         let limit = request.guest_timeout;
@@ -111,7 +114,7 @@ impl GuestRunner {
                     dropped_log_bytes: logs.dropped,
                     runtime_warnings: self.traps.drain_warnings(),
                     unfenced: None,
-                    kv_read: None,
+                    platform_read: None,
                 }
             }
         };
@@ -124,22 +127,60 @@ impl GuestRunner {
 }
 
 impl GuestRunner {
-    /// Applies the test's changes (files, then KV), then reads the KV stores `read` names.
+    /// Applies the test's changes, in the order made within each kind: to the files, the
+    /// cache and the KV stores (which are independent of each other).
     fn apply_platform(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        changes: Vec<crate::wire::PlatformChange>,
+    ) -> Result<(), String> {
+        let (kv, rest): (Vec<_>, Vec<_>) = changes.into_iter().partition(|c| c.is_kv());
+        let (cache, files): (Vec<_>, Vec<_>) = rest.into_iter().partition(|c| c.is_cache());
+        crate::sync::lock(&self.platform).apply(files)?;
+        runtime.block_on(async {
+            for change in cache {
+                cache_control::apply(&self.ctx, change).await?;
+            }
+            Ok::<_, String>(())
+        })?;
+        if !kv.is_empty() {
+            self.run_kv_guest(runtime, kv, &[])?;
+        }
+        Ok(())
+    }
+
+    /// Reads the KV stores and the cache keys a platform-only request names.
+    fn read_platform(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        kv_stores: &[String],
+        cache_keys: &[Vec<u8>],
+    ) -> Result<serde_json::Value, String> {
+        let kv = if kv_stores.is_empty() {
+            Default::default()
+        } else {
+            self.run_kv_guest(runtime, Vec::new(), kv_stores)?
+        };
+        let cache = runtime.block_on(async {
+            let mut entries = Vec::new();
+            for key in cache_keys {
+                entries.push(cache_control::read(&self.ctx, key).await?);
+            }
+            Ok::<_, String>(entries)
+        })?;
+        Ok(serde_json::json!({ "kv": kv, "cache": cache }))
+    }
+
+    fn run_kv_guest(
         &self,
         runtime: &tokio::runtime::Runtime,
         changes: Vec<crate::wire::PlatformChange>,
         read: &[String],
     ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
-        let (kv, files): (Vec<_>, Vec<_>) = changes.into_iter().partition(|c| c.is_kv());
-        crate::sync::lock(&self.platform).apply(files)?;
-        if kv.is_empty() && read.is_empty() {
-            return Ok(Default::default());
-        }
         let Some(guest) = &self.kv else {
             return Err("the service declares no KV store".to_owned());
         };
-        let result = runtime.block_on(guest.run(kv, read));
+        let result = runtime.block_on(guest.run(changes, read));
         // What the KV guest's run left for the trap observer is not the test's guest's.
         let _ = self.traps.drain_guest_failures();
         let _ = self.traps.drain_warnings();
@@ -262,6 +303,6 @@ fn collect(
         dropped_log_bytes: logs.dropped,
         runtime_warnings: traps.drain_warnings(),
         unfenced: None,
-        kv_read: None,
+        platform_read: None,
     }
 }

@@ -216,6 +216,37 @@ fn main() {
             }
             _ => Response::from_status(StatusCode::NOT_FOUND).send_to_client(),
         },
+        ["cache-meta", key] => {
+            match core_cache::lookup(CacheKey::from(key.to_string())).execute() {
+                Ok(Some(found)) => Response::from_body(
+                    serde_json::json!({
+                        "user_metadata": String::from_utf8_lossy(&found.user_metadata()),
+                        "stale": found.is_stale(),
+                        "max_age_secs": found.max_age().as_secs(),
+                        "age_secs": found.age().as_secs(),
+                    })
+                    .to_string(),
+                )
+                .send_to_client(),
+                _ => Response::from_status(StatusCode::NOT_FOUND).send_to_client(),
+            }
+        }
+        ["cache-tagged", key, value, surrogate] => {
+            let mut w = core_cache::insert(
+                CacheKey::from(key.to_string()),
+                std::time::Duration::from_secs(600),
+            )
+            .surrogate_keys([*surrogate])
+            .execute()
+            .unwrap();
+            w.write_all(value.as_bytes()).unwrap();
+            w.finish().unwrap();
+            Response::from_status(StatusCode::CREATED).send_to_client();
+        }
+        ["purge", surrogate] => {
+            fastly::http::purge::purge_surrogate_key(surrogate).unwrap();
+            Response::from_body("purged").send_to_client();
+        }
         ["cache", key, value] => {
             let mut w = core_cache::insert(
                 CacheKey::from(key.to_string()),
