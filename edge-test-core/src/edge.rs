@@ -13,7 +13,7 @@ use crate::executor::{self, InvocationReport, InvocationRequest, SessionSpec};
 use crate::logs::Logs;
 use crate::mock::MockBackend;
 use crate::mock::server::MockHub;
-use crate::platform::{CacheControl, ConfigStore, Geo, KvStore, PlatformRead};
+use crate::platform::{CacheControl, ConfigStore, Device, Geo, KvStore, PlatformRead};
 use crate::response::{GuestFailure, GuestFailureKind, Invocation, Judged, Response};
 use crate::service::{self, ResolvedService};
 use crate::wire::PlatformChange;
@@ -124,6 +124,7 @@ impl Edge {
             body: Bytes::new(),
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             geo: None,
+            device: None,
         }
     }
 
@@ -289,6 +290,13 @@ impl Edge {
         self.change_platform(geo.change_for(ip));
     }
 
+    /// What device detection reports for `user_agent` (`fastly::device_detection::lookup`),
+    /// from the next invocation on. For the request's own `User-Agent`,
+    /// [`RequestBuilder::device`] reads better.
+    pub fn set_device(&self, user_agent: &str, device: &Device) {
+        self.change_platform(device.change_for(user_agent));
+    }
+
     pub(crate) fn change_platform(&self, change: PlatformChange) {
         crate::sync::lock(&self.inner.platform_changes).push(change);
     }
@@ -318,6 +326,14 @@ impl Edge {
         self.inner.mocks.begin_invocation(invocation);
         if let Some(geo) = &builder.geo {
             self.change_platform(geo.change_for(builder.client_ip));
+        }
+        if let Some(device) = &builder.device {
+            let user_agent = builder
+                .headers
+                .get(http::header::USER_AGENT)
+                .map(|ua| String::from_utf8_lossy(ua.as_bytes()).into_owned())
+                .unwrap_or_default();
+            self.change_platform(device.change_for(&user_agent));
         }
         let mut request = builder.to_invocation(
             *crate::sync::lock(&self.inner.guest_timeout),
@@ -483,6 +499,7 @@ pub struct RequestBuilder {
     body: Bytes,
     client_ip: IpAddr,
     geo: Option<Geo>,
+    device: Option<Device>,
 }
 
 impl RequestBuilder {
@@ -540,6 +557,15 @@ impl RequestBuilder {
     /// later requests of this test.
     pub fn geo(mut self, geo: Geo) -> Self {
         self.geo = Some(geo);
+        self
+    }
+
+    /// What device detection reports for this request's `User-Agent` header (set it with
+    /// [`header`](Self::header)), as the guest reads it with
+    /// `fastly::device_detection::lookup`. It stays that user agent's record for later
+    /// requests of this test.
+    pub fn device(mut self, device: Device) -> Self {
+        self.device = Some(device);
         self
     }
 

@@ -212,6 +212,87 @@ impl KvStore<'_> {
     }
 }
 
+/// What Fastly's device detection reports for a `User-Agent`
+/// (`fastly::device_detection::lookup`). Fields left unset read as `None`, as production
+/// reads a field it has no data for.
+///
+/// ```no_run
+/// # async fn f(edge: edge_test_core::Edge) {
+/// use edge_test_core::Device;
+/// let response = edge
+///     .get("/")
+///     .header("user-agent", "ExamplePhone/1.0")
+///     .device(Device::new().brand("Example").mobile(true))
+///     .send()
+///     .await;
+/// # }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+#[must_use]
+pub struct Device {
+    sections: Map<String, Value>,
+}
+
+macro_rules! device_setters {
+    ($($(#[$doc:meta])* $name:ident => $section:literal . $field:literal : $ty:ty),* $(,)?) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(self, value: $ty) -> Self {
+                self.with($section, $field, Value::from(value))
+            }
+        )*
+    };
+}
+
+impl Device {
+    /// A device nothing is known about; set what the test needs.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    device_setters! {
+        /// The device's name (`iPhone`).
+        name => "device"."name": &str,
+        brand => "device"."brand": &str,
+        model => "device"."model": &str,
+        /// The hardware type (`Mobile Phone`, `Desktop`, ...).
+        hwtype => "device"."hwtype": &str,
+        mobile => "device"."is_mobile": bool,
+        tablet => "device"."is_tablet": bool,
+        desktop => "device"."is_desktop": bool,
+        smart_tv => "device"."is_smarttv": bool,
+        game_console => "device"."is_gameconsole": bool,
+        ereader => "device"."is_ereader": bool,
+        media_player => "device"."is_mediaplayer": bool,
+        tv_player => "device"."is_tvplayer": bool,
+        touchscreen => "device"."is_touchscreen": bool,
+        /// The browser's name (`Mobile Safari`).
+        browser => "user_agent"."name": &str,
+        bot => "user_agent"."is_bot": bool,
+        bot_name => "user_agent"."bot_name": &str,
+        /// The operating system's name (`iOS`).
+        os => "os"."name": &str,
+    }
+
+    fn with(mut self, section: &str, field: &str, value: Value) -> Self {
+        let section = self
+            .sections
+            .entry(section.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(fields) = section {
+            fields.insert(field.to_owned(), value);
+        }
+        self
+    }
+
+    pub(crate) fn change_for(&self, user_agent: &str) -> PlatformChange {
+        PlatformChange::Device {
+            user_agent: user_agent.to_owned(),
+            record: Value::Object(self.sections.clone()).to_string(),
+        }
+    }
+}
+
 /// What a platform-only request reads.
 pub(crate) struct PlatformRead {
     pub(crate) kv_stores: Vec<String>,

@@ -86,6 +86,8 @@ pub(crate) enum PlatformChange {
     },
     /// The geolocation record for `ip`: a JSON object with every field the guest reads.
     Geo { ip: IpAddr, record: String },
+    /// The device detection record for a `User-Agent`: a JSON object.
+    Device { user_agent: String, record: String },
     /// Inserts or replaces a KV entry.
     KvInsert {
         store: String,

@@ -432,3 +432,65 @@ mod cache {
             .insert(CacheSeed::new(vec![b'k'; 4097], "v", MINUTE));
     }
 }
+
+mod device {
+    use edge_test::{Device, Edge, edge_test};
+    use serde_json::{Value, json};
+
+    async fn device_of(edge: &Edge, user_agent: &str) -> (u16, String) {
+        let response = edge
+            .get("/device")
+            .header("user-agent", user_agent)
+            .send()
+            .await;
+        (response.status().as_u16(), response.text().to_owned())
+    }
+
+    #[edge_test(service = "misbehave")]
+    async fn the_device_of_a_user_agent_is_set_per_request(edge: Edge) {
+        let response = edge
+            .get("/device")
+            .header("user-agent", "ExamplePhone/2.0")
+            .device(
+                Device::new()
+                    .name("Example")
+                    .brand("Acme")
+                    .mobile(true)
+                    .os("ExampleOS"),
+            )
+            .send()
+            .await;
+        let device: Value = serde_json::from_str(&response.text()).unwrap();
+        assert_eq!(
+            device,
+            json!({
+                "name": "Example", "brand": "Acme", "mobile": true, "os": "ExampleOS",
+                // Unset: no data, as production reads a field it knows nothing of.
+                "tablet": null, "browser": null, "bot": null,
+            })
+        );
+        let (_, again) = device_of(&edge, "ExamplePhone/2.0").await;
+        assert_eq!(
+            again,
+            response.text(),
+            "the record stays for later requests"
+        );
+    }
+
+    #[edge_test(service = "misbehave")]
+    async fn declared_devices_stay_and_unknown_agents_have_none(edge: Edge) {
+        let (status, body) = device_of(&edge, "DeclaredPhone/1.0").await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap()["name"],
+            "Declared Phone"
+        );
+        assert_eq!(
+            device_of(&edge, "Unknown/1.0").await,
+            (404, "no device".to_owned())
+        );
+        edge.set_device("Unknown/1.0", &Device::new().bot(true).bot_name("crawler"));
+        let (_, body) = device_of(&edge, "Unknown/1.0").await;
+        assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["bot"], true);
+    }
+}

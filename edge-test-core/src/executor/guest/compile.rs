@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
 use viceroy_lib::config::{
-    Backend, Backends, Dictionaries, Dictionary, FastlyConfig, Geolocation, UnknownImportBehavior,
+    Backend, Backends, DeviceDetection, Dictionaries, Dictionary, FastlyConfig, Geolocation,
+    UnknownImportBehavior,
 };
 use viceroy_lib::{ExecuteCtx, ProfilingConfig, WasmFeatures};
 
@@ -49,9 +50,9 @@ impl CompiledGuest {
             ),
             None => None,
         };
-        let (platform, dictionaries, geolocation) =
+        let (platform, settings) =
             platform_files(spec.fastly_toml.as_deref(), config.as_ref()).map_err(load_error)?;
-        let ctx = build_context(spec, config, dictionaries, geolocation, &logs)?;
+        let ctx = build_context(spec, config, settings, &logs)?;
         let kv = match &spec.kv_guest {
             Some(wasm) => Some(Arc::new(KvGuest::compile(wasm, &ctx).map_err(load_error)?)),
             None => None,
@@ -66,12 +67,19 @@ impl CompiledGuest {
     }
 }
 
-/// The files behind the config stores and the geolocation table, holding what
-/// `fastly.toml` declares, and the viceroy settings that read them.
+/// The viceroy settings that read the platform files.
+struct FileBackedSettings {
+    dictionaries: Dictionaries,
+    geolocation: Geolocation,
+    device_detection: DeviceDetection,
+}
+
+/// The files behind the config stores, the geolocation and the device detection tables,
+/// holding what `fastly.toml` declares, and the viceroy settings that read them.
 fn platform_files(
     text: Option<&str>,
     config: Option<&FastlyConfig>,
-) -> Result<(PlatformFiles, Dictionaries, Geolocation), String> {
+) -> Result<(PlatformFiles, FileBackedSettings), String> {
     let mut stores = BTreeMap::new();
     for (name, store) in config.map(FastlyConfig::dictionaries).into_iter().flatten() {
         let loaded = store
@@ -85,7 +93,8 @@ fn platform_files(
         stores.insert(name.clone(), entries);
     }
     let declared = DeclaredGeolocation::read(text)?;
-    let files = PlatformFiles::new(stores, declared.records)
+    let devices = declared_devices(text)?;
+    let files = PlatformFiles::new(stores, declared.records, devices)
         .map_err(|e| format!("could not create the files its stores are read from: {e}"))?;
     let dictionaries: Dictionaries = files
         .config_store_paths()
@@ -101,7 +110,49 @@ fn platform_files(
         .map_err(|e| format!("could not serve its geolocation table from a file: {e}"))?
         .geolocation()
         .clone();
-    Ok((files, dictionaries, geolocation))
+    let snippet = format!(
+        "[local_server.device_detection]\nformat = \"json\"\nfile = {:?}\n",
+        files.device_detection_path().display().to_string(),
+    );
+    let device_detection = snippet
+        .parse::<FastlyConfig>()
+        .map_err(|e| format!("could not serve its device detection table from a file: {e}"))?
+        .device_detection()
+        .clone();
+    Ok((
+        files,
+        FileBackedSettings {
+            dictionaries,
+            geolocation,
+            device_detection,
+        },
+    ))
+}
+
+/// The device detection records `fastly.toml` declares (inline or in a JSON file), by
+/// user agent.
+fn declared_devices(text: Option<&str>) -> Result<Map<String, Value>, String> {
+    let table = text
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|table| {
+            table
+                .get("local_server")?
+                .get("device_detection")?
+                .as_table()
+                .cloned()
+        })
+        .unwrap_or_default();
+    if let Some(file) = table.get("file").and_then(|f| f.as_str()) {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("its device detection file {file:?} cannot be read: {e}"))?;
+        return serde_json::from_str(&text)
+            .map_err(|e| format!("its device detection file {file:?} is not a JSON object: {e}"));
+    }
+    Ok(table
+        .get("user_agents")
+        .and_then(|agents| serde_json::to_value(agents).ok())
+        .and_then(|agents| agents.as_object().cloned())
+        .unwrap_or_default())
 }
 
 /// The geolocation table `fastly.toml` declares (inline or in a JSON file), keyed by
@@ -160,8 +211,7 @@ impl DeclaredGeolocation {
 fn build_context(
     spec: &SessionSpec,
     config: Option<FastlyConfig>,
-    dictionaries: Dictionaries,
-    geolocation: Geolocation,
+    files: FileBackedSettings,
     logs: &LogSink,
 ) -> Result<Arc<ExecuteCtx>, EdgeError> {
     let mut builder = ExecuteCtx::build(
@@ -177,16 +227,16 @@ fn build_context(
     .with_log_stdout(true)
     .with_log_stderr(true)
     // Served from files a test's changes rewrite (`platform_files`).
-    .with_dictionaries(dictionaries)
-    .with_geolocation(geolocation);
+    .with_dictionaries(files.dictionaries)
+    .with_geolocation(files.geolocation)
+    .with_device_detection(files.device_detection);
     if let Some(config) = &config {
         builder = builder
             .with_acls(config.acls().clone())
             // Parsed from text for this session alone: the stores start as fastly.toml
             // declares them and are never shared with another test.
             .with_object_stores(config.object_stores().clone())
-            .with_secret_stores(config.secret_stores().clone())
-            .with_device_detection(config.device_detection().clone());
+            .with_secret_stores(config.secret_stores().clone());
     }
     let backends = mocked_backends(
         config.as_ref().map(FastlyConfig::backends),

@@ -81,14 +81,16 @@ fn write_all_at(fd: &OwnedFd, mut bytes: &[u8]) -> std::io::Result<()> {
 pub(crate) struct PlatformFiles {
     config_stores: BTreeMap<String, JsonFile>,
     geolocation: JsonFile,
+    device_detection: JsonFile,
 }
 
 impl PlatformFiles {
-    /// Files holding what `fastly.toml` declares: each config store's entries, and the
-    /// geolocation records by address.
+    /// Files holding what `fastly.toml` declares: each config store's entries, the
+    /// geolocation records by address and the device detection records by user agent.
     pub(crate) fn new(
         config_stores: BTreeMap<String, Map<String, Value>>,
         geolocation: Map<String, Value>,
+        device_detection: Map<String, Value>,
     ) -> std::io::Result<Self> {
         Ok(Self {
             config_stores: config_stores
@@ -96,6 +98,7 @@ impl PlatformFiles {
                 .map(|(name, content)| Ok((name, JsonFile::new(content)?)))
                 .collect::<std::io::Result<_>>()?,
             geolocation: JsonFile::new(geolocation)?,
+            device_detection: JsonFile::new(device_detection)?,
         })
     }
 
@@ -109,12 +112,17 @@ impl PlatformFiles {
         self.geolocation.path()
     }
 
+    pub(crate) fn device_detection_path(&self) -> PathBuf {
+        self.device_detection.path()
+    }
+
     /// Gives this process files of its own (see the module's docs). A forked worker calls
     /// it before its guest runs.
     pub(crate) fn make_private(&mut self) -> std::io::Result<()> {
         for file in self.config_stores.values_mut() {
             file.make_private()?;
         }
+        self.device_detection.make_private()?;
         self.geolocation.make_private()
     }
 
@@ -135,6 +143,13 @@ impl PlatformFiles {
                     self.geolocation
                         .set(address_key(ip), Some(record))
                         .map_err(|e| format!("could not write the geolocation table: {e}"))?;
+                }
+                PlatformChange::Device { user_agent, record } => {
+                    let record: Value = serde_json::from_str(&record)
+                        .map_err(|e| format!("a device detection record is not JSON: {e}"))?;
+                    self.device_detection
+                        .set(user_agent, Some(record))
+                        .map_err(|e| format!("could not write the device table: {e}"))?;
                 }
                 other => {
                     return Err(format!("{other:?} reached the files (a bug in edge-test)"));
@@ -165,7 +180,7 @@ mod tests {
             "flags".to_owned(),
             Map::from_iter([("a".to_owned(), Value::from("1"))]),
         );
-        let mut files = PlatformFiles::new(stores, Map::new()).unwrap();
+        let mut files = PlatformFiles::new(stores, Map::new(), Map::new()).unwrap();
         let (_, path) = files.config_store_paths().next().unwrap();
         assert_eq!(read(path.clone()), serde_json::json!({"a": "1"}));
         files
@@ -187,7 +202,7 @@ mod tests {
 
     #[test]
     fn after_make_private_writes_no_longer_reach_the_shared_file() {
-        let mut files = PlatformFiles::new(BTreeMap::new(), Map::new()).unwrap();
+        let mut files = PlatformFiles::new(BTreeMap::new(), Map::new(), Map::new()).unwrap();
         // What a forked worker inherits: the template's open file, shared.
         let shared = files.geolocation.fd.try_clone().unwrap();
         files.make_private().unwrap();
@@ -207,7 +222,7 @@ mod tests {
 
     #[test]
     fn an_unknown_store_is_named() {
-        let mut files = PlatformFiles::new(BTreeMap::new(), Map::new()).unwrap();
+        let mut files = PlatformFiles::new(BTreeMap::new(), Map::new(), Map::new()).unwrap();
         let error = files
             .apply(vec![PlatformChange::ConfigEntry {
                 store: "nope".into(),

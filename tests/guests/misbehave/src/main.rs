@@ -180,6 +180,27 @@ fn main() {
                 .with_body(format!("no store: {e}"))
                 .send_to_client(),
         },
+        ["device"] => {
+            let user_agent = req.get_header_str("user-agent").unwrap_or_default();
+            match fastly::device_detection::lookup(user_agent) {
+                Some(device) => Response::from_body(
+                    serde_json::json!({
+                        "name": device.device_name(),
+                        "brand": device.brand(),
+                        "mobile": device.is_mobile(),
+                        "tablet": device.is_tablet(),
+                        "browser": device.user_agent_name(),
+                        "os": device.os_name(),
+                        "bot": device.is_bot(),
+                    })
+                    .to_string(),
+                )
+                .send_to_client(),
+                None => Response::from_status(StatusCode::NOT_FOUND)
+                    .with_body("no device")
+                    .send_to_client(),
+            }
+        }
         ["geo"] => geo_response(req.get_client_ip_addr().unwrap()),
         ["geo-of", ip] => geo_response(ip.parse().unwrap()),
         ["kv-meta", key] => {
