@@ -11,9 +11,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use crate::error::EdgeError;
 use crate::executor::{self, InvocationReport, InvocationRequest, SessionSpec};
 use crate::logs::Logs;
+use crate::manifest_edits::{ManifestEdits, StoreKind};
 use crate::mock::MockBackend;
 use crate::mock::server::MockHub;
-use crate::platform::{CacheControl, ConfigStore, Device, Geo, KvStore, PlatformRead};
+use crate::platform::{CacheControl, ConfigStore, Device, Geo, KvStore, PlatformRead, SecretStore};
 use crate::response::{GuestFailure, GuestFailureKind, Invocation, Judged, Response};
 use crate::service::{self, ResolvedService};
 use crate::wire::PlatformChange;
@@ -41,7 +42,16 @@ struct EdgeInner {
     service: Arc<ResolvedService>,
     test: String,
     // Field order matters on drop: the guest stops before the mocks it may be calling.
-    session: executor::Session,
+    /// The running guest; started again, from the edited manifest, when the test edits it
+    /// (`manifest_edits`) before its first request.
+    session: Mutex<Arc<executor::Session>>,
+    /// What the session was first started with.
+    spec: SessionSpec,
+    /// The test's edits of the manifest, and those the running session was started with.
+    edits: Mutex<(ManifestEdits, ManifestEdits)>,
+    /// Set once a request (or a platform read) went to the session: from then on the
+    /// manifest can no longer change.
+    session_used: std::sync::atomic::AtomicBool,
     mocks: MockHub,
     guest_timeout: Mutex<Duration>,
     max_log_bytes: AtomicUsize,
@@ -74,14 +84,15 @@ impl Edge {
             _ => None,
         };
         let mocks = MockHub::start(&backends)?;
-        let session = executor::Session::start(SessionSpec {
+        let spec = SessionSpec {
             service: service.name.clone(),
             test: test.to_owned(),
             wasm: service.wasm.clone(),
             fastly_toml: service.manifest.as_ref().map(|m| m.text.clone()),
             backend_addrs: mocks.addrs().clone(),
             kv_guest,
-        })?;
+        };
+        let session = Mutex::new(Arc::new(executor::Session::start(spec.clone())?));
         Ok(Self {
             inner: Arc::new(EdgeInner {
                 guest_timeout: Mutex::new(service.guest_timeout),
@@ -91,6 +102,9 @@ impl Edge {
                 service,
                 test: test.to_owned(),
                 session,
+                spec,
+                edits: Mutex::new(Default::default()),
+                session_used: Default::default(),
                 mocks,
                 invocations: AtomicUsize::new(0),
                 platform_changes: Mutex::new(Vec::new()),
@@ -174,30 +188,11 @@ impl Edge {
     }
 
     /// Config store `name` as this test sees it: set or remove its entries, from the next
-    /// invocation on. Panics, listing the declared stores, when `fastly.toml` declares no
-    /// such store.
+    /// invocation on. Panics, listing the declared stores, when neither `fastly.toml` nor
+    /// the test ([`declare_config_store`](Self::declare_config_store)) declares it.
     #[track_caller]
     pub fn config_store(&self, name: &str) -> ConfigStore<'_> {
-        let declared = self
-            .inner
-            .service
-            .manifest
-            .as_ref()
-            .map(|m| m.config_stores.as_slice())
-            .unwrap_or_default();
-        if !declared.iter().any(|store| store == name) {
-            panic!(
-                "edge-test: service `{}` declares no config store `{name}`; declared config \
-                 stores: {}",
-                self.service(),
-                if declared.is_empty() {
-                    "none (declare one under [local_server.config_stores] in fastly.toml)"
-                        .to_owned()
-                } else {
-                    declared.join(", ")
-                }
-            )
-        }
+        self.check_declared(StoreKind::Config, name);
         ConfigStore {
             edge: self,
             name: name.to_owned(),
@@ -206,31 +201,175 @@ impl Edge {
 
     /// KV store `name` as this test sees it: insert and remove entries (from the next
     /// invocation on) and read what the guest stored. Panics, listing the declared stores,
-    /// when `fastly.toml` declares no such store.
+    /// when neither `fastly.toml` nor the test ([`declare_kv_store`](Self::declare_kv_store))
+    /// declares it.
     #[track_caller]
     pub fn kv_store(&self, name: &str) -> KvStore<'_> {
-        let declared = self
-            .inner
-            .service
-            .manifest
-            .as_ref()
-            .map(|m| m.kv_stores.as_slice())
+        self.check_declared(StoreKind::Kv, name);
+        KvStore {
+            edge: self,
+            name: name.to_owned(),
+        }
+    }
+
+    /// Secret store `name` as this test sees it: set or remove its secrets before the first
+    /// request. Panics, listing the declared stores, when neither `fastly.toml` nor the test
+    /// ([`declare_secret_store`](Self::declare_secret_store)) declares it.
+    #[track_caller]
+    pub fn secret_store(&self, name: &str) -> SecretStore<'_> {
+        self.check_declared(StoreKind::Secret, name);
+        SecretStore {
+            edge: self,
+            name: name.to_owned(),
+        }
+    }
+
+    /// Declares an empty config store `fastly.toml` does not (nothing, if it does), for this
+    /// test: before its first request, as a store is part of the compiled guest.
+    #[track_caller]
+    pub fn declare_config_store(&self, name: &str) -> ConfigStore<'_> {
+        self.declare(StoreKind::Config, name);
+        self.config_store(name)
+    }
+
+    /// Declares an empty KV store `fastly.toml` does not (nothing, if it does), for this
+    /// test: before its first request, as a store is part of the compiled guest.
+    #[track_caller]
+    pub fn declare_kv_store(&self, name: &str) -> KvStore<'_> {
+        self.declare(StoreKind::Kv, name);
+        self.kv_store(name)
+    }
+
+    /// Declares an empty secret store `fastly.toml` does not (nothing, if it does), for this
+    /// test: before its first request, as a store is part of the compiled guest.
+    #[track_caller]
+    pub fn declare_secret_store(&self, name: &str) -> SecretStore<'_> {
+        self.declare(StoreKind::Secret, name);
+        self.secret_store(name)
+    }
+
+    /// The stores of `kind` this test's guest has: `fastly.toml`'s and the test's.
+    fn declared_stores(&self, kind: StoreKind) -> Vec<String> {
+        let manifest = self.inner.service.manifest.as_ref();
+        let mut names: Vec<String> = manifest
+            .map(|m| match kind {
+                StoreKind::Config => m.config_stores.clone(),
+                StoreKind::Kv => m.kv_stores.clone(),
+                StoreKind::Secret => m.secret_stores.clone(),
+            })
             .unwrap_or_default();
+        let edits = crate::sync::lock(&self.inner.edits);
+        names.extend(
+            edits
+                .0
+                .declared
+                .iter()
+                .filter(|(k, _)| *k == kind)
+                .map(|(_, name)| name.clone()),
+        );
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    #[track_caller]
+    fn check_declared(&self, kind: StoreKind, name: &str) {
+        let declared = self.declared_stores(kind);
         if !declared.iter().any(|store| store == name) {
+            let what = kind.name();
             panic!(
-                "edge-test: service `{}` declares no KV store `{name}`; declared KV stores: {}",
+                "edge-test: service `{}` declares no {what} `{name}`; declared {what}s: {}",
                 self.service(),
                 if declared.is_empty() {
-                    "none (declare one under [local_server.kv_stores] in fastly.toml)".to_owned()
+                    format!(
+                        "none (declare one under [local_server.{}] in fastly.toml, or with \
+                         `edge.declare_{}(..)`)",
+                        match kind {
+                            StoreKind::Config => "config_stores",
+                            StoreKind::Kv => "kv_stores",
+                            StoreKind::Secret => "secret_stores",
+                        },
+                        what.replace(' ', "_").to_lowercase(),
+                    )
                 } else {
                     declared.join(", ")
                 }
             )
         }
-        KvStore {
-            edge: self,
-            name: name.to_owned(),
+    }
+
+    #[track_caller]
+    fn declare(&self, kind: StoreKind, name: &str) {
+        let valid = !name.is_empty()
+            && name.len() <= 255
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !valid {
+            panic!(
+                "edge-test: {name:?} cannot name a {}: use 1 to 255 letters, digits, `-`, `_` \
+                 or `.`",
+                kind.name()
+            );
         }
+        self.edit_manifest(&format!("declaring {} `{name}`", kind.name()), |edits| {
+            edits.declared.insert((kind, name.to_owned()));
+        });
+    }
+
+    /// Records an edit of the manifest, which the guest is started again with before the
+    /// first request. Panics, saying why, once a request has gone out.
+    #[track_caller]
+    pub(crate) fn edit_manifest(&self, what: &str, edit: impl FnOnce(&mut ManifestEdits)) {
+        if self.inner.session_used.load(Ordering::SeqCst) {
+            panic!(
+                "edge-test: {what} after the test's first request: it is compiled into the \
+                 guest's context, which the first request started; do it before the first \
+                 request (config store and KV entries, the cache and geolocation can change at \
+                 any time)"
+            );
+        }
+        edit(&mut crate::sync::lock(&self.inner.edits).0);
+    }
+
+    /// The running session.
+    fn session(&self) -> Arc<executor::Session> {
+        crate::sync::lock(&self.inner.session).clone()
+    }
+
+    /// The session to send a request to: started again from the edited manifest first, when
+    /// the test edited it since. Panics, naming the error, when that guest cannot start.
+    fn ready_session(&self) -> Arc<executor::Session> {
+        self.inner.session_used.store(true, Ordering::SeqCst);
+        let edits = {
+            let mut edits = crate::sync::lock(&self.inner.edits);
+            if edits.0 == edits.1 {
+                return self.session();
+            }
+            edits.1 = edits.0.clone();
+            edits.0.clone()
+        };
+        let spec = self
+            .edited_spec(&edits)
+            .unwrap_or_else(|e| panic!("edge-test: the test's edits of fastly.toml: {e}"));
+        let session = executor::Session::start(spec).unwrap_or_else(|e| {
+            panic!("edge-test: the guest did not start with the test's edits of fastly.toml: {e}")
+        });
+        let session = Arc::new(session);
+        *crate::sync::lock(&self.inner.session) = session.clone();
+        session
+    }
+
+    fn edited_spec(&self, edits: &ManifestEdits) -> Result<SessionSpec, EdgeError> {
+        let mut spec = self.inner.spec.clone();
+        let text = edits
+            .apply(spec.fastly_toml.as_deref())
+            .map_err(|reason| EdgeError::Host { reason })?;
+        spec.fastly_toml = Some(text);
+        if spec.kv_guest.is_none() && !self.declared_stores(StoreKind::Kv).is_empty() {
+            spec.kv_guest = Some(crate::guest_build::kv_guest_wasm()?);
+        }
+        Ok(spec)
     }
 
     /// Applies the test's pending changes, then reads the KV stores and the cache keys
@@ -238,7 +377,7 @@ impl Edge {
     pub(crate) async fn read_platform(&self, read: PlatformRead) -> serde_json::Value {
         let _turn = self.inner.turn.lock().await;
         self.settle_abandoned().await;
-        let report = self.inner.session.run(self.platform_request(read)).await;
+        let report = self.ready_session().run(self.platform_request(read)).await;
         Self::platform_read(report)
     }
 
@@ -246,7 +385,9 @@ impl Edge {
     pub(crate) fn read_platform_blocking(&self, read: PlatformRead) -> serde_json::Value {
         let _turn = self.inner.turn.blocking_lock();
         self.settle_abandoned_blocking();
-        let report = self.inner.session.run_blocking(self.platform_request(read));
+        let report = self
+            .ready_session()
+            .run_blocking(self.platform_request(read));
         Self::platform_read(report)
     }
 
@@ -349,7 +490,7 @@ impl Edge {
     /// test, naming it, when it trapped, timed out or broke a rule.
     pub(crate) async fn settle_abandoned(&self) {
         if let Some((invocation, summary)) = self.take_abandoned()
-            && let Some(report) = self.inner.session.settle().await
+            && let Some(report) = self.session().settle().await
         {
             self.judge_abandoned(invocation, summary, report);
         }
@@ -357,7 +498,7 @@ impl Edge {
 
     fn settle_abandoned_blocking(&self) {
         if let Some((invocation, summary)) = self.take_abandoned()
-            && let Some(report) = self.inner.session.settle_blocking()
+            && let Some(report) = self.session().settle_blocking()
         {
             self.judge_abandoned(invocation, summary, report);
         }
@@ -464,13 +605,13 @@ pub(crate) mod internals {
 
     /// The process running the edge's guest, when it runs in a forked worker.
     pub fn worker_pid(edge: &Edge) -> Option<u32> {
-        edge.inner.session.worker_pid()
+        edge.session().worker_pid()
     }
 
     /// The compiled template the edge's worker was forked from: edges with equal ids share
     /// one compile.
     pub fn template_id(edge: &Edge) -> Option<u64> {
-        edge.inner.session.template_id()
+        edge.session().template_id()
     }
 }
 
@@ -610,7 +751,7 @@ impl RequestBuilder {
             edge: &edge,
             request: Some((invocation, self.summary())),
         };
-        let report = edge.inner.session.run(request).await;
+        let report = edge.ready_session().run(request).await;
         watch.request = None;
         self.conclude(invocation, report)
     }
@@ -627,7 +768,7 @@ impl RequestBuilder {
         let _turn = edge.inner.turn.blocking_lock();
         edge.settle_abandoned_blocking();
         let (invocation, request) = edge.next_invocation(&self);
-        let report = edge.inner.session.run_blocking(request);
+        let report = edge.ready_session().run_blocking(request);
         self.conclude(invocation, report)
     }
 

@@ -17,6 +17,7 @@ mod executor;
 mod guest_build;
 mod logs;
 mod manifest;
+mod manifest_edits;
 pub mod mock;
 mod platform;
 mod response;
@@ -32,7 +33,7 @@ pub use error::EdgeError;
 pub use logs::{LogLine, Logs};
 pub use platform::{
     CONFIG_KEY_MAX_CHARS, CONFIG_VALUE_MAX_CHARS, CacheControl, CacheSeed, CachedObject,
-    ConfigStore, Device, Geo, KvEntry, KvStore,
+    ConfigStore, Device, Geo, KvEntry, KvStore, SecretStore,
 };
 pub use response::{FailurePhase, GuestFailure, GuestFailureKind, Response};
 pub use service::{DEFAULT_GUEST_TIMEOUT, DEFAULT_MAX_LOG_BYTES, Service};

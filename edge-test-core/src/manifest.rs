@@ -15,6 +15,8 @@ pub(crate) struct Manifest {
     pub config_stores: Vec<String>,
     /// The KV stores it declares, sorted.
     pub kv_stores: Vec<String>,
+    /// The secret stores it declares, sorted.
+    pub secret_stores: Vec<String>,
 }
 
 impl Manifest {
@@ -37,12 +39,14 @@ impl Manifest {
         let (mut backends, mut config_stores) = declared(&text).map_err(error)?;
         backends.sort();
         config_stores.sort();
-        let kv_stores = declared_kv_stores(&text);
+        let kv_stores = declared_stores(&text, &["kv_stores", "object_stores", "object_store"]);
+        let secret_stores = declared_stores(&text, &["secret_stores"]);
         Ok(Self {
             text,
             backends,
             config_stores,
             kv_stores,
+            secret_stores,
         })
     }
 }
@@ -75,13 +79,13 @@ fn declared(text: &str) -> Result<(Vec<String>, Vec<String>), String> {
     Ok((names("backends"), stores))
 }
 
-/// The KV stores `fastly.toml` declares, under any of the names viceroy accepts for them
-/// (viceroy's own list of them is private).
-fn declared_kv_stores(text: &str) -> Vec<String> {
+/// The stores `fastly.toml` declares in the `[local_server]` tables `sections` (the names
+/// viceroy accepts for one kind of store; its own lists of KV and secret stores are private).
+fn declared_stores(text: &str, sections: &[&str]) -> Vec<String> {
     let Ok(table) = text.parse::<toml::Table>() else {
         return Vec::new();
     };
-    let mut names: Vec<String> = ["kv_stores", "object_stores", "object_store"]
+    let mut names: Vec<String> = sections
         .iter()
         .filter_map(|section| table.get("local_server")?.get(section)?.as_table())
         .flat_map(|stores| stores.keys().cloned())

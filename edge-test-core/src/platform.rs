@@ -81,6 +81,78 @@ impl ConfigStore<'_> {
     }
 }
 
+/// A secret store of the service, as this test sees it: starts with what `fastly.toml`
+/// declares; the test sets or removes secrets before its first request (a secret store is
+/// compiled into the guest's context, so the edge starts its guest again with them; each
+/// distinct set of secrets is compiled once per run). Get one with [`Edge::secret_store`].
+///
+/// ```no_run
+/// # async fn f(edge: edge_test_core::Edge) {
+/// edge.secret_store("credentials").set("origin_token", "rotated-token");
+/// let response = edge.get("/todos/1").send().await;
+/// # }
+/// ```
+#[must_use = "a secret store handle does nothing until `set` or `remove` is called"]
+pub struct SecretStore<'a> {
+    pub(crate) edge: &'a Edge,
+    pub(crate) name: String,
+}
+
+impl SecretStore<'_> {
+    /// Sets secret `key` to `value`. Panics after the test's first request, and on a key
+    /// or value Fastly refuses (a key of 1 to 255 characters; a value of at most 64 KiB).
+    #[track_caller]
+    pub fn set(&self, key: &str, value: impl Into<String>) -> &Self {
+        let value = value.into();
+        self.check_key(key);
+        if value.len() > SECRET_VALUE_MAX_BYTES {
+            panic!(
+                "edge-test: the secret `{key}` of secret store `{}` has {} bytes; a secret has \
+                 at most {SECRET_VALUE_MAX_BYTES}",
+                self.name,
+                value.len()
+            );
+        }
+        self.change(key, Some(value));
+        self
+    }
+
+    /// Removes secret `key` (whether `fastly.toml` or the test set it). Panics after the
+    /// test's first request.
+    #[track_caller]
+    pub fn remove(&self, key: &str) -> &Self {
+        self.check_key(key);
+        self.change(key, None);
+        self
+    }
+
+    #[track_caller]
+    fn check_key(&self, key: &str) {
+        if key.is_empty() || key.chars().count() > 255 {
+            panic!(
+                "edge-test: {key:?} cannot name a secret of secret store `{}`: a name has 1 to \
+                 255 characters",
+                self.name
+            );
+        }
+    }
+
+    #[track_caller]
+    fn change(&self, key: &str, value: Option<String>) {
+        let what = format!("setting secret `{key}` of secret store `{}`", self.name);
+        self.edge.edit_manifest(&what, |edits| {
+            edits
+                .secrets
+                .entry(self.name.clone())
+                .or_default()
+                .insert(key.to_owned(), value);
+        });
+    }
+}
+
+/// The largest secret Fastly stores.
+const SECRET_VALUE_MAX_BYTES: usize = 64 * 1024;
+
 /// A KV store of the service, as this test sees it: starts with what `fastly.toml` declares;
 /// the test's changes and the guest's writes are this test's alone. Get one with
 /// [`Edge::kv_store`]. Changes reach the guest at its next invocation; reads see what the

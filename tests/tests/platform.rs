@@ -494,3 +494,108 @@ mod device {
         assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["bot"], true);
     }
 }
+
+mod manifest_edits {
+    use edge_test::{Edge, edge_test};
+
+    use super::support::Internals;
+
+    #[edge_test(service = "misbehave")]
+    async fn a_secret_store_the_test_declares_serves_its_secrets(edge: Edge) {
+        edge.declare_secret_store("keys")
+            .set("api", "s3cr3t")
+            .set("gone", "x")
+            .remove("gone");
+        assert_eq!(edge.get("/secret/keys/api").send().await.text(), "s3cr3t");
+        assert_eq!(edge.get("/secret/keys/gone").send().await.status(), 404);
+    }
+
+    #[edge_test(service = "misbehave")]
+    async fn stores_the_test_declares_take_entries_like_declared_ones(edge: Edge) {
+        edge.declare_config_store("features").set("beta", "on");
+        edge.declare_kv_store("sessions").insert("s1", "alice");
+        assert_eq!(edge.get("/config/features/beta").send().await.text(), "on");
+        assert_eq!(edge.get("/kv-in/sessions/s1").send().await.text(), "alice");
+        assert_eq!(
+            edge.kv_store("sessions")
+                .get("s1")
+                .await
+                .map(|e| e.text())
+                .as_deref(),
+            Some("alice")
+        );
+        edge.config_store("features").set("beta", "off");
+        assert_eq!(
+            edge.get("/config/features/beta").send().await.text(),
+            "off",
+            "entries still change after the first request"
+        );
+    }
+
+    #[edge_test(service = "misbehave")]
+    async fn without_edits_no_store_is_added(edge: Edge) {
+        let response = edge.get("/secret/keys/api").send().await;
+        assert_eq!(response.status(), 500, "{}", response.text());
+    }
+
+    #[edge_test(service = "misbehave")]
+    async fn the_same_edits_share_one_compiled_template(edge: Edge) {
+        edge.declare_secret_store("shared-template").set("k", "v");
+        assert_eq!(
+            edge.get("/secret/shared-template/k").send().await.text(),
+            "v"
+        );
+        let Some(first) = edge.template_id() else {
+            return; // in process: every edge compiles its own
+        };
+        let other = Edge::start("misbehave", "platform::other").unwrap();
+        assert_ne!(
+            other.template_id(),
+            Some(first),
+            "no edits: the manifest's template"
+        );
+        other.declare_secret_store("shared-template").set("k", "v");
+        assert_eq!(
+            other.get("/secret/shared-template/k").send().await.text(),
+            "v"
+        );
+        assert_eq!(
+            other.template_id(),
+            Some(first),
+            "the same edits: the same template"
+        );
+    }
+
+    #[edge_test(service = "misbehave")]
+    #[should_panic(
+        expected = "setting secret `k` of secret store `keys` after the test's first request: it is compiled into the guest's context"
+    )]
+    async fn a_secret_set_after_the_first_request_fails_at_the_call(edge: Edge) {
+        let keys = edge.declare_secret_store("keys");
+        edge.get("/ok").send().await;
+        keys.set("k", "v");
+    }
+
+    #[edge_test(service = "misbehave")]
+    #[should_panic(expected = "declaring KV store `late` after the test's first request")]
+    async fn a_store_declared_after_a_read_fails_at_the_call(edge: Edge) {
+        let _ = edge.kv_store("data").entries().await;
+        let _ = edge.declare_kv_store("late");
+    }
+
+    #[edge_test(service = "misbehave")]
+    #[should_panic(
+        expected = "declares no secret store `keys`; declared secret stores: none (declare one under [local_server.secret_stores] in fastly.toml, or with `edge.declare_secret_store(..)`)"
+    )]
+    async fn an_undeclared_secret_store_says_how_to_declare_one(edge: Edge) {
+        let _ = edge.secret_store("keys");
+    }
+
+    #[edge_test(service = "misbehave")]
+    #[should_panic(
+        expected = "\"no spaces\" cannot name a config store: use 1 to 255 letters, digits, `-`, `_` or `.`"
+    )]
+    async fn a_store_name_viceroy_would_refuse_fails_at_the_call(edge: Edge) {
+        let _ = edge.declare_config_store("no spaces");
+    }
+}

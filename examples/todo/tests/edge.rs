@@ -450,3 +450,16 @@ async fn what_the_guest_caches_carries_the_configured_ttl(edge: Edge) {
         todo(3, "write edge tests")
     );
 }
+
+#[edge_test(service = "todo")]
+async fn a_rotated_origin_token_is_what_the_origin_sees(edge: Edge) {
+    edge.secret_store("credentials")
+        .set("origin_token", "rotated-token");
+    Mock::given(method("GET"))
+        .and(path("/todos/1"))
+        .and(header("authorization", "Bearer rotated-token"))
+        .respond_with(Reply::json(200, &todo(1, "write edge tests")))
+        .expect(1)
+        .mount(&edge.backend("origin"));
+    assert_eq!(edge.get("/todos/1").send().await.status(), 200);
+}

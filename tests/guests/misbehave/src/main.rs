@@ -216,6 +216,26 @@ fn main() {
                 Err(_) => Response::from_status(StatusCode::NOT_FOUND).send_to_client(),
             }
         }
+        ["secret", store, key] => match fastly::SecretStore::open(store) {
+            Ok(store) => match store.get(key) {
+                Some(secret) => Response::from_body(secret.plaintext().to_vec()).send_to_client(),
+                None => Response::from_status(StatusCode::NOT_FOUND)
+                    .with_body("absent")
+                    .send_to_client(),
+            },
+            Err(e) => Response::from_status(StatusCode::INTERNAL_SERVER_ERROR)
+                .with_body(format!("no store: {e}"))
+                .send_to_client(),
+        },
+        ["kv-in", store, key] => match KVStore::open(store) {
+            Ok(Some(store)) => match store.lookup(key) {
+                Ok(mut found) => Response::from_body(found.take_body_bytes()).send_to_client(),
+                Err(_) => Response::from_status(StatusCode::NOT_FOUND).send_to_client(),
+            },
+            _ => Response::from_status(StatusCode::INTERNAL_SERVER_ERROR)
+                .with_body("no store")
+                .send_to_client(),
+        },
         ["kv", key] => {
             let store = KVStore::open("data").unwrap().unwrap();
             match store.lookup(key) {
