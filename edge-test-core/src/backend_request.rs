@@ -13,12 +13,57 @@ pub struct BackendRequest {
     pub(crate) query: Option<String>,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
+    /// How the guest registered the dynamic backend that sent it, if one did.
+    pub(crate) dynamic: Option<DynamicBackend>,
+}
+
+/// A dynamic backend as the guest registered it (`fastly::Backend::builder(name, target)`
+/// and its options), as [`BackendRequest::dynamic`] reports it. The guest's request reached
+/// the test's mock over plain HTTP whatever it asked for: `use_tls` says what it asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DynamicBackend {
+    /// The name the guest gave it.
+    pub name: String,
+    /// The target the guest named (`host` or `host:port`).
+    pub target: String,
+    pub host_override: Option<String>,
+    pub use_tls: bool,
+    pub connect_timeout: Option<std::time::Duration>,
+    pub first_byte_timeout: Option<std::time::Duration>,
+    pub between_bytes_timeout: Option<std::time::Duration>,
+    pub cert_hostname: Option<String>,
+    pub sni_hostname: Option<String>,
+}
+
+impl From<&crate::wire::DynamicRegistration> for DynamicBackend {
+    fn from(r: &crate::wire::DynamicRegistration) -> Self {
+        let ms = |ms: Option<u32>| ms.map(|ms| std::time::Duration::from_millis(u64::from(ms)));
+        Self {
+            name: r.name.clone(),
+            target: r.target.clone(),
+            host_override: r.host_override.clone(),
+            use_tls: r.use_tls,
+            connect_timeout: ms(r.connect_timeout_ms),
+            first_byte_timeout: ms(r.first_byte_timeout_ms),
+            between_bytes_timeout: ms(r.between_bytes_timeout_ms),
+            cert_hostname: r.cert_hostname.clone(),
+            sni_hostname: r.sni_hostname.clone(),
+        }
+    }
 }
 
 impl BackendRequest {
-    /// The name of the backend (as in `fastly.toml`) that received it.
+    /// The name of the backend (as in `fastly.toml`) that received it, or the target of the
+    /// dynamic backend (as the test mounted it).
     pub fn backend(&self) -> &str {
         &self.backend
+    }
+
+    /// How the guest registered the dynamic backend that sent it; `None` for a backend
+    /// declared in `fastly.toml`.
+    pub fn dynamic(&self) -> Option<&DynamicBackend> {
+        self.dynamic.as_ref()
     }
 
     /// Which invocation of the test sent it, counting from 1.
@@ -123,6 +168,7 @@ mod tests {
             query: Some("q=hello+world&tag=a%2Fb&flag".into()),
             headers: HeaderMap::new(),
             body: Bytes::new(),
+            dynamic: None,
         };
         assert_eq!(req.query_param("q").as_deref(), Some("hello world"));
         assert_eq!(req.query_param("tag").as_deref(), Some("a/b"));

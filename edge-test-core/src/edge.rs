@@ -404,6 +404,7 @@ impl Edge {
             platform_only: true,
             read_kv: read.kv_stores,
             read_cache: read.cache_keys,
+            dynamic_dispatcher: self.inner.mocks.dynamic_dispatcher(),
         }
     }
 
@@ -440,6 +441,21 @@ impl Edge {
 
     pub(crate) fn change_platform(&self, change: PlatformChange) {
         crate::sync::lock(&self.inner.platform_changes).push(change);
+    }
+
+    /// The mocks of the guest's dynamic backends to `target` (`fastly::Backend::builder(name,
+    /// target)`), mounted like a declared backend's: the guest's `finish()` succeeds and its
+    /// requests reach these mocks, with how it registered the backend in
+    /// [`BackendRequest::dynamic`](crate::BackendRequest::dynamic). `target` is as the guest
+    /// names it: `host` or `host:port`; `api.example.com:443` also takes a guest's
+    /// `api.example.com` with TLS (`:80` without). A dynamic backend to a target with no
+    /// mocks fails the test, naming it. Panics on a target that is not a host or host:port.
+    #[track_caller]
+    pub fn dynamic_backend(&self, target: &str) -> MockBackend {
+        if let Err(why) = check_target(target) {
+            panic!("edge-test: {target:?} is not a dynamic backend target: {why}");
+        }
+        self.inner.mocks.dynamic_backend(target)
     }
 
     /// How long each following invocation may run before its guest is stopped.
@@ -482,6 +498,7 @@ impl Edge {
             &crate::sync::lock(&self.inner.default_host),
         );
         request.platform = std::mem::take(&mut *crate::sync::lock(&self.inner.platform_changes));
+        request.dynamic_dispatcher = self.inner.mocks.dynamic_dispatcher();
         (invocation, request)
     }
 
@@ -512,6 +529,10 @@ impl Edge {
         let summary =
             format!("{summary} (invocation {invocation}, which the test stopped awaiting)");
         if let Err(failure) = self.conclude(invocation, &summary, summary.clone(), report) {
+            // A mock's report names the backend's request, not the test's.
+            if matches!(failure.kind(), GuestFailureKind::MockFailed { .. }) {
+                panic!("edge-test: during {summary}:\n{failure}");
+            }
             panic!("{failure}");
         }
     }
@@ -627,6 +648,23 @@ impl std::fmt::Debug for Edge {
             .field("test", &self.inner.test)
             .finish_non_exhaustive()
     }
+}
+
+/// Why `target` is not `host` or `host:port`, as `Backend::builder` takes it.
+fn check_target(target: &str) -> Result<(), String> {
+    let authority: http::uri::Authority = target
+        .parse()
+        .map_err(|e| format!("{e}; use `host` or `host:port`"))?;
+    if authority.as_str().contains('@') {
+        return Err("it holds user information; use `host` or `host:port`".to_owned());
+    }
+    if authority.host().is_empty() {
+        return Err("it has no host".to_owned());
+    }
+    if authority.port_u16() == Some(0) || (target.ends_with(':')) {
+        return Err("its port is missing or 0".to_owned());
+    }
+    Ok(())
 }
 
 /// A downstream request being built; send it with `send().await` (or `send_blocking()` in a
@@ -826,6 +864,7 @@ impl RequestBuilder {
             platform_only: false,
             read_kv: Vec::new(),
             read_cache: Vec::new(),
+            dynamic_dispatcher: None,
         }
     }
 }

@@ -27,7 +27,7 @@ mod sync;
 mod test_runner;
 mod wire;
 
-pub use backend_request::BackendRequest;
+pub use backend_request::{BackendRequest, DynamicBackend};
 pub use edge::{Edge, RequestBuilder};
 pub use error::EdgeError;
 pub use logs::{LogLine, Logs};

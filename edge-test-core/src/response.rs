@@ -208,8 +208,9 @@ impl std::fmt::Display for GuestFailure {
                 "edge-test: {during} the guest of service `{service}` tried to connect to {}, \
                  which is none of its mocked backends, and was refused: tests never reach the \
                  network. Declare the backend in fastly.toml under [local_server.backends] and \
-                 mount a mock on it with `edge.backend(\"name\")`; dynamic backends \
-                 (`Backend::builder`) cannot be mocked.",
+                 mount a mock on it with `edge.backend(\"name\")`, or mount one for a dynamic \
+                 backend's target with `edge.dynamic_backend(\"host:port\")` (see the runtime \
+                 warnings for why this one was not redirected).",
                 destinations.join(", "),
                 during = self.during
             )?,

@@ -31,6 +31,24 @@ pub(crate) struct SessionSpec {
     pub kv_guest: Option<PathBuf>,
 }
 
+/// A dynamic backend as the guest registered it (`Backend::builder(name, target)` and its
+/// options): what the test's dynamic-backend dispatcher is told before the guest's request
+/// arrives on a redirected connection (as one JSON line), and what the test can read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DynamicRegistration {
+    /// Its number among the invocation's registrations, from 0.
+    pub slot: u32,
+    pub name: String,
+    pub target: String,
+    pub host_override: Option<String>,
+    pub use_tls: bool,
+    pub connect_timeout_ms: Option<u32>,
+    pub first_byte_timeout_ms: Option<u32>,
+    pub between_bytes_timeout_ms: Option<u32>,
+    pub cert_hostname: Option<String>,
+    pub sni_hostname: Option<String>,
+}
+
 /// One downstream request, as the client sends it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct InvocationRequest {
@@ -55,6 +73,8 @@ pub(crate) struct InvocationRequest {
     pub platform_only: bool,
     pub read_kv: Vec<String>,
     pub read_cache: Vec<Vec<u8>>,
+    /// Where the test serves its dynamic backends' mocks: redirected connections go there.
+    pub dynamic_dispatcher: Option<SocketAddr>,
 }
 
 impl PlatformChange {
@@ -331,6 +351,7 @@ mod tests {
             platform_only: false,
             read_kv: Vec::new(),
             read_cache: Vec::new(),
+            dynamic_dispatcher: None,
         }
     }
 

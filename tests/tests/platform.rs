@@ -599,3 +599,131 @@ mod manifest_edits {
         let _ = edge.declare_config_store("no spaces");
     }
 }
+
+mod dynamic_backends {
+    use std::time::Duration;
+
+    use edge_test::mock::{Mock, Reply, matchers::path};
+    use edge_test::{Edge, GuestFailureKind, edge_test};
+
+    #[edge_test(service = "misbehave")]
+    async fn everything_the_guest_set_on_a_dynamic_backend_is_visible(edge: Edge) {
+        Mock::given(path("/secure"))
+            .respond_with(Reply::text(200, "secured"))
+            .mount(&edge.dynamic_backend("origin.example.com:443"));
+        // The guest names no port: with TLS, that is 443.
+        let response = edge.get("/dynamic-tls/origin.example.com").send().await;
+        assert_eq!(response.text(), "secured");
+        let [call] = response.backend_calls() else {
+            panic!("one call: {:?}", response.backend_calls())
+        };
+        assert_eq!(call.backend(), "origin.example.com:443");
+        assert_eq!(
+            call.header("host"),
+            Some("api.example.com"),
+            "the host override"
+        );
+        let dynamic = call.dynamic().unwrap();
+        assert_eq!(
+            (dynamic.name.as_str(), dynamic.target.as_str()),
+            ("secure", "origin.example.com")
+        );
+        assert_eq!(dynamic.host_override.as_deref(), Some("api.example.com"));
+        assert!(dynamic.use_tls, "the guest asked for TLS");
+        let ms = Duration::from_millis;
+        assert_eq!(dynamic.connect_timeout, Some(ms(1500)));
+        assert_eq!(dynamic.first_byte_timeout, Some(ms(2500)));
+        assert_eq!(dynamic.between_bytes_timeout, Some(ms(3500)));
+        assert_eq!(dynamic.cert_hostname.as_deref(), Some("cert.example.com"));
+        assert_eq!(dynamic.sni_hostname.as_deref(), Some("sni.example.com"));
+    }
+
+    #[edge_test(service = "misbehave")]
+    async fn two_dynamic_backends_in_one_request_reach_their_own_mocks(edge: Edge) {
+        Mock::given(path("/one"))
+            .respond_with(Reply::text(200, "one"))
+            .expect(2)
+            .mount(&edge.dynamic_backend("a.example.com:80"));
+        Mock::given(path("/two"))
+            .respond_with(Reply::text(200, "two"))
+            .expect(2)
+            .mount(&edge.dynamic_backend("b.example.com:80"));
+        let response = edge
+            .get("/dynamic-two/a.example.com:80/b.example.com:80")
+            .send()
+            .await;
+        assert_eq!(response.text(), "one,two");
+        let targets: Vec<_> = response
+            .backend_calls()
+            .iter()
+            .map(|call| {
+                (
+                    call.backend().to_owned(),
+                    call.dynamic().unwrap().name.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            targets,
+            [
+                ("a.example.com:80".to_owned(), "first".to_owned()),
+                ("b.example.com:80".to_owned(), "second".to_owned())
+            ]
+        );
+        // A second request numbers its registrations afresh, and reaches the same mocks.
+        let again = edge
+            .get("/dynamic-two/a.example.com:80/b.example.com:80")
+            .send()
+            .await;
+        assert_eq!(again.text(), "one,two");
+    }
+
+    #[edge_test(service = "misbehave")]
+    async fn a_dynamic_target_without_mocks_fails_the_test_naming_it(edge: Edge) {
+        let failure = edge
+            .get("/dynamic-backend/203.0.113.9:80")
+            .try_send()
+            .await
+            .expect_err("no mock for the target");
+        let GuestFailureKind::MockFailed { reports } = failure.kind() else {
+            panic!("a mock failure: {failure}")
+        };
+        assert!(
+            reports[0].contains(
+                "to dynamic backend `dynamic` at 203.0.113.9:80, which has no mocks.\n  Mount \
+                 one with `Mock::given(..).respond_with(..).mount(&edge.dynamic_backend(\"203.0.113.9:80\"))`"
+            ),
+            "{}",
+            reports[0]
+        );
+        assert_eq!(failure.response().map(|r| r.status().as_u16()), Some(502));
+    }
+
+    #[edge_test(service = "misbehave")]
+    #[should_panic(expected = "\"https://api.example.com\" is not a dynamic backend target")]
+    async fn a_target_that_is_not_host_or_host_port_fails_at_the_call(edge: Edge) {
+        let _ = edge.dynamic_backend("https://api.example.com");
+    }
+
+    #[edge_test(service = "misbehave")]
+    async fn a_dynamic_backend_reaches_the_mock_for_its_target(edge: Edge) {
+        Mock::given(path("/"))
+            .respond_with(Reply::text(201, "from the mock"))
+            .expect(1)
+            .mount(&edge.dynamic_backend("api.example.com:8080"));
+        let response = edge
+            .get("/dynamic-backend/api.example.com:8080")
+            .send()
+            .await;
+        assert_eq!(response.status(), 201, "{}", response.text());
+        let [call] = response.backend_calls() else {
+            panic!("one call: {:?}", response.backend_calls())
+        };
+        assert_eq!(call.backend(), "api.example.com:8080");
+        let dynamic = call.dynamic().expect("a dynamic backend's call");
+        assert_eq!(dynamic.name, "dynamic");
+        assert_eq!(dynamic.target, "api.example.com:8080");
+        assert!(!dynamic.use_tls);
+        assert_eq!(call.header("host"), Some("api.example.com:8080"));
+    }
+}

@@ -77,6 +77,7 @@ mod tests {
             query: None,
             headers: http::HeaderMap::new(),
             body: bytes::Bytes::new(),
+            dynamic: None,
         }
     }
 

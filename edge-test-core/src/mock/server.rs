@@ -12,13 +12,16 @@ use super::mounted::MockSet;
 use super::reply::Fault;
 use super::verification::{MockFailure, Seen, UnmetExpectations, UnmetOnBackend};
 use super::{Mock, Reply, Responder};
-use crate::backend_request::BackendRequest;
+use crate::backend_request::{BackendRequest, DynamicBackend};
 use crate::error::EdgeError;
+use crate::wire::DynamicRegistration;
 
 /// The state every backend of one test shares with the test.
 #[derive(Default)]
 struct MockState {
     backends: BTreeMap<String, BackendState>,
+    /// Dynamic backends' mocks, by the target the test named (`Edge::dynamic_backend`).
+    dynamic: BTreeMap<String, BackendState>,
     /// Every request any backend received, in arrival order.
     received: Vec<BackendRequest>,
     /// Problems found while serving (no matching mock, a panicking responder), reported by
@@ -37,6 +40,8 @@ struct BackendState {
 pub(crate) struct MockHub {
     state: Arc<Mutex<MockState>>,
     addrs: BTreeMap<String, SocketAddr>,
+    /// Where redirected dynamic-backend connections arrive (`executor::guest::dynamic_backends`).
+    dynamic_addr: SocketAddr,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -47,6 +52,8 @@ pub(crate) struct MockHub {
 #[derive(Clone)]
 pub struct MockBackend {
     name: String,
+    /// A dynamic backend's target, rather than a declared backend's name.
+    dynamic: bool,
     state: Arc<Mutex<MockState>>,
 }
 
@@ -102,11 +109,30 @@ impl MockHub {
             runtime.spawn(server.serve(service));
             addrs.insert(name.clone(), addr);
         }
+        let dynamic_addr = start_dynamic_dispatcher(&runtime, state.clone())?;
         Ok(Self {
             state,
             addrs,
+            dynamic_addr,
             runtime: Some(runtime),
         })
+    }
+
+    pub(crate) fn dynamic_dispatcher(&self) -> Option<SocketAddr> {
+        Some(self.dynamic_addr)
+    }
+
+    /// The mocks of dynamic backends to `target` (made on first use).
+    pub(crate) fn dynamic_backend(&self, target: &str) -> MockBackend {
+        lock(&self.state)
+            .dynamic
+            .entry(target.to_owned())
+            .or_default();
+        MockBackend {
+            name: target.to_owned(),
+            dynamic: true,
+            state: self.state.clone(),
+        }
     }
 
     pub(crate) fn addrs(&self) -> &BTreeMap<String, SocketAddr> {
@@ -119,6 +145,7 @@ impl MockHub {
             .contains_key(name)
             .then(|| MockBackend {
                 name: name.to_owned(),
+                dynamic: false,
                 state: self.state.clone(),
             })
     }
@@ -151,6 +178,7 @@ impl MockHub {
         let backends: Vec<UnmetOnBackend> = state
             .backends
             .iter()
+            .chain(&state.dynamic)
             .filter_map(|(name, backend)| {
                 let unmet = backend.mocks.unmet();
                 (!unmet.is_empty()).then(|| UnmetOnBackend {
@@ -186,7 +214,7 @@ impl Drop for MockHub {
 }
 
 impl MockBackend {
-    /// The backend's name, as declared in `fastly.toml`.
+    /// The backend's name, as declared in `fastly.toml`, or a dynamic backend's target.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -196,13 +224,19 @@ impl MockBackend {
         lock(&self.state)
             .received
             .iter()
-            .filter(|r| r.backend == self.name)
+            .filter(|r| r.backend == self.name && r.dynamic.is_some() == self.dynamic)
             .cloned()
             .collect()
     }
 
     pub(crate) fn mount(&self, mock: Mock) {
-        if let Some(backend) = lock(&self.state).backends.get_mut(&self.name) {
+        let mut state = lock(&self.state);
+        let backends = if self.dynamic {
+            &mut state.dynamic
+        } else {
+            &mut state.backends
+        };
+        if let Some(backend) = backends.get_mut(&self.name) {
             backend.mocks.mount(mock);
         }
     }
@@ -227,8 +261,90 @@ async fn serve(
 ) -> Result<hyper::Response<hyper::Body>, DroppedByMock> {
     let (parts, body) = req.into_parts();
     let body = hyper::body::to_bytes(body).await.unwrap_or_default();
-    let reply = record_and_choose(&state, backend, parts, body);
+    let reply = record_and_choose(&state, backend, None, parts, body);
     answer(reply).await
+}
+
+/// The listener redirected dynamic-backend connections reach: each starts with one JSON
+/// line saying which registration it is for, then carries the guest's HTTP/1 requests.
+fn start_dynamic_dispatcher(
+    runtime: &tokio::runtime::Runtime,
+    state: Arc<Mutex<MockState>>,
+) -> Result<SocketAddr, EdgeError> {
+    let listener = TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|e| EdgeError::io("cannot bind a loopback port for dynamic backends", e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| EdgeError::io("cannot read the dynamic backends' address", e))?;
+    let listener = {
+        let _enter = runtime.enter();
+        tokio::net::TcpListener::from_std(listener)
+            .map_err(|e| EdgeError::io("cannot serve dynamic backends", e))?
+    };
+    runtime.spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve_dynamic(state.clone(), stream));
+        }
+    });
+    Ok(addr)
+}
+
+async fn serve_dynamic(state: Arc<Mutex<MockState>>, stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut stream = tokio::io::BufReader::new(stream);
+    let mut line = Vec::new();
+    if (&mut stream)
+        .take(64 * 1024)
+        .read_until(b'\n', &mut line)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let Ok(registration) = serde_json::from_slice::<DynamicRegistration>(&line) else {
+        lock(&state).failures.push(MockFailure::Unrepresentable {
+            backend: "(a dynamic backend)".into(),
+            reason: format!(
+                "registration line {:?}",
+                String::from_utf8_lossy(&line).trim_end()
+            ),
+        });
+        return;
+    };
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::Body>| {
+        let (state, registration) = (state.clone(), registration.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = hyper::body::to_bytes(body).await.unwrap_or_default();
+            let target = mocked_target(&state, &registration);
+            let reply = record_and_choose(&state, target, Some(registration), parts, body);
+            answer(reply).await
+        }
+    });
+    let _ = hyper::server::conn::Http::new()
+        .http1_only(true)
+        .serve_connection(stream, service)
+        .await;
+}
+
+/// The target the test mounted mocks for that `registration` reaches: its own, or with the
+/// port its scheme implies (443 with TLS, 80 without) when the guest named none.
+fn mocked_target(state: &Mutex<MockState>, registration: &DynamicRegistration) -> String {
+    let named = registration.target.clone();
+    let has_port = named
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.ends_with(']') || !port.is_empty())
+        && !named.ends_with(']');
+    if has_port {
+        return named;
+    }
+    let with_port = format!("{named}:{}", if registration.use_tls { 443 } else { 80 });
+    if lock(state).dynamic.contains_key(&with_port) {
+        with_port
+    } else {
+        named
+    }
 }
 
 /// Records the request and picks the answer: the first mounted mock that matches, or a 500
@@ -236,6 +352,7 @@ async fn serve(
 fn record_and_choose(
     state: &Mutex<MockState>,
     backend: String,
+    dynamic: Option<DynamicRegistration>,
     parts: hyper::http::request::Parts,
     body: bytes::Bytes,
 ) -> Reply {
@@ -261,12 +378,33 @@ fn record_and_choose(
         query: parts.uri.query().map(str::to_owned),
         headers,
         body,
+        dynamic: dynamic.as_ref().map(DynamicBackend::from),
     };
     guard.received.push(request.clone());
-    let backend_state = guard
-        .backends
-        .get_mut(&backend)
-        .expect("a mock server serves a declared backend");
+    let backend_state = if let Some(registration) = &dynamic {
+        match guard.dynamic.get_mut(&backend) {
+            Some(backend_state) => backend_state,
+            None => {
+                guard.failures.push(MockFailure::UnmockedDynamic {
+                    name: registration.name.clone(),
+                    target: registration.target.clone(),
+                    request: seen(&request),
+                });
+                return Reply::text(
+                    502,
+                    format!(
+                        "edge-test: no mock for dynamic backend target {}",
+                        registration.target
+                    ),
+                );
+            }
+        }
+    } else {
+        guard
+            .backends
+            .get_mut(&backend)
+            .expect("a mock server serves a declared backend")
+    };
     let chosen = backend_state.mocks.choose(&request);
     match chosen {
         Some(Responder::Canned(reply)) => reply,
@@ -297,9 +435,14 @@ fn record_and_choose(
                     request.summary()
                 ),
             );
-            let mounted = guard.backends[&backend].mocks.usage();
+            let mounted = if dynamic.is_some() {
+                guard.dynamic[&backend].mocks.usage()
+            } else {
+                guard.backends[&backend].mocks.usage()
+            };
             guard.failures.push(MockFailure::Unmatched {
                 backend,
+                dynamic: dynamic.is_some(),
                 request: seen(&request),
                 mounted,
             });

@@ -19,6 +19,8 @@ pub(crate) enum MockFailure {
     /// No mounted mock matched a request.
     Unmatched {
         backend: String,
+        /// A dynamic backend's target rather than a declared backend.
+        dynamic: bool,
         request: Seen,
         /// Each mounted mock, described, with how often it answered.
         mounted: Vec<(String, u64)>,
@@ -31,6 +33,12 @@ pub(crate) enum MockFailure {
     },
     /// A request edge-test's own types cannot hold (a bug of edge-test's).
     Unrepresentable { backend: String, reason: String },
+    /// A dynamic backend to a target the test mounted no mocks for.
+    UnmockedDynamic {
+        name: String,
+        target: String,
+        request: Seen,
+    },
 }
 
 impl fmt::Display for MockFailure {
@@ -38,6 +46,7 @@ impl fmt::Display for MockFailure {
         match self {
             MockFailure::Unmatched {
                 backend,
+                dynamic,
                 request,
                 mounted,
             } => {
@@ -54,9 +63,14 @@ impl fmt::Display for MockFailure {
                 for (mock, hits) in mounted {
                     writeln!(f, "    - [{mock}] used {hits} time(s)")?;
                 }
+                let method = if *dynamic {
+                    "dynamic_backend"
+                } else {
+                    "backend"
+                };
                 write!(
                     f,
-                    "  Mount one with `Mock::given(..).respond_with(..).mount(&edge.backend(\"{backend}\"))`."
+                    "  Mount one with `Mock::given(..).respond_with(..).mount(&edge.{method}(\"{backend}\"))`."
                 )
             }
             MockFailure::ResponderPanicked {
@@ -67,6 +81,17 @@ impl fmt::Display for MockFailure {
                 f,
                 "edge-test: the mock closure on backend `{backend}` panicked while answering \
                  {request}: {message}"
+            ),
+            MockFailure::UnmockedDynamic {
+                name,
+                target,
+                request,
+            } => write!(
+                f,
+                "edge-test: the guest sent {} (invocation {}) to dynamic backend `{name}` at \
+                 {target}, which has no mocks.\n  Mount one with \
+                 `Mock::given(..).respond_with(..).mount(&edge.dynamic_backend(\"{target}\"))`.",
+                request.summary, request.invocation
             ),
             MockFailure::Unrepresentable { backend, reason } => write!(
                 f,
@@ -129,6 +154,7 @@ mod tests {
     fn an_unmatched_request_names_the_backend_the_request_and_the_mounted_mocks() {
         let failure = MockFailure::Unmatched {
             backend: "origin".into(),
+            dynamic: false,
             request: Seen {
                 summary: "GET /todos/2".into(),
                 invocation: 3,

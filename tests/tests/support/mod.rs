@@ -43,3 +43,10 @@ edge_test::register_service!("misbehave-impatient", || {
 edge_test::register_service!("misbehave-reseeded", || {
     Service::guest_crate("guests/misbehave").fastly_toml("fixtures/misbehave-reseeded.toml")
 });
+// Guests whose dynamic backends the rewrite cannot redirect: the network fence stops them.
+edge_test::register_service!("dynamic-by-ip", || Service::wasm(
+    "fixtures/dynamic-backend-by-ip.wat"
+));
+edge_test::register_service!("dynamic-by-name", || Service::wasm(
+    "fixtures/dynamic-backend-by-name.wat"
+));

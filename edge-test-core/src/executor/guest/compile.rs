@@ -33,6 +33,8 @@ pub(crate) struct CompiledGuest {
     pub(super) platform: Arc<Mutex<PlatformFiles>>,
     /// Carries out the test's KV changes and reads, when `fastly.toml` declares KV stores.
     pub(super) kv: Option<Arc<KvGuest>>,
+    /// Why the module's dynamic backends are not redirected to mocks, when they are not.
+    pub(super) unredirected: Option<String>,
 }
 
 impl CompiledGuest {
@@ -52,12 +54,20 @@ impl CompiledGuest {
         };
         let (platform, settings) =
             platform_files(spec.fastly_toml.as_deref(), config.as_ref()).map_err(load_error)?;
-        let ctx = build_context(spec, config, settings, &logs)?;
+        // Dynamic backends redirected to the test's mocks (`module_rewrite`); a module that
+        // cannot be rewritten runs as it is, its dynamic backends refused by the fence, and
+        // the reason said with each refusal.
+        let (module, unredirected) = match super::module_rewrite::module_for(&spec.wasm) {
+            Ok(module) => (module, None),
+            Err(why) => (spec.wasm.clone(), Some(why)),
+        };
+        let ctx = build_context(spec, &module, config, settings, &logs)?;
         let kv = match &spec.kv_guest {
             Some(wasm) => Some(Arc::new(KvGuest::compile(wasm, &ctx).map_err(load_error)?)),
             None => None,
         };
         Ok(Self {
+            unredirected,
             kv,
             ctx,
             logs,
@@ -210,12 +220,13 @@ impl DeclaredGeolocation {
 
 fn build_context(
     spec: &SessionSpec,
+    module: &std::path::Path,
     config: Option<FastlyConfig>,
     files: FileBackedSettings,
     logs: &LogSink,
 ) -> Result<Arc<ExecuteCtx>, EdgeError> {
     let mut builder = ExecuteCtx::build(
-        &spec.wasm,
+        module,
         ProfilingConfig::None,
         HashSet::new(),
         UnknownImportBehavior::LinkError,

@@ -3,6 +3,8 @@
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
+use super::dynamic_backends::DynamicSlots;
+
 /// viceroy formats each entry as `<endpoint> :: <message>\n`, one `write_all` per entry.
 ///
 /// Bounded: a guest printing in a loop must not take the test process's memory with it.
@@ -17,6 +19,8 @@ struct SinkState {
     buffer: Vec<u8>,
     limit: usize,
     dropped: u64,
+    /// Takes the rewritten module's dynamic-backend reports out of the guest's logs.
+    dynamic: Option<DynamicSlots>,
 }
 
 /// One invocation's output, drained from the sink.
@@ -31,6 +35,11 @@ pub(crate) struct Drained {
 impl LogSink {
     pub(crate) fn as_writer(&self) -> Arc<Mutex<dyn Write + Send>> {
         Arc::new(Mutex::new(self.clone()))
+    }
+
+    /// From now on, dynamic-backend reports go to `slots`, not to the logs.
+    pub(crate) fn take_dynamic_reports(&self, slots: DynamicSlots) {
+        self.lock().dynamic = Some(slots);
     }
 
     /// Starts an invocation that may write `limit` bytes.
@@ -59,6 +68,13 @@ impl LogSink {
 impl Write for LogSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut state = self.lock();
+        if state
+            .dynamic
+            .as_ref()
+            .is_some_and(|slots| slots.take_report(buf))
+        {
+            return Ok(buf.len());
+        }
         if state.buffer.len() + buf.len() <= state.limit {
             state.buffer.extend_from_slice(buf);
         } else {

@@ -4,8 +4,10 @@
 
 mod cache_control;
 mod compile;
+pub(crate) mod dynamic_backends;
 mod kv_guest;
 pub(crate) mod log_sink;
+mod module_rewrite;
 pub(crate) mod network_fence;
 mod platform_files;
 mod runner;

@@ -9,6 +9,11 @@
 //! keeping a note of each for the test's report. The guest sees a failed connection, at
 //! once, instead of a timeout or a real server.
 //!
+//! It also completes the redirection of dynamic backends (`module_rewrite`): a `connect` to
+//! a redirected backend's address (`127.0.0.2:<n>`, where nothing listens) is answered by
+//! putting, in place of the guest's socket, one already connected to the test's
+//! dynamic-backend dispatcher (`SECCOMP_IOCTL_NOTIF_ADDFD`), and returning success.
+//!
 //! # Threat model
 //!
 //! The fence keeps a *test* honest, not a hostile program in. The code it watches is a
@@ -102,6 +107,7 @@ mod imp {
 
     use rustix::event::{PollFd, PollFlags, poll};
 
+    use super::super::dynamic_backends::DynamicSlots;
     use super::{Refused, SocketKind, internet_address, judge};
 
     #[cfg(target_arch = "x86_64")]
@@ -121,7 +127,10 @@ mod imp {
         /// the kernel will not have it (no seccomp, or a supervisor already there, as under
         /// some sandboxes and CI runners): the guest then runs unfenced, as it would without
         /// edge-test.
-        pub(crate) fn install(allowed: Vec<SocketAddr>) -> Result<Self, String> {
+        pub(crate) fn install(
+            allowed: Vec<SocketAddr>,
+            slots: DynamicSlots,
+        ) -> Result<Self, String> {
             let (stop_reader, stop) =
                 std::io::pipe().map_err(|e| format!("cannot make the fence's stop pipe: {e}"))?;
             let refused = Arc::new(Mutex::new(Vec::new()));
@@ -134,7 +143,7 @@ mod imp {
                     .name("edge-test fence".into())
                     .spawn(move || {
                         if let Ok(listener) = listener.recv() {
-                            supervise(listener, stop_reader.into(), &allowed, &refused);
+                            supervise(listener, stop_reader.into(), &allowed, &slots, &refused);
                         }
                     })
                     .map_err(|e| format!("cannot start the fence's supervisor thread: {e}"))?
@@ -236,6 +245,7 @@ mod imp {
         listener: OwnedFd,
         stop: OwnedFd,
         allowed: &[SocketAddr],
+        slots: &DynamicSlots,
         refused: &Mutex<Vec<Refused>>,
     ) {
         loop {
@@ -260,11 +270,19 @@ mod imp {
                 continue;
             };
             let [fd, address, length, ..] = notice.data.args;
-            let refusal = judge(
-                destination(address, length),
-                socket_kind(fd as i32),
-                allowed,
-            );
+            let to = destination(address, length);
+            let redirected = to.and_then(|to| slots.connect(to));
+            let refusal = match redirected {
+                Some(Ok(connected)) => {
+                    if hand_over(&listener, notice.id, connected, fd as i32) {
+                        answer_connected(&listener, notice.id);
+                        continue;
+                    }
+                    Some("a redirected dynamic backend (the kernel refused the socket)".into())
+                }
+                Some(Err(why)) => Some(why),
+                None => judge(to, socket_kind(fd as i32), allowed),
+            };
             if let Some(what) = &refusal {
                 let mut refused = crate::sync::lock(refused);
                 // Resolvers retry: name each destination once.
@@ -290,6 +308,52 @@ mod imp {
             )
         };
         (received == 0).then_some(notice)
+    }
+
+    /// Puts `connected` in the waiting thread's descriptor table at `guest_fd`, in place of
+    /// the socket it is connecting (closing that one), as `dup2` would.
+    fn hand_over(listener: &OwnedFd, id: u64, connected: OwnedFd, guest_fd: i32) -> bool {
+        let Ok(guest_fd) = u32::try_from(guest_fd) else {
+            return false;
+        };
+        let mut addfd = libc::seccomp_notif_addfd {
+            id,
+            flags: libc::SECCOMP_ADDFD_FLAG_SETFD as u32,
+            srcfd: connected.as_raw_fd() as u32,
+            newfd: guest_fd,
+            newfd_flags: libc::O_CLOEXEC as u32,
+        };
+        // SAFETY: the ioctl reads one seccomp_notif_addfd from `addfd`, which is one; the
+        // kernel duplicates `srcfd` (open for the call: `connected` is dropped after it) into
+        // the waiting thread, which is this process's, at `guest_fd`, the socket that thread
+        // is blocked connecting (nothing else uses it until `connect` returns).
+        let added = unsafe {
+            libc::ioctl(
+                listener.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_ADDFD,
+                &mut addfd,
+            )
+        };
+        added >= 0
+    }
+
+    /// Completes the waiting `connect` as a success, without running it: its socket was
+    /// replaced by one already connected.
+    fn answer_connected(listener: &OwnedFd, id: u64) {
+        let mut answer = libc::seccomp_notif_resp {
+            id,
+            val: 0,
+            error: 0,
+            flags: 0,
+        };
+        // SAFETY: as in `answer`.
+        unsafe {
+            libc::ioctl(
+                listener.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_SEND,
+                &mut answer,
+            );
+        }
     }
 
     /// Lets the waiting `connect` run, or fails it with ECONNREFUSED.
@@ -364,7 +428,10 @@ mod imp {
     pub(crate) struct NetworkFence;
 
     impl NetworkFence {
-        pub(crate) fn install(_allowed: Vec<SocketAddr>) -> Result<Self, String> {
+        pub(crate) fn install(
+            _allowed: Vec<SocketAddr>,
+            _slots: super::super::dynamic_backends::DynamicSlots,
+        ) -> Result<Self, String> {
             Err("the network fence is built for Linux on x86_64 and aarch64 only".to_owned())
         }
 

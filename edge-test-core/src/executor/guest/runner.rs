@@ -11,6 +11,7 @@ use viceroy_lib::ExecuteCtx;
 
 use super::cache_control;
 use super::compile::CompiledGuest;
+use super::dynamic_backends::DynamicSlots;
 use super::kv_guest::KvGuest;
 use super::log_sink::LogSink;
 use super::network_fence::NetworkFence;
@@ -29,6 +30,10 @@ pub(crate) struct GuestRunner {
     logs: LogSink,
     platform: Arc<std::sync::Mutex<PlatformFiles>>,
     kv: Option<Arc<KvGuest>>,
+    /// The invocation's dynamic backends, redirected to the test's dispatcher.
+    dynamic: DynamicSlots,
+    /// Why the module's dynamic backends are not redirected, when they are not.
+    unredirected: Option<String>,
     traps: TrapCollector,
     runtime: Option<tokio::runtime::Runtime>,
     /// `Err` (why) where the kernel will not fence the guest: it then runs unfenced.
@@ -49,7 +54,9 @@ impl GuestRunner {
         let dispatch = tracing::dispatcher::set_default(&tracing::Dispatch::new(traps.clone()));
         // Before the runtime, so that every thread it starts (the blocking pool, where
         // host names are resolved) is fenced too.
-        let fence = NetworkFence::install(guest.backend_addrs);
+        let dynamic = DynamicSlots::default();
+        guest.logs.take_dynamic_reports(dynamic.clone());
+        let fence = NetworkFence::install(guest.backend_addrs, dynamic.clone());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -59,6 +66,8 @@ impl GuestRunner {
             logs: guest.logs,
             platform: guest.platform,
             kv: guest.kv,
+            dynamic,
+            unredirected: guest.unredirected,
             traps,
             runtime: Some(runtime),
             fence,
@@ -89,6 +98,7 @@ impl GuestRunner {
                 Err(why) => InvocationReport::not_run(&format!("the read failed: {why}")),
             };
         }
+        self.dynamic.begin(request.dynamic_dispatcher);
         let progress = Rc::new(RefCell::new(None));
         let limit = request.guest_timeout;
         let run = invoke(
@@ -121,6 +131,16 @@ impl GuestRunner {
         match &self.fence {
             Ok(fence) => report.refused_connections = fence.take_refused(),
             Err(why) => report.unfenced = Some(why.clone()),
+        }
+        if let (false, Some(why)) = (report.refused_connections.is_empty(), &self.unredirected) {
+            report.runtime_warnings.push(format!(
+                "edge-test did not redirect this module's dynamic backends to mocks: {why}"
+            ));
+        }
+        for why in self.dynamic.take_unreadable() {
+            report
+                .runtime_warnings
+                .push(format!("edge-test could not read a dynamic backend: {why}"));
         }
         report
     }

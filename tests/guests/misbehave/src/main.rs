@@ -92,6 +92,49 @@ fn main() {
             upstream.set_body(req.take_body_bytes());
             relay(upstream.send("api"));
         }
+        ["dynamic-tls", target] => {
+            let ms = std::time::Duration::from_millis;
+            let sent = fastly::Backend::builder("secure", *target)
+                .override_host("api.example.com")
+                .enable_ssl()
+                .connect_timeout(ms(1500))
+                .first_byte_timeout(ms(2500))
+                .between_bytes_timeout(ms(3500))
+                .check_certificate("cert.example.com")
+                .sni_hostname("sni.example.com")
+                .finish()
+                .map_err(|e| e.to_string())
+                .and_then(|backend| {
+                    Request::get("https://api.example.com/secure")
+                        .send(backend)
+                        .map_err(|e| e.to_string())
+                });
+            match sent {
+                Ok(mut resp) => Response::from_status(resp.get_status())
+                    .with_body(resp.take_body_bytes())
+                    .send_to_client(),
+                Err(e) => Response::from_status(StatusCode::BAD_GATEWAY)
+                    .with_body(format!("send failed: {e}"))
+                    .send_to_client(),
+            }
+        }
+        ["dynamic-two", first, second] => {
+            let mut bodies = Vec::new();
+            for (name, target, path) in [("first", first, "/one"), ("second", second, "/two")] {
+                let body = fastly::Backend::builder(name, *target)
+                    .finish()
+                    .map_err(|e| e.to_string())
+                    .and_then(|backend| {
+                        Request::get(format!("http://{target}{path}"))
+                            .send(backend)
+                            .map_err(|e| e.to_string())
+                    })
+                    .map(|mut resp| resp.take_body_str())
+                    .unwrap_or_else(|e| format!("failed: {e}"));
+                bodies.push(body);
+            }
+            Response::from_body(bodies.join(",")).send_to_client();
+        }
         ["dynamic-backend", target] => {
             // A backend made at run time, to any address: nothing a test can mock.
             let sent = fastly::Backend::builder("dynamic", *target)
