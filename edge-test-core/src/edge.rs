@@ -404,6 +404,7 @@ impl Edge {
             platform_only: true,
             read_kv: read.kv_stores,
             read_cache: read.cache_keys,
+            list_cache: read.list_cache,
             dynamic_dispatcher: self.inner.mocks.dynamic_dispatcher(),
         }
     }
@@ -864,6 +865,7 @@ impl RequestBuilder {
             platform_only: false,
             read_kv: Vec::new(),
             read_cache: Vec::new(),
+            list_cache: false,
             dynamic_dispatcher: None,
         }
     }

@@ -232,6 +232,7 @@ impl KvStore<'_> {
         PlatformRead {
             kv_stores: vec![self.name.clone()],
             cache_keys: Vec::new(),
+            list_cache: false,
         }
     }
 
@@ -369,6 +370,7 @@ impl Device {
 pub(crate) struct PlatformRead {
     pub(crate) kv_stores: Vec<String>,
     pub(crate) cache_keys: Vec<Vec<u8>>,
+    pub(crate) list_cache: bool,
 }
 
 /// The guest's core cache (`fastly::cache::core`) as this test sees it: it starts empty;
@@ -389,10 +391,9 @@ pub(crate) struct PlatformRead {
 /// # }
 /// ```
 ///
-/// Not offered, because viceroy-lib 0.22 cannot: listing the keys the guest stored (look up
-/// the keys you expect instead), reading an entry's surrogate keys or stale-while-revalidate
-/// period, and making time pass (its clock is the process's monotonic clock; seed an entry
-/// with an [`age`](CacheSeed::age) instead).
+/// [`entries`](Self::entries) lists what the guest and the test stored (edge-test follows the
+/// guest's cache calls to know the keys and surrogate keys, which viceroy-lib 0.22 cannot
+/// list), and [`advance`](Self::advance) makes time pass for it without sleeping.
 #[must_use = "a cache handle does nothing until it is used"]
 pub struct CacheControl<'a> {
     pub(crate) edge: &'a Edge,
@@ -451,11 +452,54 @@ impl CacheControl<'_> {
         CachedObject::parse(&read["cache"][0])
     }
 
+    /// Every entry the cache holds that the guest or the test stored, by key (after the
+    /// test's pending changes): what a request without varying headers would find.
+    pub async fn entries(&self) -> BTreeMap<Bytes, CachedObject> {
+        Self::listed(self.edge.read_platform(Self::list()).await)
+    }
+
+    /// [`entries`](Self::entries), from a plain `fn` test.
+    pub fn entries_blocking(&self) -> BTreeMap<Bytes, CachedObject> {
+        Self::listed(self.edge.read_platform_blocking(Self::list()))
+    }
+
+    /// Makes `by` pass for every entry [`entries`](Self::entries) lists, from the next
+    /// invocation on: each is stored again `by` older, with its body, TTL, user metadata,
+    /// vary rule, surrogate keys and stale-while-revalidate period, so an entry past its TTL
+    /// is stale (or gone) as it would be after waiting. The cache's own clock keeps running:
+    /// entries the test cannot list (variants stored for varying request headers) do not age.
+    pub fn advance(&self, by: std::time::Duration) -> &Self {
+        self.edge
+            .change_platform(PlatformChange::CacheAdvance { by });
+        self
+    }
+
+    fn list() -> PlatformRead {
+        PlatformRead {
+            kv_stores: Vec::new(),
+            cache_keys: Vec::new(),
+            list_cache: true,
+        }
+    }
+
+    fn listed(read: Value) -> BTreeMap<Bytes, CachedObject> {
+        read["cache_list"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| {
+                let key: Vec<u8> = serde_json::from_value(entry["key"].clone()).ok()?;
+                Some((Bytes::from(key), CachedObject::parse(entry)?))
+            })
+            .collect()
+    }
+
     fn read(key: &[u8]) -> PlatformRead {
         check_cache_key(key);
         PlatformRead {
             kv_stores: Vec::new(),
             cache_keys: vec![key.to_vec()],
+            list_cache: false,
         }
     }
 }
@@ -550,6 +594,12 @@ pub struct CachedObject {
     pub user_metadata: Bytes,
     /// The body's length, when it was known on insertion.
     pub length: Option<u64>,
+    /// Its surrogate keys, when edge-test saw the write that stored it (every write the
+    /// guest or the test made; `None` for an entry stored otherwise).
+    pub surrogate_keys: Option<Vec<String>>,
+    /// How long past its TTL it may be served while revalidated, when edge-test saw the
+    /// write that stored it.
+    pub stale_while_revalidate: Option<std::time::Duration>,
 }
 
 impl CachedObject {
@@ -576,6 +626,10 @@ impl CachedObject {
             age: nanos("age_ns"),
             user_metadata: bytes("user_metadata"),
             length: entry["length"].as_u64(),
+            surrogate_keys: serde_json::from_value(entry["surrogate_keys"].clone()).ok(),
+            stale_while_revalidate: entry["stale_while_revalidate_ns"]
+                .as_u64()
+                .map(std::time::Duration::from_nanos),
         })
     }
 }

@@ -73,6 +73,8 @@ pub(crate) struct InvocationRequest {
     pub platform_only: bool,
     pub read_kv: Vec<String>,
     pub read_cache: Vec<Vec<u8>>,
+    /// Also list every cache entry the guest or the test stored.
+    pub list_cache: bool,
     /// Where the test serves its dynamic backends' mocks: redirected connections go there.
     pub dynamic_dispatcher: Option<SocketAddr>,
 }
@@ -90,6 +92,7 @@ impl PlatformChange {
             Self::CacheInsert { .. }
                 | Self::CachePurgeSurrogateKey { .. }
                 | Self::CachePurgeKey { .. }
+                | Self::CacheAdvance { .. }
         )
     }
 }
@@ -138,6 +141,8 @@ pub(crate) enum PlatformChange {
         #[serde(with = "as_bytes")]
         key: Vec<u8>,
     },
+    /// Ages every cache entry the test can list by `by`.
+    CacheAdvance { by: Duration },
 }
 
 /// What the client received and how the guest ended, once the guest has fully finished.
@@ -351,6 +356,7 @@ mod tests {
             platform_only: false,
             read_kv: Vec::new(),
             read_cache: Vec::new(),
+            list_cache: false,
             dynamic_dispatcher: None,
         }
     }

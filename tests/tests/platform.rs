@@ -397,6 +397,100 @@ mod cache {
         assert_eq!(edge.get("/cache/kept").send().await.text(), "v");
     }
 
+    #[edge_test(service = "misbehave")]
+    async fn the_test_lists_what_the_guest_and_the_test_stored(edge: Edge) {
+        edge.cache()
+            .insert(CacheSeed::new("seeded", "a", MINUTE).surrogate_key("s1"));
+        let stored = edge.put("/cache-tagged/stored/b/todos").send().await;
+        assert_eq!(stored.status(), 201);
+        assert!(
+            stored
+                .logs()
+                .lines()
+                .iter()
+                .all(|line| !line.endpoint.starts_with("edge-test")),
+            "edge-test's reports never reach the test's logs: {:?}",
+            stored.logs()
+        );
+        assert_eq!(
+            edge.put("/cache-tx/transacted/c/tx-key")
+                .send()
+                .await
+                .status(),
+            201
+        );
+        assert_eq!(
+            edge.get("/cache/never-stored").send().await.status(),
+            404,
+            "a key only looked up"
+        );
+        let entries = edge.cache().entries().await;
+        let listed: Vec<(&[u8], String, Option<Vec<String>>)> = entries
+            .iter()
+            .map(|(key, entry)| (&key[..], entry.text(), entry.surrogate_keys.clone()))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                (&b"seeded"[..], "a".to_owned(), Some(vec!["s1".to_owned()])),
+                (
+                    &b"stored"[..],
+                    "b".to_owned(),
+                    Some(vec!["todos".to_owned()])
+                ),
+                (
+                    &b"transacted"[..],
+                    "c".to_owned(),
+                    Some(vec!["tx-key".to_owned()])
+                ),
+            ]
+        );
+        let transacted = &entries[&b"transacted"[..]];
+        assert_eq!(transacted.max_age, Duration::from_secs(300));
+        assert_eq!(
+            transacted.stale_while_revalidate,
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(transacted.length, Some(1));
+    }
+
+    #[edge_test(service = "misbehave")]
+    async fn time_passes_for_the_cache_without_sleeping(edge: Edge) {
+        assert_eq!(edge.put("/cache/kept/v").send().await.status(), 201);
+        edge.cache().insert(
+            CacheSeed::new("revalidated", "r", MINUTE)
+                .stale_while_revalidate(MINUTE)
+                .surrogate_key("tagged"),
+        );
+        edge.cache().advance(Duration::from_secs(90));
+        let revalidated = meta(&edge, "revalidated").await;
+        assert_eq!(
+            revalidated["stale"], true,
+            "past its TTL, within stale-while-revalidate"
+        );
+        assert!(revalidated["age_secs"].as_u64().unwrap() >= 90);
+        assert_eq!(meta(&edge, "kept").await["stale"], false, "600 s of TTL");
+
+        edge.cache().advance(Duration::from_secs(31));
+        assert_eq!(
+            edge.get("/cache/revalidated").send().await.status(),
+            404,
+            "past its TTL and its stale-while-revalidate period"
+        );
+        edge.cache().advance(Duration::from_secs(480));
+        assert_eq!(edge.get("/cache/kept").send().await.status(), 404);
+    }
+
+    #[edge_test(service = "misbehave")]
+    async fn an_aged_entry_keeps_its_surrogate_keys(edge: Edge) {
+        assert_eq!(edge.put("/cache-tagged/k/v/tag").send().await.status(), 201);
+        edge.cache().advance(Duration::from_secs(10));
+        let aged = edge.cache().get("k").await.expect("still fresh");
+        assert!(aged.age >= Duration::from_secs(10), "{aged:?}");
+        edge.cache().purge_surrogate_key("tag");
+        assert_eq!(edge.get("/cache/k").send().await.status(), 404);
+    }
+
     async fn claim_the_shared_cache_key(edge: Edge, me: &str) {
         assert_eq!(edge.cache().get("shared").await, None, "a pristine cache");
         edge.cache()

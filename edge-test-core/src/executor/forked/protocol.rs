@@ -257,6 +257,7 @@ mod tests {
             platform_only: false,
             read_kv: Vec::new(),
             read_cache: Vec::new(),
+            list_cache: false,
             dynamic_dispatcher: None,
         }))
         .unwrap();

@@ -3,6 +3,7 @@
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
+use super::cache_ledger::CacheLedger;
 use super::dynamic_backends::DynamicSlots;
 
 /// viceroy formats each entry as `<endpoint> :: <message>\n`, one `write_all` per entry.
@@ -19,8 +20,9 @@ struct SinkState {
     buffer: Vec<u8>,
     limit: usize,
     dropped: u64,
-    /// Takes the rewritten module's dynamic-backend reports out of the guest's logs.
+    /// Take the rewritten module's reports out of the guest's logs.
     dynamic: Option<DynamicSlots>,
+    cache: Option<CacheLedger>,
 }
 
 /// One invocation's output, drained from the sink.
@@ -37,9 +39,12 @@ impl LogSink {
         Arc::new(Mutex::new(self.clone()))
     }
 
-    /// From now on, dynamic-backend reports go to `slots`, not to the logs.
-    pub(crate) fn take_dynamic_reports(&self, slots: DynamicSlots) {
-        self.lock().dynamic = Some(slots);
+    /// From now on, the rewritten module's reports (`module_rewrite`) go to `slots` and
+    /// `ledger`, not to the logs.
+    pub(crate) fn take_reports(&self, slots: DynamicSlots, ledger: CacheLedger) {
+        let mut state = self.lock();
+        state.dynamic = Some(slots);
+        state.cache = Some(ledger);
     }
 
     /// Starts an invocation that may write `limit` bytes.
@@ -68,10 +73,8 @@ impl LogSink {
 impl Write for LogSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut state = self.lock();
-        if state
-            .dynamic
-            .as_ref()
-            .is_some_and(|slots| slots.take_report(buf))
+        if state.dynamic.as_ref().is_some_and(|s| s.take_report(buf))
+            || state.cache.as_ref().is_some_and(|l| l.take_report(buf))
         {
             return Ok(buf.len());
         }

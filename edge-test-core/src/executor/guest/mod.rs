@@ -3,6 +3,7 @@
 //! Every assumption about viceroy-lib's behaviour lives in `viceroy_compat`.
 
 mod cache_control;
+mod cache_ledger;
 mod compile;
 pub(crate) mod dynamic_backends;
 mod kv_guest;

@@ -17,6 +17,11 @@
 //!    report);
 //! 3. returns viceroy's answer.
 //!
+//! Its core-cache calls (`fastly_cache::lookup`, `insert`, and the transaction calls) are
+//! wrapped the same way, the other way round: each calls through, then reports the call (its
+//! key or handle, the handle it returned, the write options and surrogate keys) on
+//! [`CACHE_ENDPOINT`], for `cache_ledger`.
+//!
 //! Nothing listens at `127.0.0.2`: the network fence catches the `connect` there and hands
 //! the guest a socket connected to the test's dynamic-backend dispatcher instead
 //! (`network_fence`). Scratch memory comes from the guest's own shadow stack (its
@@ -105,24 +110,90 @@ fn content_hash(bytes: &[u8]) -> u64 {
 }
 
 /// Bumped whenever `rewrite` changes what it writes.
-const REWRITE_VERSION: u32 = 1;
+const REWRITE_VERSION: u32 = 2;
 
-/// Whether the module may import `fastly_http_req::register_dynamic_backend`: its name
-/// appears in the bytes (a module without it is never parsed; `rewrite` checks the import
-/// itself).
+/// Whether the module may import a call edge-test wraps: its module's or its name appears
+/// in the bytes (a module without them is never parsed; `rewrite` checks the imports).
 fn imports_dynamic_backends(bytes: &[u8]) -> bool {
-    const NAME: &[u8] = b"register_dynamic_backend";
-    bytes.windows(NAME.len()).any(|window| window == NAME)
+    [&b"register_dynamic_backend"[..], b"fastly_cache"]
+        .iter()
+        .any(|name| bytes.windows(name.len()).any(|window| window == *name))
 }
 
-/// The module with its `register_dynamic_backend` import wrapped (see the module's docs).
+/// The core-cache calls whose keys and surrogate keys the runner needs to list what the
+/// guest stored (`cache_ledger`), reported on [`CACHE_ENDPOINT`] after each call.
+const CACHE_CALLS: &[(&str, &[Field])] = {
+    use Field::*;
+    // `CacheWriteOptions` (wasm32): surrogate keys at 40; `SURROGATE_KEYS` is bit 5.
+    const WRITE: [Field; 3] = [
+        Arg(1),
+        Struct { ptr: 2, size: 80 },
+        StructBytes {
+            ptr: 2,
+            at: 40,
+            mask: 1,
+            bit: 1 << 5,
+        },
+    ];
+    &[
+        ("lookup", &[Bytes { ptr: 0, len: 1 }, Out(4)]),
+        (
+            "insert",
+            &[
+                Bytes { ptr: 0, len: 1 },
+                Arg(2),
+                Struct { ptr: 3, size: 80 },
+                StructBytes {
+                    ptr: 3,
+                    at: 40,
+                    mask: 2,
+                    bit: 1 << 5,
+                },
+            ],
+        ),
+        ("transaction_lookup", &[Bytes { ptr: 0, len: 1 }, Out(4)]),
+        (
+            "transaction_lookup_async",
+            &[Bytes { ptr: 0, len: 1 }, Out(4)],
+        ),
+        ("cache_busy_handle_wait", &[Arg(0), Out(1)]),
+        (
+            "transaction_insert",
+            &[Arg(0), WRITE[0], WRITE[1], WRITE[2]],
+        ),
+        (
+            "transaction_insert_and_stream_back",
+            &[Arg(0), WRITE[0], WRITE[1], WRITE[2], Out(4)],
+        ),
+        (
+            "transaction_update",
+            &[Arg(0), WRITE[0], WRITE[1], WRITE[2]],
+        ),
+    ]
+};
+
+/// The log endpoint core-cache calls are reported on.
+pub(crate) const CACHE_ENDPOINT: &str = "edge-test:cache-call";
+
+/// The module with its `register_dynamic_backend` import wrapped (see the module's docs)
+/// and its core-cache writes and lookups reported.
 pub(crate) fn rewrite(bytes: &[u8]) -> Result<Vec<u8>, String> {
     let mut module =
         Module::from_buffer(bytes).map_err(|e| format!("walrus cannot read the module: {e}"))?;
-    let original = module
+    let dynamic = module
         .imports
         .get_func("fastly_http_req", "register_dynamic_backend")
-        .map_err(|_| "the module does not import register_dynamic_backend".to_owned())?;
+        .ok();
+    let cache_calls: Vec<(FunctionId, &'static str, &'static [Field])> = CACHE_CALLS
+        .iter()
+        .filter_map(|(name, fields)| {
+            let id = module.imports.get_func("fastly_cache", name).ok()?;
+            Some((id, *name, *fields))
+        })
+        .collect();
+    if dynamic.is_none() && cache_calls.is_empty() {
+        return Err("the module imports none of the calls edge-test wraps".to_owned());
+    }
     let memory = module
         .exports
         .iter()
@@ -132,7 +203,6 @@ pub(crate) fn rewrite(bytes: &[u8]) -> Result<Vec<u8>, String> {
         })
         .ok_or("the module exports no `memory`")?;
     let stack_pointer = stack_pointer(&module).ok_or("the module has no `__stack_pointer`")?;
-    let ty = module.funcs.get(original).ty();
     let i32x3 = module.types.add(&[ValType::I32; 3], &[ValType::I32]);
     let i32x4 = module.types.add(&[ValType::I32; 4], &[ValType::I32]);
     let import =
@@ -141,40 +211,57 @@ pub(crate) fn rewrite(bytes: &[u8]) -> Result<Vec<u8>, String> {
             Ok(id) => id,
             Err(_) => module.add_import_func(from, name, ty).0,
         };
-    let endpoint_get = import(&mut module, "fastly_log", "endpoint_get", i32x3);
-    let log_write = import(&mut module, "fastly_log", "write", i32x4);
-    let register = module
-        .add_import_func("fastly_http_req", "register_dynamic_backend", ty)
-        .0;
-    let slot = module
-        .globals
-        .add_local(ValType::I32, true, false, ConstExpr::Value(Value::I32(0)));
-    let mut local = || module.locals.add(ValType::I32);
-    let scratch = Scratch {
+    let shared = Shared {
         memory,
         stack_pointer,
-        slot,
-        endpoint_get,
-        log_write,
-        register,
-        sp: local(),
-        buf: local(),
-        pos: local(),
-        k: local(),
-        status: local(),
-        i: local(),
-        v: local(),
-        n: local(),
-        d: local(),
-        started: local(),
-        start: local(),
-        ovr_len: local(),
-        cert_len: local(),
-        sni_len: local(),
+        endpoint_get: import(&mut module, "fastly_log", "endpoint_get", i32x3),
+        log_write: import(&mut module, "fastly_log", "write", i32x4),
     };
-    module
-        .replace_imported_func(original, |(body, args)| scratch.emit(body, args))
-        .map_err(|e| format!("cannot wrap register_dynamic_backend: {e}"))?;
+    if let Some(original) = dynamic {
+        let ty = module.funcs.get(original).ty();
+        let register = module
+            .add_import_func("fastly_http_req", "register_dynamic_backend", ty)
+            .0;
+        let slot =
+            module
+                .globals
+                .add_local(ValType::I32, true, false, ConstExpr::Value(Value::I32(0)));
+        let ir = Ir::new(&mut module, shared);
+        let mut local = || module.locals.add(ValType::I32);
+        let wrapper = DynamicWrapper {
+            ir,
+            slot,
+            register,
+            k: local(),
+            started: local(),
+            ovr_len: local(),
+            cert_len: local(),
+            sni_len: local(),
+        };
+        module
+            .replace_imported_func(original, |(body, args)| wrapper.emit(body, args))
+            .map_err(|e| format!("cannot wrap register_dynamic_backend: {e}"))?;
+    }
+    for (original, name, fields) in cache_calls {
+        let ty = module.funcs.get(original).ty();
+        let real = module.add_import_func("fastly_cache", name, ty).0;
+        let ir = Ir::new(&mut module, shared);
+        let lens = fields
+            .iter()
+            .map(|_| module.locals.add(ValType::I32))
+            .collect();
+        let reporter = CallReporter {
+            ir,
+            real,
+            endpoint: CACHE_ENDPOINT,
+            op: name,
+            fields,
+            lens,
+        };
+        module
+            .replace_imported_func(original, |(body, args)| reporter.emit(body, args))
+            .map_err(|e| format!("cannot wrap fastly_cache::{name}: {e}"))?;
+    }
     Ok(module.emit_wasm())
 }
 
@@ -193,118 +280,104 @@ fn stack_pointer(module: &Module) -> Option<GlobalId> {
         .map(walrus::Global::id)
 }
 
-/// What the wrapper's body refers to.
-struct Scratch {
+/// The module-wide things a wrapper's body uses, and the locals of one wrapper.
+struct Ir {
     memory: MemoryId,
     stack_pointer: GlobalId,
-    slot: GlobalId,
     endpoint_get: FunctionId,
     log_write: FunctionId,
-    register: FunctionId,
     sp: LocalId,
     buf: LocalId,
     pos: LocalId,
-    k: LocalId,
     status: LocalId,
+    /// What `endpoint_get` returned.
+    opened: LocalId,
     i: LocalId,
+    byte: LocalId,
+    digit: LocalId,
     v: LocalId,
     n: LocalId,
     d: LocalId,
-    started: LocalId,
     start: LocalId,
-    ovr_len: LocalId,
-    cert_len: LocalId,
-    sni_len: LocalId,
 }
 
-type Body<'a, 'b> = &'a mut walrus::InstrSeqBuilder<'b>;
+/// What `rewrite` found in the module that every wrapper needs.
+#[derive(Clone, Copy)]
+struct Shared {
+    memory: MemoryId,
+    stack_pointer: GlobalId,
+    endpoint_get: FunctionId,
+    log_write: FunctionId,
+}
 
-impl Scratch {
-    fn emit(&self, b: Body, args: &[LocalId]) {
-        let [name, name_len, target, target_len, mask, config] = args else {
-            unreachable!("register_dynamic_backend takes six arguments")
-        };
-        let (name, name_len, target, target_len, mask, config) =
-            (*name, *name_len, *target, *target_len, *mask, *config);
+impl Ir {
+    fn new(module: &mut Module, shared: Shared) -> Self {
+        let mut local = || module.locals.add(ValType::I32);
+        Self {
+            memory: shared.memory,
+            stack_pointer: shared.stack_pointer,
+            endpoint_get: shared.endpoint_get,
+            log_write: shared.log_write,
+            sp: local(),
+            buf: local(),
+            pos: local(),
+            status: local(),
+            opened: local(),
+            i: local(),
+            byte: local(),
+            digit: local(),
+            v: local(),
+            n: local(),
+            d: local(),
+            start: local(),
+        }
+    }
 
-        // k = slot++
-        b.global_get(self.slot).local_tee(self.k);
-        b.i32_const(1).binop(BinaryOp::I32Add).global_set(self.slot);
-        // The lengths of the strings the config holds, where the options say they are set.
-        for (len, bit, at) in [
-            (self.ovr_len, HOST_OVERRIDE, HOST_OVERRIDE_AT),
-            (self.cert_len, CERT_HOSTNAME, CERT_HOSTNAME_AT),
-            (self.sni_len, SNI_HOSTNAME, SNI_HOSTNAME_AT),
-        ] {
-            b.local_get(config);
-            self.load_i32(b, at + 4);
-            b.i32_const(0)
-                .local_get(mask)
-                .i32_const(bit)
-                .binop(BinaryOp::I32And)
-                .select(None)
-                .local_set(len);
-        }
-        // Scratch on the shadow stack: 128 bytes of fixed fields, then the report (two hex
-        // digits a byte, and separators), then the redirected target (at most 16 bytes).
-        b.global_get(self.stack_pointer).local_tee(self.sp);
-        b.i32_const(128 + 2 * (4 + 4 + CONFIG_LEN) + 16 + 16);
-        for len in [
-            name_len,
-            target_len,
-            self.ovr_len,
-            self.cert_len,
-            self.sni_len,
-        ] {
-            b.local_get(len)
-                .i32_const(2)
-                .binop(BinaryOp::I32Mul)
-                .binop(BinaryOp::I32Add);
-        }
-        b.binop(BinaryOp::I32Sub)
+    fn arg(offset: u64) -> MemArg {
+        MemArg { align: 1, offset }
+    }
+
+    fn load_i32(&self, b: Body, offset: u64) {
+        b.load(
+            self.memory,
+            LoadKind::I32 { atomic: false },
+            Self::arg(offset),
+        );
+    }
+
+    /// Takes scratch memory from the shadow stack: the size on the stack, 16-aligned, plus
+    /// 128 bytes of fixed fields (endpoint name at 0, handle at 100, numbers at 104); the
+    /// report is written from `buf + 128`.
+    fn open_report(&self, b: Body, endpoint: &str) {
+        b.local_set(self.n);
+        b.global_get(self.stack_pointer)
+            .local_tee(self.sp)
+            .local_get(self.n)
+            .binop(BinaryOp::I32Sub)
+            .i32_const(128)
+            .binop(BinaryOp::I32Sub)
             .i32_const(-16)
             .binop(BinaryOp::I32And)
             .local_tee(self.buf)
             .global_set(self.stack_pointer);
-
-        // The report: endpoint name at buf, handle at buf+100, numbers at buf+104, text
-        // from buf+128.
-        self.store_bytes(b, self.buf, 0, REPORT_ENDPOINT.as_bytes());
+        self.store_bytes(b, self.buf, 0, endpoint.as_bytes());
         b.local_get(self.buf)
-            .i32_const(REPORT_ENDPOINT.len() as i32)
+            .i32_const(endpoint.len() as i32)
             .local_get(self.buf)
             .i32_const(100)
             .binop(BinaryOp::I32Add)
             .call(self.endpoint_get)
-            .local_set(self.status);
+            .local_set(self.opened);
         b.local_get(self.buf)
             .i32_const(128)
             .binop(BinaryOp::I32Add)
             .local_set(self.pos);
-        self.hex_of_i32(b, self.k);
-        self.separator(b);
-        self.hex(b, name, name_len);
-        self.separator(b);
-        self.hex(b, target, target_len);
-        self.separator(b);
-        self.hex_of_i32(b, mask);
-        self.separator(b);
-        b.i32_const(CONFIG_LEN).local_set(self.n);
-        self.hex(b, config, self.n);
-        for (len, at) in [
-            (self.ovr_len, HOST_OVERRIDE_AT),
-            (self.cert_len, CERT_HOSTNAME_AT),
-            (self.sni_len, SNI_HOSTNAME_AT),
-        ] {
-            self.separator(b);
-            // The string's pointer, read from the config, into `start`.
-            b.local_get(config);
-            self.load_i32(b, at);
-            b.local_set(self.start);
-            self.hex(b, self.start, len);
-        }
-        // Logged only when the endpoint opened (it always does under viceroy).
-        b.local_get(self.status).unop(walrus::ir::UnaryOp::I32Eqz);
+    }
+
+    /// Writes what was put from `buf + 128` to `pos` as one log entry, when the endpoint
+    /// opened (it always does under viceroy).
+    fn write_report(&self, b: Body) {
+        b.local_get(self.opened).unop(walrus::ir::UnaryOp::I32Eqz);
         b.if_else(
             None,
             |then| {
@@ -326,50 +399,11 @@ impl Scratch {
             },
             |_| {},
         );
+    }
 
-        // The redirected target, "127.0.0.2:<k + 1>", after the report.
-        b.local_get(self.pos).local_set(self.start);
-        let ip = format!(
-            "{}.{}.{}.{}:",
-            SLOT_IP[0], SLOT_IP[1], SLOT_IP[2], SLOT_IP[3]
-        );
-        self.store_bytes(b, self.pos, 0, ip.as_bytes());
-        b.local_get(self.pos)
-            .i32_const(ip.len() as i32)
-            .binop(BinaryOp::I32Add)
-            .local_set(self.pos);
-        b.local_get(self.k)
-            .i32_const(1)
-            .binop(BinaryOp::I32Add)
-            .local_set(self.n);
-        self.decimal(b);
-
-        b.local_get(name)
-            .local_get(name_len)
-            .local_get(self.start)
-            .local_get(self.pos)
-            .local_get(self.start)
-            .binop(BinaryOp::I32Sub)
-            .local_get(mask)
-            .i32_const(!TLS_OPTIONS)
-            .binop(BinaryOp::I32And)
-            .local_get(config)
-            .call(self.register)
-            .local_set(self.status);
+    /// Gives the scratch memory back.
+    fn close_report(&self, b: Body) {
         b.local_get(self.sp).global_set(self.stack_pointer);
-        b.local_get(self.status);
-    }
-
-    fn arg(offset: u64) -> MemArg {
-        MemArg { align: 1, offset }
-    }
-
-    fn load_i32(&self, b: Body, offset: u64) {
-        b.load(
-            self.memory,
-            LoadKind::I32 { atomic: false },
-            Self::arg(offset),
-        );
     }
 
     /// Stores `bytes` at `base + offset`, one byte at a time (they are short constants).
@@ -383,9 +417,14 @@ impl Scratch {
         }
     }
 
+    /// Writes `text` at `pos` (which moves on).
+    fn text(&self, b: Body, text: &str) {
+        self.store_bytes(b, self.pos, 0, text.as_bytes());
+        self.advance(b, text.len() as i32);
+    }
+
     fn separator(&self, b: Body) {
-        self.store_bytes(b, self.pos, 0, b" ");
-        self.advance(b, 1);
+        self.text(b, " ");
     }
 
     fn advance(&self, b: Body, by: i32) {
@@ -431,19 +470,19 @@ impl Scratch {
                         },
                         Self::arg(0),
                     )
-                    .local_set(self.v);
+                    .local_set(self.byte);
                 for (shift, at) in [(4, 0), (0, 1)] {
                     each.local_get(self.pos);
-                    each.local_get(self.v)
+                    each.local_get(self.byte)
                         .i32_const(shift)
                         .binop(BinaryOp::I32ShrU)
                         .i32_const(15)
                         .binop(BinaryOp::I32And)
-                        .local_tee(self.d);
+                        .local_tee(self.digit);
                     // A digit: '0' + d below ten, 'a' + d - 10 from it.
                     each.i32_const(48)
                         .i32_const(87)
-                        .local_get(self.d)
+                        .local_get(self.digit)
                         .i32_const(10)
                         .binop(BinaryOp::I32LtU)
                         .select(None)
@@ -463,52 +502,255 @@ impl Scratch {
             });
         });
     }
+}
+
+/// The dynamic-backend wrapper (see the module's docs).
+struct DynamicWrapper {
+    ir: Ir,
+    slot: GlobalId,
+    register: FunctionId,
+    k: LocalId,
+    started: LocalId,
+    ovr_len: LocalId,
+    cert_len: LocalId,
+    sni_len: LocalId,
+}
+
+impl DynamicWrapper {
+    fn emit(&self, b: Body, args: &[LocalId]) {
+        let ir = &self.ir;
+        let [name, name_len, target, target_len, mask, config] = args else {
+            unreachable!("register_dynamic_backend takes six arguments")
+        };
+        let (name, name_len, target, target_len, mask, config) =
+            (*name, *name_len, *target, *target_len, *mask, *config);
+
+        // k = slot++
+        b.global_get(self.slot).local_tee(self.k);
+        b.i32_const(1).binop(BinaryOp::I32Add).global_set(self.slot);
+        // The lengths of the strings the config holds, where the options say they are set.
+        for (len, bit, at) in [
+            (self.ovr_len, HOST_OVERRIDE, HOST_OVERRIDE_AT),
+            (self.cert_len, CERT_HOSTNAME, CERT_HOSTNAME_AT),
+            (self.sni_len, SNI_HOSTNAME, SNI_HOSTNAME_AT),
+        ] {
+            b.local_get(config);
+            ir.load_i32(b, at + 4);
+            b.i32_const(0)
+                .local_get(mask)
+                .i32_const(bit)
+                .binop(BinaryOp::I32And)
+                .select(None)
+                .local_set(len);
+        }
+        // The report's size (two hex digits a byte, and separators), and the redirected
+        // target (at most 16 bytes) after it.
+        b.i32_const(2 * (4 + 4 + CONFIG_LEN) + 16 + 16);
+        for len in [
+            name_len,
+            target_len,
+            self.ovr_len,
+            self.cert_len,
+            self.sni_len,
+        ] {
+            b.local_get(len)
+                .i32_const(2)
+                .binop(BinaryOp::I32Mul)
+                .binop(BinaryOp::I32Add);
+        }
+        ir.open_report(b, REPORT_ENDPOINT);
+        ir.hex_of_i32(b, self.k);
+        ir.separator(b);
+        ir.hex(b, name, name_len);
+        ir.separator(b);
+        ir.hex(b, target, target_len);
+        ir.separator(b);
+        ir.hex_of_i32(b, mask);
+        ir.separator(b);
+        b.i32_const(CONFIG_LEN).local_set(self.started);
+        ir.hex(b, config, self.started);
+        for (len, at) in [
+            (self.ovr_len, HOST_OVERRIDE_AT),
+            (self.cert_len, CERT_HOSTNAME_AT),
+            (self.sni_len, SNI_HOSTNAME_AT),
+        ] {
+            ir.separator(b);
+            // The string's pointer, read from the config.
+            b.local_get(config);
+            ir.load_i32(b, at);
+            b.local_set(ir.start);
+            ir.hex(b, ir.start, len);
+        }
+        ir.write_report(b);
+
+        // The redirected target, "127.0.0.2:<k + 1>", after the report.
+        b.local_get(ir.pos).local_set(ir.start);
+        let ip = format!(
+            "{}.{}.{}.{}:",
+            SLOT_IP[0], SLOT_IP[1], SLOT_IP[2], SLOT_IP[3]
+        );
+        ir.text(b, &ip);
+        b.local_get(self.k)
+            .i32_const(1)
+            .binop(BinaryOp::I32Add)
+            .local_set(ir.n);
+        self.decimal(b);
+
+        b.local_get(name)
+            .local_get(name_len)
+            .local_get(ir.start)
+            .local_get(ir.pos)
+            .local_get(ir.start)
+            .binop(BinaryOp::I32Sub)
+            .local_get(mask)
+            .i32_const(!TLS_OPTIONS)
+            .binop(BinaryOp::I32And)
+            .local_get(config)
+            .call(self.register)
+            .local_set(ir.status);
+        ir.close_report(b);
+        b.local_get(ir.status);
+    }
 
     /// `n` (below 100,000) in decimal, without leading zeros, written at `pos`.
     fn decimal(&self, b: Body) {
-        b.i32_const(10_000).local_set(self.d);
+        let ir = &self.ir;
+        b.i32_const(10_000).local_set(ir.d);
         b.i32_const(0).local_set(self.started);
         b.loop_(None, |each| {
             let again = each.id();
             // v = n / d % 10
-            each.local_get(self.n)
-                .local_get(self.d)
+            each.local_get(ir.n)
+                .local_get(ir.d)
                 .binop(BinaryOp::I32DivU)
                 .i32_const(10)
                 .binop(BinaryOp::I32RemU)
-                .local_set(self.v);
+                .local_set(ir.v);
             each.local_get(self.started)
-                .local_get(self.v)
+                .local_get(ir.v)
                 .binop(BinaryOp::I32Or)
-                .local_get(self.d)
+                .local_get(ir.d)
                 .i32_const(1)
                 .binop(BinaryOp::I32Eq)
                 .binop(BinaryOp::I32Or);
             each.if_else(
                 None,
                 |then| {
-                    then.local_get(self.pos)
-                        .local_get(self.v)
+                    then.local_get(ir.pos)
+                        .local_get(ir.v)
                         .i32_const(48)
                         .binop(BinaryOp::I32Add)
-                        .store(
-                            self.memory,
-                            StoreKind::I32_8 { atomic: false },
-                            Self::arg(0),
-                        );
-                    self.advance(then, 1);
+                        .store(ir.memory, StoreKind::I32_8 { atomic: false }, Ir::arg(0));
+                    ir.advance(then, 1);
                     then.i32_const(1).local_set(self.started);
                 },
                 |_| {},
             );
-            each.local_get(self.d)
+            each.local_get(ir.d)
                 .i32_const(10)
                 .binop(BinaryOp::I32DivU)
-                .local_tee(self.d)
+                .local_tee(ir.d)
                 .br_if(again);
         });
     }
 }
+
+/// Something a reporting wrapper writes about a call, after making it.
+#[derive(Clone, Copy)]
+enum Field {
+    /// The four bytes of argument `n`.
+    Arg(usize),
+    /// The bytes argument `ptr` points at, argument `len` long.
+    Bytes { ptr: usize, len: usize },
+    /// The four bytes the call wrote where argument `n` points (a handle it returned).
+    Out(usize),
+    /// The `size` bytes of the struct argument `ptr` points at.
+    Struct { ptr: usize, size: i32 },
+    /// A string the struct at argument `ptr` holds (pointer at `at`, length at `at + 4`),
+    /// when bit `bit` of argument `mask` is set.
+    StructBytes {
+        ptr: usize,
+        at: u64,
+        mask: usize,
+        bit: i32,
+    },
+}
+
+/// A wrapper that calls through to `real`, then reports the call (`op`, its status, and
+/// `fields`) on `endpoint`, and returns what the call returned.
+struct CallReporter {
+    ir: Ir,
+    real: FunctionId,
+    endpoint: &'static str,
+    op: &'static str,
+    fields: &'static [Field],
+    lens: Vec<LocalId>,
+}
+
+impl CallReporter {
+    fn emit(&self, b: Body, args: &[LocalId]) {
+        let ir = &self.ir;
+        for arg in args {
+            b.local_get(*arg);
+        }
+        b.call(self.real).local_set(ir.status);
+        // Each field's length in bytes, into `lens`.
+        for (field, len) in self.fields.iter().zip(&self.lens) {
+            match *field {
+                Field::Arg(_) | Field::Out(_) => {
+                    b.i32_const(4);
+                }
+                Field::Bytes { len: n, .. } => {
+                    b.local_get(args[n]);
+                }
+                Field::Struct { size, .. } => {
+                    b.i32_const(size);
+                }
+                Field::StructBytes { ptr, at, mask, bit } => {
+                    b.local_get(args[ptr]);
+                    ir.load_i32(b, at + 4);
+                    b.i32_const(0)
+                        .local_get(args[mask])
+                        .i32_const(bit)
+                        .binop(BinaryOp::I32And)
+                        .select(None);
+                }
+            }
+            b.local_set(*len);
+        }
+        b.i32_const(self.op.len() as i32 + 16 + 2 * self.fields.len() as i32);
+        for len in &self.lens {
+            b.local_get(*len)
+                .i32_const(2)
+                .binop(BinaryOp::I32Mul)
+                .binop(BinaryOp::I32Add);
+        }
+        ir.open_report(b, self.endpoint);
+        ir.text(b, self.op);
+        ir.separator(b);
+        ir.hex_of_i32(b, ir.status);
+        for (field, len) in self.fields.iter().zip(&self.lens) {
+            ir.separator(b);
+            match *field {
+                Field::Arg(n) => ir.hex_of_i32(b, args[n]),
+                Field::Bytes { ptr, .. } => ir.hex(b, args[ptr], *len),
+                Field::Out(n) => ir.hex(b, args[n], *len),
+                Field::Struct { ptr, .. } => ir.hex(b, args[ptr], *len),
+                Field::StructBytes { ptr, at, .. } => {
+                    b.local_get(args[ptr]);
+                    ir.load_i32(b, at);
+                    b.local_set(ir.start);
+                    ir.hex(b, ir.start, *len);
+                }
+            }
+        }
+        ir.write_report(b);
+        ir.close_report(b);
+        b.local_get(ir.status);
+    }
+}
+
+type Body<'a, 'b> = &'a mut walrus::InstrSeqBuilder<'b>;
 
 #[cfg(test)]
 mod tests {

@@ -10,6 +10,7 @@ use http_body::Body as _;
 use viceroy_lib::ExecuteCtx;
 
 use super::cache_control;
+use super::cache_ledger::CacheLedger;
 use super::compile::CompiledGuest;
 use super::dynamic_backends::DynamicSlots;
 use super::kv_guest::KvGuest;
@@ -32,6 +33,8 @@ pub(crate) struct GuestRunner {
     kv: Option<Arc<KvGuest>>,
     /// The invocation's dynamic backends, redirected to the test's dispatcher.
     dynamic: DynamicSlots,
+    /// The cache keys the guest and the test used, and what their writes said.
+    ledger: CacheLedger,
     /// Why the module's dynamic backends are not redirected, when they are not.
     unredirected: Option<String>,
     traps: TrapCollector,
@@ -55,7 +58,8 @@ impl GuestRunner {
         // Before the runtime, so that every thread it starts (the blocking pool, where
         // host names are resolved) is fenced too.
         let dynamic = DynamicSlots::default();
-        guest.logs.take_dynamic_reports(dynamic.clone());
+        let ledger = CacheLedger::default();
+        guest.logs.take_reports(dynamic.clone(), ledger.clone());
         let fence = NetworkFence::install(guest.backend_addrs, dynamic.clone());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -67,6 +71,7 @@ impl GuestRunner {
             platform: guest.platform,
             kv: guest.kv,
             dynamic,
+            ledger,
             unredirected: guest.unredirected,
             traps,
             runtime: Some(runtime),
@@ -88,7 +93,7 @@ impl GuestRunner {
             ));
         }
         if request.platform_only {
-            return match self.read_platform(runtime, &request.read_kv, &request.read_cache) {
+            return match self.read_platform(runtime, &request) {
                 Ok(read) => {
                     let mut report = InvocationReport::not_run("a platform request runs no guest");
                     report.outcome = Outcome::Completed;
@@ -99,6 +104,7 @@ impl GuestRunner {
             };
         }
         self.dynamic.begin(request.dynamic_dispatcher);
+        self.ledger.begin_invocation();
         let progress = Rc::new(RefCell::new(None));
         let limit = request.guest_timeout;
         let run = invoke(
@@ -159,7 +165,7 @@ impl GuestRunner {
         crate::sync::lock(&self.platform).apply(files)?;
         runtime.block_on(async {
             for change in cache {
-                cache_control::apply(&self.ctx, change).await?;
+                cache_control::apply(&self.ctx, &self.ledger, change).await?;
             }
             Ok::<_, String>(())
         })?;
@@ -173,22 +179,26 @@ impl GuestRunner {
     fn read_platform(
         &self,
         runtime: &tokio::runtime::Runtime,
-        kv_stores: &[String],
-        cache_keys: &[Vec<u8>],
+        request: &InvocationRequest,
     ) -> Result<serde_json::Value, String> {
-        let kv = if kv_stores.is_empty() {
+        let kv = if request.read_kv.is_empty() {
             Default::default()
         } else {
-            self.run_kv_guest(runtime, Vec::new(), kv_stores)?
+            self.run_kv_guest(runtime, Vec::new(), &request.read_kv)?
         };
-        let cache = runtime.block_on(async {
+        let (cache, listed) = runtime.block_on(async {
             let mut entries = Vec::new();
-            for key in cache_keys {
-                entries.push(cache_control::read(&self.ctx, key).await?);
+            for key in &request.read_cache {
+                entries.push(cache_control::read(&self.ctx, &self.ledger, key).await?);
             }
-            Ok::<_, String>(entries)
+            let listed = if request.list_cache {
+                cache_control::list(&self.ctx, &self.ledger).await?
+            } else {
+                Vec::new()
+            };
+            Ok::<_, String>((entries, listed))
         })?;
-        Ok(serde_json::json!({ "kv": kv, "cache": cache }))
+        Ok(serde_json::json!({ "kv": kv, "cache": cache, "cache_list": listed }))
     }
 
     fn run_kv_guest(

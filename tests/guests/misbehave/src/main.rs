@@ -327,6 +327,24 @@ fn main() {
             w.finish().unwrap();
             Response::from_status(StatusCode::CREATED).send_to_client();
         }
+        ["cache-tx", key, value, surrogate] => {
+            let tx = core_cache::Transaction::lookup(CacheKey::from(key.to_string()))
+                .execute()
+                .unwrap();
+            if tx.must_insert() {
+                let mut w = tx
+                    .insert(std::time::Duration::from_secs(300))
+                    .surrogate_keys([*surrogate])
+                    .stale_while_revalidate(std::time::Duration::from_secs(30))
+                    .execute()
+                    .unwrap();
+                w.write_all(value.as_bytes()).unwrap();
+                w.finish().unwrap();
+                Response::from_status(StatusCode::CREATED).send_to_client();
+            } else {
+                Response::from_body("already cached").send_to_client();
+            }
+        }
         ["purge", surrogate] => {
             fastly::http::purge::purge_surrogate_key(surrogate).unwrap();
             Response::from_body("purged").send_to_client();
