@@ -70,6 +70,28 @@ fn a_fence_the_kernel_refuses_leaves_guests_unfenced_with_one_warning_forked() {
     assert_unfenced_once(&output, true);
 }
 
+#[test]
+fn without_the_fence_a_dynamic_backend_fails_the_test_instead_of_reaching_nowhere() {
+    for host in ["off", "on"] {
+        let runtime_dir = scratch_dir("fence-refused-dynamic");
+        let output = run_to_end(
+            helper("helper_dynamic_backend_unfenced")
+                .env("EDGE_TEST_HOST", host)
+                .env("XDG_RUNTIME_DIR", &*runtime_dir)
+                .env("EDGE_TEST_HOST_IDLE_MS", "300")
+                .spawn()
+                .unwrap(),
+        );
+        assert!(
+            output.contains(
+                "tried to connect to dynamic backend `dynamic` to api.example.com:8080 (not \
+                 mocked: seccomp refused the fence"
+            ),
+            "EDGE_TEST_HOST={host}: {output}"
+        );
+    }
+}
+
 /// Guests ran (forked or not), unfenced, with the reason said once.
 fn assert_unfenced_once(output: &str, forked: bool) {
     assert!(output.contains(&format!("forked: {forked}")), "{output}");
@@ -478,6 +500,25 @@ fn helper_under_a_seccomp_supervisor() {
     }
     occupy_the_seccomp_listener();
     two_edges();
+}
+
+#[test]
+#[ignore = "run by the fence tests"]
+fn helper_dynamic_backend_unfenced() {
+    if !support::process::asked_to_run("helper_dynamic_backend_unfenced") {
+        return;
+    }
+    occupy_the_seccomp_listener();
+    let edge = Edge::start("misbehave", "unfenced-dynamic").unwrap();
+    edge_test::mock::Mock::given(edge_test::mock::matchers::path("/"))
+        .respond_with(edge_test::mock::Reply::text(200, "never reached"))
+        .mount(&edge.dynamic_backend("api.example.com:8080"));
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        edge.get("/dynamic-backend/api.example.com:8080")
+            .send_blocking()
+    }))
+    .expect_err("an unmocked dynamic backend fails the test");
+    println!("caught: {}", panic.downcast_ref::<String>().unwrap());
 }
 
 #[test]

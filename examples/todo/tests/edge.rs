@@ -463,3 +463,39 @@ async fn a_rotated_origin_token_is_what_the_origin_sees(edge: Edge) {
         .mount(&edge.backend("origin"));
     assert_eq!(edge.get("/todos/1").send().await.status(), 200);
 }
+
+#[edge_test(service = "todo")]
+async fn avatars_come_from_the_image_host_over_tls(edge: Edge) {
+    Mock::given(method("GET"))
+        .and(path("/u/ada.png"))
+        .respond_with(
+            Reply::new(200)
+                .body(b"\x89PNG...".to_vec())
+                .header("content-type", "image/png"),
+        )
+        .expect(1)
+        .mount(&edge.dynamic_backend("avatars.example.net:443"));
+    let response = edge.get("/avatars/ada").send().await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.header("content-type"), Some("image/png"));
+    let [call] = response.backend_calls() else {
+        panic!("one call to the image host: {:?}", response.backend_calls())
+    };
+    assert_eq!(call.header("host"), Some("avatars.example.net"));
+    let registered = call.dynamic().expect("a dynamic backend");
+    assert!(registered.use_tls, "the service asks for TLS");
+    assert_eq!(registered.first_byte_timeout, Some(Duration::from_secs(2)));
+}
+
+#[edge_test(service = "todo")]
+async fn a_missing_avatar_is_not_found(edge: Edge) {
+    Mock::given(path("/u/nobody.png"))
+        .respond_with(Reply::text(404, "no such image"))
+        .mount(&edge.dynamic_backend("avatars.example.net:443"));
+    let response = edge.get("/avatars/nobody").send().await;
+    assert_eq!(response.status(), 404);
+    assert_eq!(
+        response.json::<Value>()["error"],
+        "no avatar (image host answered 404)"
+    );
+}

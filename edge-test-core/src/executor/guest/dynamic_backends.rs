@@ -53,6 +53,15 @@ impl DynamicSlots {
         true
     }
 
+    /// The invocation's registrations, as `"`name` to target"`.
+    pub(crate) fn registered(&self) -> Vec<String> {
+        crate::sync::lock(&self.state)
+            .registrations
+            .iter()
+            .map(|r| format!("dynamic backend `{}` to {}", r.name, r.target))
+            .collect()
+    }
+
     /// Why a report could not be read, if one could not.
     pub(crate) fn take_unreadable(&self) -> Vec<String> {
         std::mem::take(&mut crate::sync::lock(&self.state).unreadable)

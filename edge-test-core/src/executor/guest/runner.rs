@@ -136,7 +136,17 @@ impl GuestRunner {
         };
         match &self.fence {
             Ok(fence) => report.refused_connections = fence.take_refused(),
-            Err(why) => report.unfenced = Some(why.clone()),
+            Err(why) => {
+                report.unfenced = Some(why.clone());
+                // Without the fence nothing hands a redirected backend its mock: it must not
+                // pass as a backend that merely failed.
+                report.refused_connections = self
+                    .dynamic
+                    .registered()
+                    .into_iter()
+                    .map(|backend| format!("{backend} (not mocked: {why})"))
+                    .collect();
+            }
         }
         if let (false, Some(why)) = (report.refused_connections.is_empty(), &self.unredirected) {
             report.runtime_warnings.push(format!(

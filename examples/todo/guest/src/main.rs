@@ -80,6 +80,7 @@ fn route(req: Request) -> (Response, AfterResponse) {
         }
         (Method::GET, ["greeting"]) => (greeting(&req), AfterResponse::Nothing),
         (Method::GET, ["tenants", id, "plan"]) => (tenant_plan(id), AfterResponse::Nothing),
+        (Method::GET, ["avatars", user]) => (avatar(user), AfterResponse::Nothing),
         _ => (
             error(StatusCode::NOT_FOUND, "no such route"),
             AfterResponse::Nothing,
@@ -297,6 +298,31 @@ fn greeting(req: &Request) -> Response {
     Response::from_status(StatusCode::OK)
         .with_content_type(fastly::mime::TEXT_PLAIN_UTF_8)
         .with_body(format!("{greeting}, {client}"))
+}
+
+/// A user's avatar, from an image host chosen at run time: a dynamic backend, over TLS.
+fn avatar(user: &str) -> Response {
+    if user.is_empty() || !user.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return error(StatusCode::BAD_REQUEST, "user names are alphanumeric");
+    }
+    let backend = fastly::Backend::builder("avatars", "avatars.example.net:443")
+        .override_host("avatars.example.net")
+        .enable_ssl()
+        .first_byte_timeout(Duration::from_secs(2))
+        .finish();
+    let sent = backend.map_err(|e| e.to_string()).and_then(|backend| {
+        Request::get(format!("https://avatars.example.net/u/{user}.png"))
+            .send(backend)
+            .map_err(|e| e.to_string())
+    });
+    match sent {
+        Ok(resp) if resp.get_status() == StatusCode::OK => resp,
+        Ok(resp) => error(
+            StatusCode::NOT_FOUND,
+            &format!("no avatar (image host answered {})", resp.get_status().as_u16()),
+        ),
+        Err(e) => error(StatusCode::BAD_GATEWAY, &format!("image host unreachable: {e}")),
+    }
 }
 
 /// A tenant's plan, from its record in the `tenants` KV store (`{"plan": ...}`).
