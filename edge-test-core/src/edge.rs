@@ -14,7 +14,9 @@ use crate::logs::Logs;
 use crate::manifest_edits::{ManifestEdits, StoreKind};
 use crate::mock::MockBackend;
 use crate::mock::server::MockHub;
-use crate::platform::{CacheControl, ConfigStore, Device, Geo, KvStore, PlatformRead, SecretStore};
+use crate::platform::{
+    CacheControl, ConfigStore, Device, Geo, KvStore, PlatformRead, SecretStore, Tls,
+};
 use crate::response::{GuestFailure, GuestFailureKind, Invocation, Judged, Response};
 use crate::service::{self, ResolvedService};
 use crate::wire::PlatformChange;
@@ -60,6 +62,9 @@ struct EdgeInner {
     invocations: AtomicUsize,
     /// What the test changed in the platform since the last invocation, in order.
     platform_changes: Mutex<Vec<PlatformChange>>,
+    /// Whether the last invocation's request came over TLS: its facts are then cleared
+    /// for a plain one.
+    downstream_facts: std::sync::atomic::AtomicBool,
     /// A request whose test stopped awaiting it (a `timeout` or `select!` around `send`):
     /// its invocation number and summary, until it is settled.
     abandoned: Mutex<Option<(usize, String)>>,
@@ -108,6 +113,7 @@ impl Edge {
                 mocks,
                 invocations: AtomicUsize::new(0),
                 platform_changes: Mutex::new(Vec::new()),
+                downstream_facts: Default::default(),
                 turn: tokio::sync::Mutex::new(()),
             }),
         })
@@ -139,6 +145,7 @@ impl Edge {
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             geo: None,
             device: None,
+            tls: None,
         }
     }
 
@@ -485,6 +492,22 @@ impl Edge {
         if let Some(geo) = &builder.geo {
             self.change_platform(geo.change_for(builder.client_ip));
         }
+        match &builder.tls {
+            Some(tls) => {
+                let mut facts = tls.facts.clone();
+                facts
+                    .entry("tls_server_name".to_owned())
+                    .or_insert_with(|| builder.host(&crate::sync::lock(&self.inner.default_host)));
+                self.change_platform(PlatformChange::Downstream { facts });
+                self.inner.downstream_facts.store(true, Ordering::SeqCst);
+            }
+            None if self.inner.downstream_facts.swap(false, Ordering::SeqCst) => {
+                self.change_platform(PlatformChange::Downstream {
+                    facts: Default::default(),
+                });
+            }
+            None => {}
+        }
         if let Some(device) = &builder.device {
             let user_agent = builder
                 .headers
@@ -680,6 +703,7 @@ pub struct RequestBuilder {
     client_ip: IpAddr,
     geo: Option<Geo>,
     device: Option<Device>,
+    tls: Option<Tls>,
 }
 
 impl RequestBuilder {
@@ -737,6 +761,14 @@ impl RequestBuilder {
     /// later requests of this test.
     pub fn geo(mut self, geo: Geo) -> Self {
         self.geo = Some(geo);
+        self
+    }
+
+    /// The request arrives over TLS: its URL is `https://`, and the guest reads `tls`'s
+    /// facts (protocol, cipher, server name, fingerprints). Without it, a plain HTTP
+    /// request, whose TLS facts are absent.
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -837,25 +869,31 @@ impl RequestBuilder {
         format!("{} {}", self.method, self.path)
     }
 
+    /// The authority the request is addressed to: its `host` header, or the edge's default.
+    fn host(&self, default_host: &str) -> String {
+        self.headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or(default_host)
+            .to_owned()
+    }
+
     fn to_invocation(
         &self,
         guest_timeout: Duration,
         max_log_bytes: usize,
         default_host: &str,
     ) -> InvocationRequest {
-        let host = self
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or(default_host);
+        let host = self.host(default_host);
         let path = if self.path.starts_with('/') {
             self.path.clone()
         } else {
             format!("/{}", self.path)
         };
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         InvocationRequest {
             method: self.method.as_str().to_owned(),
-            uri: format!("http://{host}{path}"),
+            uri: format!("{scheme}://{host}{path}"),
             headers: crate::wire::raw_headers(&self.headers),
             body: self.body.to_vec(),
             client_ip: self.client_ip,

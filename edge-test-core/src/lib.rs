@@ -33,7 +33,7 @@ pub use error::EdgeError;
 pub use logs::{LogLine, Logs};
 pub use platform::{
     CONFIG_KEY_MAX_CHARS, CONFIG_VALUE_MAX_CHARS, CacheControl, CacheSeed, CachedObject,
-    ConfigStore, Device, Geo, KvEntry, KvStore, SecretStore,
+    ConfigStore, Device, Geo, KvEntry, KvStore, SecretStore, Tls,
 };
 pub use response::{FailurePhase, GuestFailure, GuestFailureKind, Response};
 pub use service::{DEFAULT_GUEST_TIMEOUT, DEFAULT_MAX_LOG_BYTES, Service};

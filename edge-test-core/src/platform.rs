@@ -366,6 +366,79 @@ impl Device {
     }
 }
 
+/// The TLS connection a request arrives on, as the guest reads it (`get_tls_protocol`,
+/// `get_tls_cipher_openssl_name`, `get_tls_client_servername`, `get_tls_ja4`,
+/// `get_client_h2_fingerprint`, `get_client_oh_fingerprint`). A request without one is a
+/// plain HTTP request, whose facts are absent, as in production.
+///
+/// ```no_run
+/// # async fn f(edge: edge_test_core::Edge) {
+/// use edge_test_core::Tls;
+/// let response = edge.get("/").tls(Tls::new().protocol("TLSv1.2")).send().await;
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct Tls {
+    pub(crate) facts: BTreeMap<String, String>,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Tls {
+    /// A TLS 1.3 connection (`TLSv1.3`, `TLS_AES_128_GCM_SHA256`), its server name the
+    /// request's host unless set, its raw ClientHello empty (the SDK reads the TLS facts
+    /// only when there is one), and no fingerprints.
+    pub fn new() -> Self {
+        Self {
+            facts: BTreeMap::from([
+                ("tls_protocol".to_owned(), "TLSv1.3".to_owned()),
+                ("tls_cipher".to_owned(), "TLS_AES_128_GCM_SHA256".to_owned()),
+                ("tls_client_hello".to_owned(), String::new()),
+            ]),
+        }
+    }
+
+    fn with(mut self, fact: &str, value: &str) -> Self {
+        self.facts.insert(fact.to_owned(), value.to_owned());
+        self
+    }
+
+    /// `TLSv1.2`, `TLSv1.3`, ...
+    pub fn protocol(self, protocol: &str) -> Self {
+        self.with("tls_protocol", protocol)
+    }
+
+    /// The cipher's OpenSSL name (`ECDHE-RSA-AES128-GCM-SHA256`).
+    pub fn cipher(self, openssl_name: &str) -> Self {
+        self.with("tls_cipher", openssl_name)
+    }
+
+    /// The SNI server name the client sent.
+    pub fn server_name(self, name: &str) -> Self {
+        self.with("tls_server_name", name)
+    }
+
+    /// The client's JA4 fingerprint.
+    pub fn ja4(self, fingerprint: &str) -> Self {
+        self.with("tls_ja4", fingerprint)
+    }
+
+    /// The client's HTTP/2 fingerprint.
+    pub fn h2_fingerprint(self, fingerprint: &str) -> Self {
+        self.with("h2_fingerprint", fingerprint)
+    }
+
+    /// The client's original-header fingerprint.
+    pub fn oh_fingerprint(self, fingerprint: &str) -> Self {
+        self.with("oh_fingerprint", fingerprint)
+    }
+}
+
 /// What a platform-only request reads.
 pub(crate) struct PlatformRead {
     pub(crate) kv_stores: Vec<String>,

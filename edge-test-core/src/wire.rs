@@ -111,6 +111,9 @@ pub(crate) enum PlatformChange {
     Geo { ip: IpAddr, record: String },
     /// The device detection record for a `User-Agent`: a JSON object.
     Device { user_agent: String, record: String },
+    /// The downstream facts (TLS, fingerprints) of the requests from now on, replacing the
+    /// last ones (empty: absent, as for a plain HTTP client).
+    Downstream { facts: BTreeMap<String, String> },
     /// Inserts or replaces a KV entry.
     KvInsert {
         store: String,

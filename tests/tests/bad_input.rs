@@ -2,7 +2,6 @@
 
 mod support;
 
-use edge_test::mock::{Mock, Reply, matchers::path};
 use edge_test::{Edge, EdgeError, edge_test};
 
 fn start_error(service: &str) -> String {

@@ -18,7 +18,7 @@ fn ip(text: &str) -> IpAddr {
 async fn json_of(edge: &Edge, path: &str, client: IpAddr) -> Value {
     let response = edge.get(path).client_ip(client).send().await;
     assert_eq!(response.status(), 200, "{}", response.text());
-    serde_json::from_str(&response.text()).unwrap()
+    serde_json::from_str(response.text()).unwrap()
 }
 
 #[edge_test(service = "misbehave")]
@@ -26,10 +26,7 @@ async fn a_config_store_starts_as_fastly_toml_declares_it(edge: Edge) {
     let declared = edge.get("/config/flags/declared").send().await;
     assert_eq!(declared.text(), "from fastly.toml");
     let absent = edge.get("/config/flags/beta").send().await;
-    assert_eq!(
-        (absent.status().as_u16(), absent.text()),
-        (404, "absent".into())
-    );
+    assert_eq!((absent.status().as_u16(), absent.text()), (404, "absent"));
 }
 
 #[edge_test(service = "misbehave")]
@@ -148,7 +145,7 @@ async fn the_client_geolocation_is_set_per_request(edge: Edge) {
         .geo(Geo::new().country_code("DE").city("Berlin").utc_offset(100))
         .send()
         .await;
-    let geo: Value = serde_json::from_str(&response.text()).unwrap();
+    let geo: Value = serde_json::from_str(response.text()).unwrap();
     assert_eq!(
         geo,
         json!({
@@ -188,7 +185,7 @@ async fn the_loopback_default_and_unknown_addresses_are_as_viceroy_has_them(edge
     let unknown = edge.get("/geo").client_ip(ip("198.51.100.77")).send().await;
     assert_eq!(
         (unknown.status().as_u16(), unknown.text()),
-        (404, "no geolocation".into())
+        (404, "no geolocation")
     );
 }
 
@@ -297,7 +294,7 @@ mod cache {
     async fn meta(edge: &Edge, key: &str) -> Value {
         let response = edge.get(&format!("/cache-meta/{key}")).send().await;
         assert_eq!(response.status(), 200, "{key} is not cached");
-        serde_json::from_str(&response.text()).unwrap()
+        serde_json::from_str(response.text()).unwrap()
     }
 
     #[edge_test(service = "misbehave")]
@@ -425,7 +422,7 @@ mod cache {
             "a key only looked up"
         );
         let entries = edge.cache().entries().await;
-        let listed: Vec<(&[u8], String, Option<Vec<String>>)> = entries
+        let listed: Vec<_> = entries
             .iter()
             .map(|(key, entry)| (&key[..], entry.text(), entry.surrogate_keys.clone()))
             .collect();
@@ -554,7 +551,7 @@ mod device {
             )
             .send()
             .await;
-        let device: Value = serde_json::from_str(&response.text()).unwrap();
+        let device: Value = serde_json::from_str(response.text()).unwrap();
         assert_eq!(
             device,
             json!({
@@ -819,5 +816,53 @@ mod dynamic_backends {
         assert_eq!(dynamic.target, "api.example.com:8080");
         assert!(!dynamic.use_tls);
         assert_eq!(call.header("host"), Some("api.example.com:8080"));
+    }
+}
+
+mod tls {
+    use edge_test::{Edge, Tls, edge_test};
+    use serde_json::{Value, json};
+
+    async fn tls_of(edge: &Edge, tls: Option<Tls>) -> Value {
+        let mut request = edge.get("/tls");
+        if let Some(tls) = tls {
+            request = request.tls(tls);
+        }
+        serde_json::from_str(request.send().await.text()).unwrap()
+    }
+
+    #[edge_test(service = "misbehave")]
+    async fn a_request_over_tls_carries_its_facts_and_a_plain_one_none(edge: Edge) {
+        assert_eq!(
+            tls_of(&edge, Some(Tls::new())).await,
+            json!({
+                "url": "https://edge.test/tls", "protocol": "TLSv1.3",
+                "cipher": "TLS_AES_128_GCM_SHA256", "server_name": "edge.test",
+                "ja4": null, "h2": null,
+            })
+        );
+        let custom = Tls::new()
+            .protocol("TLSv1.2")
+            .cipher("ECDHE-RSA-AES128-GCM-SHA256")
+            .server_name("api.example.com")
+            .ja4("t13d1516h2_8daaf6152771_b186095e22b6")
+            .h2_fingerprint("1:65536;2:0;4:6291456;6:262144|15663105|0|m,a,s,p");
+        let read = tls_of(&edge, Some(custom)).await;
+        assert_eq!(read["protocol"], "TLSv1.2");
+        assert_eq!(read["cipher"], "ECDHE-RSA-AES128-GCM-SHA256");
+        assert_eq!(read["server_name"], "api.example.com");
+        assert_eq!(read["ja4"], "t13d1516h2_8daaf6152771_b186095e22b6");
+        assert_eq!(
+            read["h2"],
+            "1:65536;2:0;4:6291456;6:262144|15663105|0|m,a,s,p"
+        );
+        assert_eq!(
+            tls_of(&edge, None).await,
+            json!({
+                "url": "http://edge.test/tls", "protocol": null, "cipher": null,
+                "server_name": null, "ja4": null, "h2": null,
+            }),
+            "the next plain request has no TLS facts"
+        );
     }
 }

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::module_rewrite::CACHE_ENDPOINT;
+use super::module_rewrite::{CACHE_ENDPOINT, decode_hex as hex};
 
 /// What the ledger knows of one key's entry, from the last write to it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -143,14 +143,6 @@ fn written(mask: u32, options: &[u8], surrogate_keys: &[u8]) -> Option<Written> 
 
 fn word(bytes: &[u8]) -> Option<u32> {
     Some(u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?))
-}
-
-fn hex(text: &str) -> Option<Vec<u8>> {
-    (text.len() % 2 == 0).then_some(())?;
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

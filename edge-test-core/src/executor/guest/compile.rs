@@ -102,6 +102,11 @@ fn platform_files(
             .collect();
         stores.insert(name.clone(), entries);
     }
+    // Where the downstream facts the test sets per request are read from (`module_rewrite`).
+    stores.insert(
+        super::module_rewrite::DOWNSTREAM_STORE.to_owned(),
+        Map::new(),
+    );
     let declared = DeclaredGeolocation::read(text)?;
     let devices = declared_devices(text)?;
     let files = PlatformFiles::new(stores, declared.records, devices)

@@ -8,7 +8,7 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::module_rewrite::{REPORT_ENDPOINT, SLOT_IP};
+use super::module_rewrite::{REPORT_ENDPOINT, SLOT_IP, decode_hex};
 use crate::wire::DynamicRegistration;
 
 /// The invocation's registrations and where its test's dispatcher listens: written by the
@@ -120,9 +120,9 @@ fn slot_of(to: SocketAddr) -> Option<usize> {
 fn parse_report(report: &str) -> Result<DynamicRegistration, String> {
     let fields: Vec<Vec<u8>> = report
         .split(' ')
-        .map(hex)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("a dynamic backend report {report:?} is not hex: {e}"))?;
+        .map(decode_hex)
+        .collect::<Option<_>>()
+        .ok_or_else(|| format!("a dynamic backend report {report:?} is not hex"))?;
     let [
         slot,
         name,
@@ -159,16 +159,6 @@ fn parse_report(report: &str) -> Result<DynamicRegistration, String> {
         cert_hostname: text(cert_hostname, 8),
         sni_hostname: text(sni_hostname, 11),
     })
-}
-
-fn hex(text: &str) -> Result<Vec<u8>, String> {
-    if text.len() % 2 != 0 {
-        return Err(format!("odd length {}", text.len()));
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).map_err(|e| e.to_string()))
-        .collect()
 }
 
 #[cfg(test)]

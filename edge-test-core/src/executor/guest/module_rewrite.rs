@@ -110,14 +110,18 @@ fn content_hash(bytes: &[u8]) -> u64 {
 }
 
 /// Bumped whenever `rewrite` changes what it writes.
-const REWRITE_VERSION: u32 = 2;
+const REWRITE_VERSION: u32 = 3;
 
 /// Whether the module may import a call edge-test wraps: its module's or its name appears
 /// in the bytes (a module without them is never parsed; `rewrite` checks the imports).
 fn imports_dynamic_backends(bytes: &[u8]) -> bool {
-    [&b"register_dynamic_backend"[..], b"fastly_cache"]
-        .iter()
-        .any(|name| bytes.windows(name.len()).any(|window| window == *name))
+    [
+        &b"register_dynamic_backend"[..],
+        b"fastly_cache",
+        b"downstream_",
+    ]
+    .iter()
+    .any(|name| bytes.windows(name.len()).any(|window| window == *name))
 }
 
 /// The core-cache calls whose keys and surrogate keys the runner needs to list what the
@@ -172,6 +176,33 @@ const CACHE_CALLS: &[(&str, &[Field])] = {
     ]
 };
 
+/// The hidden config store the downstream facts viceroy leaves absent (TLS, fingerprints)
+/// are served from, per request (`Tls` in the public API).
+pub(crate) const DOWNSTREAM_STORE: &str = "edge-test-downstream";
+
+/// Each downstream fact: the `fastly_http_downstream` import that asks for it (handle,
+/// buffer, its length, bytes written), and its key in [`DOWNSTREAM_STORE`].
+pub(crate) const DOWNSTREAM_FACTS: &[(&str, &str)] = &[
+    ("downstream_tls_protocol", "tls_protocol"),
+    ("downstream_tls_client_hello", "tls_client_hello"),
+    ("downstream_tls_cipher_openssl_name", "tls_cipher"),
+    ("downstream_tls_client_servername", "tls_server_name"),
+    ("downstream_tls_ja4", "tls_ja4"),
+    ("downstream_client_h2_fingerprint", "h2_fingerprint"),
+    ("downstream_client_oh_fingerprint", "oh_fingerprint"),
+];
+
+/// Reads a report's field back: two hex digits a byte, as the wrappers write them.
+pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// The log endpoint core-cache calls are reported on.
 pub(crate) const CACHE_ENDPOINT: &str = "edge-test:cache-call";
 
@@ -191,7 +222,17 @@ pub(crate) fn rewrite(bytes: &[u8]) -> Result<Vec<u8>, String> {
             Some((id, *name, *fields))
         })
         .collect();
-    if dynamic.is_none() && cache_calls.is_empty() {
+    let facts: Vec<(FunctionId, &'static str, &'static str)> = DOWNSTREAM_FACTS
+        .iter()
+        .filter_map(|(name, key)| {
+            let id = module
+                .imports
+                .get_func("fastly_http_downstream", name)
+                .ok()?;
+            Some((id, *name, *key))
+        })
+        .collect();
+    if dynamic.is_none() && cache_calls.is_empty() && facts.is_empty() {
         return Err("the module imports none of the calls edge-test wraps".to_owned());
     }
     let memory = module
@@ -261,6 +302,26 @@ pub(crate) fn rewrite(bytes: &[u8]) -> Result<Vec<u8>, String> {
         module
             .replace_imported_func(original, |(body, args)| reporter.emit(body, args))
             .map_err(|e| format!("cannot wrap fastly_cache::{name}: {e}"))?;
+    }
+    if !facts.is_empty() {
+        let i32x6 = module.types.add(&[ValType::I32; 6], &[ValType::I32]);
+        let open = import(&mut module, "fastly_config_store", "open", i32x3);
+        let get = import(&mut module, "fastly_config_store", "get", i32x6);
+        for (original, name, key) in facts {
+            let ty = module.funcs.get(original).ty();
+            let real = module.add_import_func("fastly_http_downstream", name, ty).0;
+            let ir = Ir::new(&mut module, shared);
+            let wrapper = FactWrapper {
+                ir,
+                open,
+                get,
+                real,
+                key,
+            };
+            module
+                .replace_imported_func(original, |(body, args)| wrapper.emit(body, args))
+                .map_err(|e| format!("cannot wrap fastly_http_downstream::{name}: {e}"))?;
+        }
     }
     Ok(module.emit_wasm())
 }
@@ -749,6 +810,85 @@ impl CallReporter {
         b.local_get(ir.status);
     }
 }
+
+/// A downstream fact viceroy leaves absent, answered from [`DOWNSTREAM_STORE`] when the test
+/// set it for the request, else by viceroy (absent) as before.
+struct FactWrapper {
+    ir: Ir,
+    open: FunctionId,
+    get: FunctionId,
+    real: FunctionId,
+    key: &'static str,
+}
+
+impl FactWrapper {
+    fn emit(&self, b: Body, args: &[LocalId]) {
+        let ir = &self.ir;
+        let [_handle, out, max_len, nwritten] = args else {
+            unreachable!("a downstream fact takes a handle, a buffer, its length and a count")
+        };
+        // Scratch: the store's name at 0, the key at 24, the store's handle at 60.
+        b.global_get(ir.stack_pointer)
+            .local_tee(ir.sp)
+            .i32_const(64)
+            .binop(BinaryOp::I32Sub)
+            .i32_const(-16)
+            .binop(BinaryOp::I32And)
+            .local_tee(ir.buf)
+            .global_set(ir.stack_pointer);
+        ir.store_bytes(b, ir.buf, 0, DOWNSTREAM_STORE.as_bytes());
+        ir.store_bytes(b, ir.buf, 24, self.key.as_bytes());
+        b.local_get(ir.buf)
+            .i32_const(DOWNSTREAM_STORE.len() as i32)
+            .local_get(ir.buf)
+            .i32_const(60)
+            .binop(BinaryOp::I32Add)
+            .call(self.open)
+            .local_tee(ir.status)
+            .unop(walrus::ir::UnaryOp::I32Eqz);
+        b.if_else(
+            None,
+            |then| {
+                then.local_get(ir.buf);
+                ir.load_i32(then, 60);
+                then.local_get(ir.buf)
+                    .i32_const(24)
+                    .binop(BinaryOp::I32Add)
+                    .i32_const(self.key.len() as i32)
+                    .local_get(*out)
+                    .local_get(*max_len)
+                    .local_get(*nwritten)
+                    .call(self.get)
+                    .local_set(ir.status);
+            },
+            |_| {},
+        );
+        ir.close_report(b);
+        // Set (0), or set but longer than the buffer (BUFLEN, with the length needed): the
+        // test's answer. Anything else: viceroy's.
+        b.local_get(ir.status)
+            .unop(walrus::ir::UnaryOp::I32Eqz)
+            .local_get(ir.status)
+            .i32_const(BUFLEN)
+            .binop(BinaryOp::I32Eq)
+            .binop(BinaryOp::I32Or);
+        b.if_else(
+            Some(ValType::I32),
+            |then| {
+                then.local_get(ir.status);
+            },
+            |otherwise| {
+                for arg in args {
+                    otherwise.local_get(*arg);
+                }
+                otherwise.call(self.real);
+            },
+        );
+    }
+}
+
+/// `FastlyStatus::BUFLEN`: the value is longer than the buffer.
+const BUFLEN: i32 = 4;
 
 type Body<'a, 'b> = &'a mut walrus::InstrSeqBuilder<'b>;
 

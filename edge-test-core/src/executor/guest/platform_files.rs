@@ -54,6 +54,15 @@ impl JsonFile {
             Some(value) => self.content.insert(key, value),
             None => self.content.remove(&key),
         };
+        self.rewrite()
+    }
+
+    fn replace(&mut self, content: Map<String, Value>) -> std::io::Result<()> {
+        self.content = content;
+        self.rewrite()
+    }
+
+    fn rewrite(&self) -> std::io::Result<()> {
         let text = serde_json::to_vec(&self.content).expect("a JSON map serializes");
         rustix::fs::ftruncate(&self.fd, 0)?;
         write_all_at(&self.fd, &text)
@@ -143,6 +152,21 @@ impl PlatformFiles {
                     self.geolocation
                         .set(address_key(ip), Some(record))
                         .map_err(|e| format!("could not write the geolocation table: {e}"))?;
+                }
+                PlatformChange::Downstream { facts } => {
+                    let store = super::module_rewrite::DOWNSTREAM_STORE;
+                    let file = self
+                        .config_stores
+                        .get_mut(store)
+                        .ok_or_else(|| format!("the guest's context has no store `{store}`"))?;
+                    let facts: Map<String, Value> = facts
+                        .into_iter()
+                        .map(|(k, v)| (k, Value::String(v)))
+                        .collect();
+                    if file.content != facts {
+                        file.replace(facts)
+                            .map_err(|e| format!("could not write the downstream facts: {e}"))?;
+                    }
                 }
                 PlatformChange::Device { user_agent, record } => {
                     let record: Value = serde_json::from_str(&record)

@@ -244,6 +244,18 @@ fn main() {
                     .send_to_client(),
             }
         }
+        ["tls"] => Response::from_body(
+            serde_json::json!({
+                "url": req.get_url_str(),
+                "protocol": req.get_tls_protocol().ok().flatten(),
+                "cipher": req.get_tls_cipher_openssl_name().ok().flatten(),
+                "server_name": req.get_tls_client_servername(),
+                "ja4": req.get_tls_ja4(),
+                "h2": req.get_client_h2_fingerprint(),
+            })
+            .to_string(),
+        )
+        .send_to_client(),
         ["geo"] => geo_response(req.get_client_ip_addr().unwrap()),
         ["geo-of", ip] => geo_response(ip.parse().unwrap()),
         ["kv-meta", key] => {
