@@ -400,19 +400,14 @@ impl Edge {
 
     fn platform_request(&self, read: PlatformRead) -> InvocationRequest {
         InvocationRequest {
-            method: "GET".to_owned(),
-            uri: "http://edge-test.platform/".to_owned(),
-            headers: Vec::new(),
-            body: Vec::new(),
-            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             guest_timeout: *crate::sync::lock(&self.inner.guest_timeout),
-            max_log_bytes: 0,
             platform: std::mem::take(&mut *crate::sync::lock(&self.inner.platform_changes)),
             platform_only: true,
             read_kv: read.kv_stores,
             read_cache: read.cache_keys,
             list_cache: read.list_cache,
             dynamic_dispatcher: self.inner.mocks.dynamic_dispatcher(),
+            ..Default::default()
         }
     }
 
@@ -899,12 +894,7 @@ impl RequestBuilder {
             client_ip: self.client_ip,
             guest_timeout,
             max_log_bytes,
-            platform: Vec::new(),
-            platform_only: false,
-            read_kv: Vec::new(),
-            read_cache: Vec::new(),
-            list_cache: false,
-            dynamic_dispatcher: None,
+            ..Default::default()
         }
     }
 }

@@ -62,14 +62,12 @@ impl ConfigStore<'_> {
 
     #[track_caller]
     fn check_key(&self, key: &str) {
-        let chars = key.chars().count();
-        if key.is_empty() || chars > CONFIG_KEY_MAX_CHARS {
-            panic!(
-                "edge-test: {key:?} cannot be a key of config store `{}`: a key has 1 to \
-                 {CONFIG_KEY_MAX_CHARS} characters",
-                self.name
-            );
-        }
+        check_name(
+            key,
+            "a key of config store",
+            &self.name,
+            CONFIG_KEY_MAX_CHARS,
+        );
     }
 
     fn change(&self, key: &str, value: Option<String>) {
@@ -128,13 +126,7 @@ impl SecretStore<'_> {
 
     #[track_caller]
     fn check_key(&self, key: &str) {
-        if key.is_empty() || key.chars().count() > 255 {
-            panic!(
-                "edge-test: {key:?} cannot name a secret of secret store `{}`: a name has 1 to \
-                 255 characters",
-                self.name
-            );
-        }
+        check_name(key, "the name of a secret of secret store", &self.name, 255);
     }
 
     #[track_caller]
@@ -147,6 +139,16 @@ impl SecretStore<'_> {
                 .or_default()
                 .insert(key.to_owned(), value);
         });
+    }
+}
+
+/// Panics, naming the limit, unless `name` has 1 to `max_chars` characters.
+#[track_caller]
+fn check_name(name: &str, what: &str, store: &str, max_chars: usize) {
+    if name.is_empty() || name.chars().count() > max_chars {
+        panic!(
+            "edge-test: {name:?} cannot be {what} `{store}`: it has 1 to {max_chars} characters"
+        );
     }
 }
 

@@ -31,6 +31,28 @@ pub(crate) struct SessionSpec {
     pub kv_guest: Option<PathBuf>,
 }
 
+impl Default for InvocationRequest {
+    /// `GET /` from 127.0.0.1 with no time limit or log room, no platform change and no
+    /// read: what a struct literal fills in with `..Default::default()`.
+    fn default() -> Self {
+        Self {
+            method: "GET".to_owned(),
+            uri: "http://edge.test/".to_owned(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            client_ip: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            guest_timeout: Duration::ZERO,
+            max_log_bytes: 0,
+            platform: Vec::new(),
+            platform_only: false,
+            read_kv: Vec::new(),
+            read_cache: Vec::new(),
+            list_cache: false,
+            dynamic_dispatcher: None,
+        }
+    }
+}
+
 /// A dynamic backend as the guest registered it (`Backend::builder(name, target)` and its
 /// options): what the test's dynamic-backend dispatcher is told before the guest's request
 /// arrives on a redirected connection (as one JSON line), and what the test can read.
@@ -355,12 +377,7 @@ mod tests {
             client_ip: Ipv4Addr::LOCALHOST.into(),
             guest_timeout: Duration::from_secs(1),
             max_log_bytes: 0,
-            platform: Vec::new(),
-            platform_only: false,
-            read_kv: Vec::new(),
-            read_cache: Vec::new(),
-            list_cache: false,
-            dynamic_dispatcher: None,
+            ..Default::default()
         }
     }
 

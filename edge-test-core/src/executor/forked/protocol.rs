@@ -253,12 +253,7 @@ mod tests {
             client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             guest_timeout: std::time::Duration::from_secs(1),
             max_log_bytes: 0,
-            platform: Vec::new(),
-            platform_only: false,
-            read_kv: Vec::new(),
-            read_cache: Vec::new(),
-            list_cache: false,
-            dynamic_dispatcher: None,
+            ..Default::default()
         }))
         .unwrap();
         assert!(

@@ -319,9 +319,15 @@ fn avatar(user: &str) -> Response {
         Ok(resp) if resp.get_status() == StatusCode::OK => resp,
         Ok(resp) => error(
             StatusCode::NOT_FOUND,
-            &format!("no avatar (image host answered {})", resp.get_status().as_u16()),
+            &format!(
+                "no avatar (image host answered {})",
+                resp.get_status().as_u16()
+            ),
         ),
-        Err(e) => error(StatusCode::BAD_GATEWAY, &format!("image host unreachable: {e}")),
+        Err(e) => error(
+            StatusCode::BAD_GATEWAY,
+            &format!("image host unreachable: {e}"),
+        ),
     }
 }
 
