@@ -36,6 +36,8 @@ impl Manifest {
                 return Err(error(missing));
             }
         }
+        let text =
+            self_contained(&text, &std::env::current_dir().unwrap_or_default()).map_err(error)?;
         let (mut backends, mut config_stores) = declared(&text).map_err(error)?;
         backends.sort();
         config_stores.sort();
@@ -95,6 +97,58 @@ fn declared_stores(text: &str, sections: &[&str]) -> Vec<String> {
     names
 }
 
+/// The manifest as one any process can read the same: file paths (`file = ..`, or
+/// `path = ..` in older KV stores) made absolute against `base` (the test's working
+/// directory, as viceroy would resolve them), and secrets read from the environment
+/// (`env = ..`) given as data. The shared host reads it, whatever its own directory and
+/// environment. Unchanged text when there is nothing to resolve.
+fn self_contained(text: &str, base: &Path) -> Result<String, String> {
+    fn walk(value: &mut toml::Value, base: &Path, changed: &mut bool) {
+        match value {
+            toml::Value::Table(table) => {
+                for (key, value) in table.iter_mut() {
+                    match value {
+                        toml::Value::String(file)
+                            if (key == "file" || key == "path")
+                                && Path::new(file.as_str()).is_relative() =>
+                        {
+                            *file = base.join(file.as_str()).display().to_string();
+                            *changed = true;
+                        }
+                        _ => walk(value, base, changed),
+                    }
+                }
+                if let Some(toml::Value::String(var)) = table.get("env")
+                    && let Ok(secret) = std::env::var(var)
+                {
+                    table.remove("env");
+                    table.insert("data".to_owned(), toml::Value::String(secret));
+                    *changed = true;
+                }
+            }
+            toml::Value::Array(items) => {
+                for item in items {
+                    walk(item, base, changed);
+                }
+            }
+            _ => {}
+        }
+    }
+    let Ok(mut table) = text.parse::<toml::Table>() else {
+        // viceroy's parse names what is wrong with it.
+        return Ok(text.to_owned());
+    };
+    let mut changed = false;
+    if let Some(local) = table.get_mut("local_server") {
+        walk(local, base, &mut changed);
+    }
+    Ok(if changed {
+        table.to_string()
+    } else {
+        text.to_owned()
+    })
+}
+
 /// Every file a `[local_server]` table names (`file = ..`, or `path = ..` in older KV
 /// stores) that does not exist, described with where it was looked for. viceroy resolves a
 /// relative path against the process's working directory, which under `cargo test` is the
@@ -144,6 +198,35 @@ fn missing_files(table: &toml::Table, base: &Path) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_paths_become_absolute_and_env_secrets_data() {
+        let text = r#"
+            [local_server.config_stores.settings]
+            file = "data/settings.json"
+            format = "json"
+            [local_server.secret_stores]
+            keys = [{ key = "home", env = "HOME" }, { key = "abs", file = "/etc/hostname" }]
+        "#;
+        let resolved: toml::Table = self_contained(text, Path::new("/work/crate"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let local = &resolved["local_server"];
+        assert_eq!(
+            local["config_stores"]["settings"]["file"].as_str(),
+            Some("/work/crate/data/settings.json")
+        );
+        let keys = local["secret_stores"]["keys"].as_array().unwrap();
+        assert_eq!(
+            keys[0]["data"].as_str(),
+            std::env::var("HOME").ok().as_deref()
+        );
+        assert!(keys[0].get("env").is_none());
+        assert_eq!(keys[1]["file"].as_str(), Some("/etc/hostname"));
+        let plain = "[local_server.backends.api]\nurl = \"https://x\"\n";
+        assert_eq!(self_contained(plain, Path::new("/x")).unwrap(), plain);
+    }
 
     #[test]
     fn a_missing_file_is_named_with_where_it_was_looked_for() {

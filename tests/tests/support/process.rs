@@ -27,7 +27,12 @@ pub fn asked_to_run(name: &str) -> bool {
 
 /// This binary, set to run one `#[ignore]`d helper test.
 pub fn helper(name: &str) -> Command {
-    let mut command = Command::new(std::env::current_exe().unwrap());
+    helper_in(&std::env::current_exe().unwrap(), name)
+}
+
+/// [`helper`], run from `exe`: this test binary, or a copy of it standing for another.
+pub fn helper_in(exe: &Path, name: &str) -> Command {
+    let mut command = Command::new(exe);
     command
         .args(["--ignored", "--exact", name, "--nocapture"])
         .env(HELPER_ENV, name)

@@ -25,7 +25,7 @@ impl Routes {
 }
 
 /// Starts the proxy for one backend of one template; returns where it listens.
-pub(super) fn serve(backend: String, routes: Routes) -> Result<SocketAddr, EdgeError> {
+pub(super) fn serve(backend: String, routes: Routes) -> Result<Proxy, EdgeError> {
     let listener = TcpListener::bind(("127.0.0.1", 0))
         .map_err(|e| EdgeError::io(format!("cannot bind the proxy for backend `{backend}`"), e))?;
     let addr = listener.local_addr().map_err(|e| {
@@ -34,13 +34,32 @@ pub(super) fn serve(backend: String, routes: Routes) -> Result<SocketAddr, EdgeE
             e,
         )
     })?;
+    let stop = listener
+        .try_clone()
+        .map_err(|e| EdgeError::io(format!("cannot share the proxy for `{backend}`"), e))?;
     std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
+        // Ends when the proxy is stopped: its listener then fails every accept.
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { break };
             let (backend, routes) = (backend.clone(), routes.clone());
             std::thread::spawn(move || forward(stream, addr, &backend, &routes));
         }
     });
-    Ok(addr)
+    Ok(Proxy { addr, stop })
+}
+
+/// A running proxy: stopped (its port closed, its thread ended) when dropped, with the
+/// template whose backends point at it.
+pub(super) struct Proxy {
+    pub(super) addr: SocketAddr,
+    stop: TcpListener,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        // Wakes the accepting thread with an error (Linux), which ends it.
+        let _ = rustix::net::shutdown(&self.stop, rustix::net::Shutdown::Read);
+    }
 }
 
 fn forward(from_worker: TcpStream, proxy: SocketAddr, backend: &str, routes: &Routes) {

@@ -15,32 +15,65 @@ use super::worker;
 use crate::error::EdgeError;
 use crate::executor::SessionSpec;
 use crate::executor::guest::CompiledGuest;
-use crate::sync::OnceMap;
 
-/// A host with no worker and no new test for this long exits (and removes its socket).
-const DEFAULT_IDLE: Duration = Duration::from_secs(10);
+/// A host with no worker and no new test for this long exits (and removes its socket): long
+/// enough for an edit-run loop to find its templates compiled (`EDGE_TEST_HOST_IDLE_MS`).
+const DEFAULT_IDLE: Duration = Duration::from_secs(5 * 60);
 
-/// One compiled configuration of a service, and the proxies its backends point at.
+/// How many templates the host keeps (`EDGE_TEST_HOST_MAX_TEMPLATES`): the least recently
+/// used goes first once there are more.
+const DEFAULT_MAX_TEMPLATES: usize = 16;
+
+/// One compiled configuration of a service, and the proxies its backends point at (stopped
+/// when the last worker forked from it is gone, after the host dropped it).
 struct Template {
     guest: CompiledGuest,
     /// This host's pid and the template's number: unique across host restarts.
     id: u64,
+    _proxies: Vec<backend_proxy::Proxy>,
 }
 
-/// What makes two sessions share a template: the module and everything compiled into the
-/// context. Mock addresses are not part of it: backends point at the host's proxies.
+/// What makes two sessions share a template: the module's content and everything compiled
+/// into the context, never which test binary asked. Mock addresses are not part of it:
+/// backends point at the host's proxies.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct TemplateKey {
-    wasm: PathBuf,
-    wasm_len: u64,
-    wasm_modified: Option<std::time::SystemTime>,
+    wasm: u64,
     fastly_toml: Option<String>,
     backends: Vec<String>,
-    kv_guest: Option<PathBuf>,
+    kv_guest: Option<u64>,
+}
+
+/// The templates, most recently used last, each compiled once (concurrent sessions wait for
+/// the first): a cache bounded by `max`.
+struct Templates {
+    slots: Mutex<Vec<TemplateSlot>>,
+    max: usize,
+    /// Content hashes of the modules seen, by path and file identity: a module is hashed
+    /// once, not per session.
+    hashes: Mutex<std::collections::HashMap<FileIdentity, u64>>,
+}
+
+struct TemplateSlot {
+    key: TemplateKey,
+    wasm: PathBuf,
+    compiled: Arc<std::sync::OnceLock<Result<Arc<Template>, EdgeError>>>,
+}
+
+/// A file as the file system names it: a changed file has another.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct FileIdentity {
+    path: PathBuf,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    inode: u64,
 }
 
 struct Host {
-    templates: OnceMap<TemplateKey, Result<Arc<Template>, EdgeError>>,
+    templates: Templates,
+    /// The template each live worker was forked from: a template the cache dropped lives
+    /// (its proxies serving) until its last worker exits.
+    workers: Mutex<BTreeMap<u32, Arc<Template>>>,
     routes: Routes,
     live_workers: AtomicUsize,
     /// Tests being set up (a template may be compiling for them): not idle either.
@@ -79,8 +112,19 @@ pub(super) fn run(socket: PathBuf) -> ! {
         }
     };
     let _ = std::fs::write(socket.with_extension("pid"), std::process::id().to_string());
+    // Nothing of the test process that started it: the host serves every test binary.
+    let _ = std::env::set_current_dir("/");
     let host = Arc::new(Host {
-        templates: OnceMap::new(),
+        templates: Templates {
+            slots: Mutex::new(Vec::new()),
+            max: std::env::var("EDGE_TEST_HOST_MAX_TEMPLATES")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(DEFAULT_MAX_TEMPLATES),
+            hashes: Mutex::new(Default::default()),
+        },
+        workers: Mutex::new(BTreeMap::new()),
         routes: Routes::default(),
         live_workers: AtomicUsize::new(0),
         arriving: AtomicUsize::new(0),
@@ -134,7 +178,7 @@ fn serve_test(host: &Host, mut stream: UnixStream) {
     {
         return;
     }
-    if let Err(error) = admit(&hello.spec) {
+    if let Err(error) = admit(&hello) {
         let _ = protocol::send(&mut stream, &Welcome::refused(&error));
         return;
     }
@@ -146,6 +190,11 @@ fn serve_test(host: &Host, mut stream: UnixStream) {
         }
     };
     let mocks = hello.spec.backend_addrs.clone();
+    // Said before the fork: a test may kill this host as soon as its worker answers.
+    say(format_args!(
+        "edge-test host: a worker runs service `{}` for test {}",
+        hello.spec.service, hello.spec.test
+    ));
     // Routes are registered before the worker can send a single backend request: the
     // worker only runs a guest after it has said Ready.
     let guard = host.routes.lock();
@@ -168,12 +217,13 @@ fn serve_test(host: &Host, mut stream: UnixStream) {
         }
         Ok(Forked::Parent { child: pid }) => {
             say(format_args!(
-                "edge-test host: worker {pid} runs service `{}` for test {}",
-                hello.spec.service, hello.spec.test
+                "edge-test host: worker {pid} started for test {}",
+                hello.spec.test
             ));
             let mut routes = guard;
             routes.insert(pid, mocks);
             drop(routes);
+            crate::sync::lock(&host.workers).insert(pid, template.clone());
             host.live_workers.fetch_add(1, Ordering::SeqCst);
             // The worker owns the connection now; the host's copy would only keep it open.
             drop(stream);
@@ -185,7 +235,18 @@ fn serve_test(host: &Host, mut stream: UnixStream) {
 /// edge-test's own test processes send. Any process of this user can reach the socket, and
 /// a hand-written Hello must not make the host read an arbitrary file (and quote it back)
 /// or proxy to an arbitrary address outside the fence.
-fn admit(spec: &SessionSpec) -> Result<(), EdgeError> {
+fn admit(hello: &Hello) -> Result<(), EdgeError> {
+    let spec = &hello.spec;
+    let own = super::socket_dir::build_id();
+    if hello.build_id != own {
+        return Err(EdgeError::Host {
+            reason: format!(
+                "this edge-test host runs edge-test build {own}, and the test was built \
+                 against build {}; a host serves only its own build (each has its socket)",
+                hello.build_id
+            ),
+        });
+    }
     let refuse = |reason: String| EdgeError::GuestLoad {
         service: spec.service.clone(),
         wasm: spec.wasm.clone(),
@@ -227,31 +288,132 @@ fn admit(spec: &SessionSpec) -> Result<(), EdgeError> {
 }
 
 /// The template for a session's configuration: compiled by the first test that needs it,
-/// waited for by concurrent ones, reused by every later one.
+/// waited for by concurrent ones, reused by every later one, from any test binary.
 fn template_for(host: &Host, spec: &SessionSpec) -> Result<Arc<Template>, EdgeError> {
-    let meta = std::fs::metadata(&spec.wasm).ok();
     let key = TemplateKey {
-        wasm: spec.wasm.clone(),
-        wasm_len: meta.as_ref().map_or(0, |m| m.len()),
-        wasm_modified: meta.and_then(|m| m.modified().ok()),
+        wasm: host.templates.content_hash(&spec.wasm)?,
         fastly_toml: spec.fastly_toml.clone(),
         backends: spec.backend_addrs.keys().cloned().collect(),
-        kv_guest: spec.kv_guest.clone(),
+        kv_guest: match &spec.kv_guest {
+            Some(kv) => Some(host.templates.content_hash(kv)?),
+            None => None,
+        },
     };
-    host.templates
-        .get_or_init(key, || compile_template(host, spec))
+    let compiled = host.templates.slot(key, &spec.wasm);
+    let template = compiled.get_or_init(|| compile_template(host, spec));
+    if template.is_ok() {
+        host.templates.evict_beyond_max();
+    }
+    template.clone()
+}
+
+impl Templates {
+    /// The content hash of the module at `path`, computed once per version of the file.
+    fn content_hash(&self, path: &std::path::Path) -> Result<u64, EdgeError> {
+        use std::os::unix::fs::MetadataExt;
+        let unreadable =
+            |e: std::io::Error| EdgeError::io(format!("cannot read {}", path.display()), e);
+        let meta = std::fs::metadata(path).map_err(unreadable)?;
+        let identity = FileIdentity {
+            path: path.to_owned(),
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            inode: meta.ino(),
+        };
+        if let Some(hash) = crate::sync::lock(&self.hashes).get(&identity) {
+            return Ok(*hash);
+        }
+        let bytes = std::fs::read(path).map_err(unreadable)?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&bytes, &mut hasher);
+        let hash = std::hash::Hasher::finish(&hasher);
+        let mut hashes = crate::sync::lock(&self.hashes);
+        // Older versions of this file will not be asked for again.
+        hashes.retain(|seen, _| seen.path != identity.path);
+        hashes.insert(identity, hash);
+        Ok(hash)
+    }
+
+    /// The slot for `key`, made most recently used. A template of another version of the
+    /// same module file is dropped: the guest changed, and nothing will ask for it again.
+    fn slot(
+        &self,
+        key: TemplateKey,
+        wasm: &std::path::Path,
+    ) -> Arc<std::sync::OnceLock<Result<Arc<Template>, EdgeError>>> {
+        let mut slots = crate::sync::lock(&self.slots);
+        let found = slots.iter().position(|slot| slot.key == key);
+        let slot = match found {
+            Some(at) => slots.remove(at),
+            None => {
+                let before = slots.len();
+                slots.retain(|slot| slot.wasm != wasm || slot.key.wasm == key.wasm);
+                if slots.len() < before {
+                    say(format_args!(
+                        "edge-test host: {} changed; dropped {} template(s) of its earlier \
+                         version",
+                        wasm.display(),
+                        before - slots.len()
+                    ));
+                }
+                TemplateSlot {
+                    key,
+                    wasm: wasm.to_owned(),
+                    compiled: Arc::default(),
+                }
+            }
+        };
+        let compiled = slot.compiled.clone();
+        slots.push(slot);
+        compiled
+    }
+
+    /// Drops the least recently used compiled templates beyond `max` (never one still
+    /// compiling), and says what the host holds.
+    fn evict_beyond_max(&self) {
+        let mut slots = crate::sync::lock(&self.slots);
+        let mut dropped = 0;
+        while slots.len() > self.max {
+            let Some(oldest) = slots.iter().position(|slot| slot.compiled.get().is_some()) else {
+                break;
+            };
+            slots.remove(oldest);
+            dropped += 1;
+        }
+        if dropped > 0 {
+            say(format_args!(
+                "edge-test host: dropped {dropped} least recently used template(s); {} kept \
+                 (EDGE_TEST_HOST_MAX_TEMPLATES={}), resident memory {}",
+                slots.len(),
+                self.max,
+                resident_memory()
+            ));
+        }
+    }
+}
+
+/// The host's resident memory, as the kernel reports it.
+fn resident_memory() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:").map(|rss| rss.trim().to_owned()))
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 fn compile_template(host: &Host, spec: &SessionSpec) -> Result<Arc<Template>, EdgeError> {
-    let mut proxies = BTreeMap::new();
+    let mut proxies = Vec::new();
+    let mut addrs = BTreeMap::new();
     for backend in spec.backend_addrs.keys() {
-        proxies.insert(
-            backend.clone(),
-            backend_proxy::serve(backend.clone(), host.routes.clone())?,
-        );
+        let proxy = backend_proxy::serve(backend.clone(), host.routes.clone())?;
+        addrs.insert(backend.clone(), proxy.addr);
+        proxies.push(proxy);
     }
     let template_spec = SessionSpec {
-        backend_addrs: proxies,
+        backend_addrs: addrs,
         ..spec.clone()
     };
     let guest =
@@ -259,9 +421,16 @@ fn compile_template(host: &Host, spec: &SessionSpec) -> Result<Arc<Template>, Ed
     fork::give_back_free_memory();
     static COMPILED: AtomicU64 = AtomicU64::new(0);
     let number = COMPILED.fetch_add(1, Ordering::SeqCst) + 1;
+    say(format_args!(
+        "edge-test host: compiled template {number} for service `{}` ({}); resident memory {}",
+        spec.service,
+        spec.wasm.display(),
+        resident_memory()
+    ));
     Ok(Arc::new(Template {
         guest,
         id: (u64::from(std::process::id()) << 32) | number,
+        _proxies: proxies,
     }))
 }
 
@@ -288,9 +457,9 @@ fn spawn_reaper(host: Arc<Host>) {
         loop {
             let exited = rustix::process::waitpid(None, rustix::process::WaitOptions::empty());
             if let Ok(Some((pid, _))) = exited {
-                host.routes
-                    .lock()
-                    .remove(&(pid.as_raw_nonzero().get() as u32));
+                let pid = pid.as_raw_nonzero().get() as u32;
+                host.routes.lock().remove(&pid);
+                crate::sync::lock(&host.workers).remove(&pid);
                 host.live_workers.fetch_sub(1, Ordering::SeqCst);
                 *crate::sync::lock(&host.last_activity) = Instant::now();
             } else {
@@ -335,6 +504,14 @@ mod tests {
 
     use super::*;
 
+    fn hello(spec: SessionSpec) -> Hello {
+        Hello {
+            build_id: super::super::socket_dir::build_id(),
+            spec,
+            client_pid: std::process::id(),
+        }
+    }
+
     fn spec(wasm: PathBuf, backend: &str) -> SessionSpec {
         SessionSpec {
             service: "probe".into(),
@@ -350,7 +527,94 @@ mod tests {
     }
 
     fn refusal(spec: &SessionSpec) -> String {
-        admit(spec).expect_err("refused").to_string()
+        admit(&hello(spec.clone()))
+            .expect_err("refused")
+            .to_string()
+    }
+
+    fn templates(max: usize) -> Templates {
+        Templates {
+            slots: Mutex::new(Vec::new()),
+            max,
+            hashes: Mutex::new(Default::default()),
+        }
+    }
+
+    fn key(wasm: u64) -> TemplateKey {
+        TemplateKey {
+            wasm,
+            fastly_toml: None,
+            backends: Vec::new(),
+            kv_guest: None,
+        }
+    }
+
+    /// Fills a slot as a compile would (an error stands in for a template: cheaper).
+    fn compile(templates: &Templates, wasm: u64, path: &str) {
+        let slot = templates.slot(key(wasm), std::path::Path::new(path));
+        let _ = slot.get_or_init(|| {
+            Err(EdgeError::Host {
+                reason: format!("template {wasm}"),
+            })
+        });
+        templates.evict_beyond_max();
+    }
+
+    fn kept(templates: &Templates) -> Vec<u64> {
+        crate::sync::lock(&templates.slots)
+            .iter()
+            .map(|slot| slot.key.wasm)
+            .collect()
+    }
+
+    #[test]
+    fn the_least_recently_used_template_goes_first() {
+        let templates = templates(2);
+        compile(&templates, 1, "/a.wasm");
+        compile(&templates, 2, "/b.wasm");
+        compile(&templates, 1, "/a.wasm");
+        compile(&templates, 3, "/c.wasm");
+        assert_eq!(kept(&templates), [1, 3], "2 was used least recently");
+    }
+
+    #[test]
+    fn a_changed_module_drops_the_templates_of_its_earlier_version() {
+        let templates = templates(8);
+        compile(&templates, 1, "/a.wasm");
+        compile(&templates, 7, "/other.wasm");
+        compile(&templates, 2, "/a.wasm");
+        assert_eq!(kept(&templates), [7, 2]);
+    }
+
+    #[test]
+    fn a_module_is_keyed_by_its_content_not_its_name() {
+        let templates = templates(8);
+        let dir = std::env::temp_dir().join(format!("edge-test-hash-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a.wasm"), dir.join("b.wasm"));
+        std::fs::write(&a, b"same bytes").unwrap();
+        std::fs::write(&b, b"same bytes").unwrap();
+        let hash = templates.content_hash(&a).unwrap();
+        assert_eq!(templates.content_hash(&b).unwrap(), hash);
+        std::fs::write(&a, b"other bytes!").unwrap();
+        assert_ne!(
+            templates.content_hash(&a).unwrap(),
+            hash,
+            "a changed file is hashed again"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_test_of_another_build_of_edge_test_is_refused() {
+        let wasm = PathBuf::from("/no/such/module.wasm");
+        let mut other = hello(spec(wasm, "127.0.0.1:1"));
+        other.build_id = "0.0.0-0000000000000000".into();
+        let message = admit(&other).expect_err("refused").to_string();
+        assert!(
+            message.contains("the test was built against build 0.0.0-0000000000000000"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -385,7 +649,7 @@ mod tests {
             ),
             "{message}"
         );
-        assert!(admit(&spec(wasm.clone(), "127.0.0.1:9")).is_ok());
+        assert!(admit(&hello(spec(wasm.clone(), "127.0.0.1:9"))).is_ok());
         let _ = std::fs::remove_file(wasm);
     }
 }

@@ -155,6 +155,7 @@ impl ForkedSession {
         protocol::send(
             &mut stream,
             &Hello {
+                build_id: socket_dir::build_id(),
                 spec,
                 client_pid: std::process::id(),
             },
@@ -259,8 +260,9 @@ fn is_timeout(error: &std::io::Error) -> bool {
 }
 
 /// Stops a host that accepted a connection but does not answer, so that the next attempt
-/// starts a fresh one. Returns how to name it. Only a process running this very test binary
-/// is signalled: a pid file can outlive its process, and its number be reused.
+/// starts a fresh one. Returns how to name it. Only a process of this user that names
+/// itself an edge-test host is signalled: a pid file can outlive its process, and its
+/// number be reused.
 fn replace_stuck_host(paths: &socket_dir::HostPaths) -> String {
     let pid = std::fs::read_to_string(paths.socket.with_extension("pid"))
         .ok()
@@ -269,8 +271,7 @@ fn replace_stuck_host(paths: &socket_dir::HostPaths) -> String {
         let _ = std::fs::remove_file(&paths.socket);
         return "pid unknown".to_owned();
     };
-    let ours =
-        std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|running| running == paths.exe);
+    let ours = is_edge_test_host(pid);
     if let Some(stuck) = rustix::process::Pid::from_raw(pid).filter(|_| ours) {
         let _ = rustix::process::kill_process(stuck, rustix::process::Signal::KILL);
     }
@@ -279,7 +280,18 @@ fn replace_stuck_host(paths: &socket_dir::HostPaths) -> String {
     format!("pid {pid}")
 }
 
-/// Connects to this test binary's host, starting one if none is listening (a killed host
+/// Whether process `pid` is one of this user's edge-test hosts: the name its main thread
+/// gives itself (`name_this_process`), and its owner.
+fn is_edge_test_host(pid: i32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let named = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|name| name.trim_end() == "edge-test host");
+    let owned = std::fs::metadata(format!("/proc/{pid}"))
+        .is_ok_and(|meta| meta.uid() == rustix::process::getuid().as_raw());
+    named && owned
+}
+
+/// Connects to this build's host, starting one if none is listening (a killed host
 /// is replaced the same way).
 fn connect_or_start_host(
     answer: Duration,
@@ -302,6 +314,27 @@ fn connect_or_start_host(
         .try_clone()
         .map_err(|e| StartError::transient(format!("cannot share the host's log: {e}")))?;
     let mut command = Command::new(&paths.exe);
+    // The host serves every test binary of this build: it must not depend on what the
+    // first one had (a test's manifest reaches it with absolute paths and resolved
+    // variables, `Manifest::read`). The root as its directory, and only the variables a
+    // process needs and edge-test's own settings.
+    command
+        .current_dir("/")
+        .env_clear()
+        .envs(std::env::vars_os().filter(|(name, _)| {
+            name.to_str().is_some_and(|name| {
+                name.starts_with("EDGE_TEST_")
+                    || [
+                        "PATH",
+                        "HOME",
+                        "TMPDIR",
+                        "XDG_RUNTIME_DIR",
+                        "LANG",
+                        "RUST_BACKTRACE",
+                    ]
+                    .contains(&name)
+            })
+        }));
     command
         .env(HOST_SOCKET_ENV, &paths.socket)
         .stdin(Stdio::null())

@@ -24,9 +24,16 @@ pub(super) const MAX_MESSAGE: usize = 1 << 30;
 
 const LENGTH: usize = std::mem::size_of::<u32>();
 
+/// The host protocol's version, part of the socket's name with the build of edge-test: a
+/// host and a test process only ever meet when both speak it.
+pub(super) const VERSION: u32 = 3;
+
 /// Test process -> host, once per connection.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct Hello {
+    /// The build of edge-test the test process runs (`socket_dir::build_id`): the host
+    /// serves only its own.
+    pub build_id: String,
     pub spec: SessionSpec,
     /// The test process, so the host can tell when it is gone.
     pub client_pid: u32,

@@ -1,5 +1,9 @@
-//! Where a test binary's host listens: a directory only this user can open, and a socket
-//! named after the exact test binary, so a rebuilt binary never talks to a stale host.
+//! Where the host listens: a directory only this user can open, and a socket named after
+//! the build of edge-test (`build_id`), so that every test binary of this user built from
+//! the same edge-test shares one host and its templates, across rebuilds of the binaries,
+//! and a binary built from other edge-test sources never talks to it.
+//! `EDGE_TEST_HOST_SCOPE=binary` gives each test binary a host of its own (the behaviour of
+//! edge-test before this), for whoever wants that isolation.
 
 use std::hash::{Hash, Hasher};
 use std::io::Write;
@@ -22,16 +26,20 @@ pub(super) struct HostPaths {
 pub(super) fn host_paths() -> Result<HostPaths, String> {
     let dir = private_dir()?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the test binary: {e}"))?;
-    let meta = std::fs::metadata(&exe).map_err(|e| format!("cannot stat the test binary: {e}"))?;
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (
-        &exe,
-        meta.len(),
-        meta.mtime(),
-        meta.mtime_nsec(),
-        meta.ino(),
-    )
-        .hash(&mut hasher);
+    (build_id(), super::protocol::VERSION).hash(&mut hasher);
+    if std::env::var_os("EDGE_TEST_HOST_SCOPE").is_some_and(|scope| scope == "binary") {
+        let meta =
+            std::fs::metadata(&exe).map_err(|e| format!("cannot stat the test binary: {e}"))?;
+        (
+            &exe,
+            meta.len(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.ino(),
+        )
+            .hash(&mut hasher);
+    }
     let id = format!("{:016x}", hasher.finish());
     Ok(HostPaths {
         exe: exe.clone(),
@@ -39,6 +47,16 @@ pub(super) fn host_paths() -> Result<HostPaths, String> {
         start_lock: dir.join("host-start.lock"),
         log: dir.join(format!("host-{id}.log")),
     })
+}
+
+/// This build of edge-test: its version and a hash of its sources (`build.rs`). A host
+/// serves only test binaries of the same build. `EDGE_TEST_HOST_BUILD_ID` stands in for it,
+/// for edge-test's own tests of two builds side by side.
+pub(super) fn build_id() -> String {
+    std::env::var("EDGE_TEST_HOST_BUILD_ID")
+        .ok()
+        .filter(|id| !id.is_empty())
+        .unwrap_or_else(|| env!("EDGE_TEST_BUILD_ID").to_owned())
 }
 
 /// What went wrong with a file of the host's, and what to do about it.
