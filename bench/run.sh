@@ -100,7 +100,7 @@ cargo nextest run --no-run >/dev/null 2>&1 || true
 cargo build --quiet --example latency --example boundary
 # BENCH_ONLY=boundary (large outputs) or BENCH_ONLY=latency (overhead, latency, memory):
 # only that example's figures, in a minute or two rather than eight.
-if [ -n "${BENCH_ONLY:-}" ] && [ "$BENCH_ONLY" != platform ]; then
+if [ -n "${BENCH_ONLY:-}" ] && [ "$BENCH_ONLY" != platform ] && [ "$BENCH_ONLY" != scope ]; then
   cargo run --quiet --example "$BENCH_ONLY"; exit 0
 fi
 # Warm the guest build, so that no run pays for it.
@@ -122,6 +122,17 @@ edge_tests() { cargo test --quiet -- "${1:-cached_todo_}"; }
 nextest() { cargo nextest run --no-fail-fast --test-threads "$(nproc)" -E "test(/^$1/)"; }
 
 echo "suite: $tests tests x 4 invocations, $(nproc) cores, $(uname -sr)"
+# BENCH_ONLY=scope: the suite with the host shared by the machine and with a host per test
+# binary (what edge-test did before), alternating, in one run.
+if [ "${BENCH_ONLY:-}" = scope ]; then
+  for run in $(seq 1 "$runs"); do
+    timed "host per machine     cargo test:       " edge_tests cached_todo_
+    timed "host per binary      cargo test:       " env EDGE_TEST_HOST_SCOPE=binary cargo test --quiet -- cached_todo_
+    timed "host per machine     cargo nextest run:" nextest cached_todo_
+    timed "host per binary      cargo nextest run:" env EDGE_TEST_HOST_SCOPE=binary cargo nextest run --no-fail-fast --test-threads "$(nproc)" -E "test(/^cached_todo_/)"
+  done
+  exit 0
+fi
 # BENCH_ONLY=platform: the suite with and without a store entry and a geolocation record
 # per test, alternating, in one run.
 if [ "${BENCH_ONLY:-}" = platform ]; then

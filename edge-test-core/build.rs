@@ -21,6 +21,14 @@ fn main() {
         println!("cargo:rerun-if-changed={file}");
         files.push(root.join(file));
     }
+    // In this repository's workspace, the lock file pins viceroy-lib and wasmtime: a host
+    // built against other versions of them is another build. (A published edge-test-core
+    // pins viceroy-lib exactly, so its version says the same.)
+    let lock = root.join("../Cargo.lock");
+    if lock.is_file() {
+        println!("cargo:rerun-if-changed=../Cargo.lock");
+        files.push(lock);
+    }
     files.sort();
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     env!("CARGO_PKG_VERSION").hash(&mut hasher);
