@@ -15,28 +15,8 @@ target="${CARGO_TARGET_DIR:-$root/target}"
 export CARGO_TARGET_DIR="$target"
 bench="${BENCH_DIR:-$target/edge-test-bench-machine}"
 
-mkdir -p "$bench/tests"
-cp "$root/Cargo.lock" "$bench/Cargo.lock"
-cat > "$bench/Cargo.toml" <<TOML
-[package]
-name = "edge-test-bench-machine"
-version = "0.0.0"
-edition = "2024"
-publish = false
-
-[workspace]
-
-[dev-dependencies]
-edge-test = { path = "$root/edge-test" }
-serde_json = "1"
-
-[profile.dev.package."*"]
-opt-level = 3
-debug = false
-
-[profile.dev]
-debug = "line-tables-only"
-TOML
+. "$root/bench/crate.sh"
+bench_crate "$bench" edge-test-bench-machine
 
 for binary in 1 2 3 4 5; do
   {
