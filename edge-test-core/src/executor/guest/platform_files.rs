@@ -11,7 +11,9 @@
 //! worker must read its own content. `/proc/self` is the reading process, so each worker,
 //! before its guest runs, puts a fresh memory file of its own at the same descriptor number
 //! ([`PlatformFiles::make_private`]); the template's files are never written after it is
-//! compiled. In process, each session compiles its own context and holds its own files.
+//! compiled. (Not lazily, at the first write: the fork closes every descriptor but the
+//! test's connection, so a worker's numbers must be filled again before anything opens
+//! one.) In process, each session compiles its own context and holds its own files.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
