@@ -1,0 +1,349 @@
+//! What edge-test changes in a guest's module before compiling it: a few of its imports
+//! are wrapped, so that its dynamic backends reach the test's mocks, its core-cache calls
+//! can be listed, and the TLS facts the test sets reach it. One module a kind of wrapper
+//! (`dynamic_backend`, `cache_calls`, `downstream`), over one way of writing their bodies
+//! (`ir`).
+//!
+//! viceroy-lib 0.22 connects a dynamic backend (`Backend::builder(name, target)`) straight
+//! to its target, and has no hook to redirect it. But the guest registers one through an
+//! import, `fastly_http_req::register_dynamic_backend(name, target, options, config)`, and
+//! an import can be wrapped. The module's import becomes a function of edge-test's (so every
+//! call site, table entry and export reaches it unchanged) that:
+//!
+//! 1. reports the registration as the guest made it (name, target, option bits, the 108-byte
+//!    `DynamicBackendConfig`, and its host override, certificate and SNI host names) as
+//!    one hex-encoded entry of the log endpoint [`REPORT_ENDPOINT`], which the runner takes
+//!    out of the guest's logs (`dynamic_backends`);
+//! 2. registers the backend with viceroy under the guest's name and options, but with the
+//!    target `127.0.0.2:<n>`, where `n` numbers the invocation's registrations from 1, and
+//!    without TLS (the mock speaks plain HTTP; whether the guest asked for TLS is in the
+//!    report);
+//! 3. returns viceroy's answer.
+//!
+//! Its core-cache calls (`fastly_cache::lookup`, `insert`, and the transaction calls) are
+//! wrapped the same way, the other way round: each calls through, then reports the call (its
+//! key or handle, the handle it returned, the write options and surrogate keys) on
+//! [`CACHE_ENDPOINT`], for `cache_ledger`.
+//!
+//! Its downstream TLS and fingerprint calls, which viceroy answers "absent", first ask a
+//! hidden config store ([`DOWNSTREAM_STORE`]) for the fact the test set for the request.
+//!
+//! Nothing listens at `127.0.0.2`: the network fence catches the `connect` there and hands
+//! the guest a socket connected to the test's dynamic-backend dispatcher instead
+//! (`network_fence`). Scratch memory comes from the guest's own shadow stack (its
+//! `__stack_pointer`), taken and given back within the call, as compiled code does: the
+//! guest's allocator and data are never touched. Modules that import none of these calls
+//! are compiled as they are; components are left alone (the fence refuses their dynamic
+//! backends).
+
+mod cache_calls;
+mod downstream;
+mod dynamic_backend;
+mod ir;
+
+use std::path::{Path, PathBuf};
+
+use walrus::ir::Value;
+use walrus::{ConstExpr, FunctionId, GlobalId, Module, ValType};
+
+pub(crate) use cache_calls::CACHE_ENDPOINT;
+use cache_calls::{CACHE_CALLS, CallReporter, Field};
+use downstream::FactWrapper;
+pub(crate) use downstream::{DOWNSTREAM_FACTS, DOWNSTREAM_STORE};
+use dynamic_backend::DynamicWrapper;
+pub(crate) use dynamic_backend::{REPORT_ENDPOINT, SLOT_IP};
+use ir::{Ir, Shared};
+
+/// The module viceroy should compile for `wasm`: `wasm` itself, or a rewritten copy (cached
+/// under the system's temporary directory by content) when it registers dynamic backends.
+/// `Err` says why it could not be rewritten; the caller then compiles it as it is.
+pub(crate) fn module_for(wasm: &Path) -> Result<PathBuf, String> {
+    let bytes = std::fs::read(wasm).map_err(|e| format!("cannot read {}: {e}", wasm.display()))?;
+    if !imports_dynamic_backends(&bytes) {
+        return Ok(wasm.to_owned());
+    }
+    let bytes = if wasm.extension().is_some_and(|e| e == "wat") {
+        wat::parse_bytes(&bytes)
+            .map_err(|e| format!("{} does not parse: {e}", wasm.display()))?
+            .into_owned()
+    } else {
+        bytes
+    };
+    if viceroy_lib::adapt::is_component(&bytes) {
+        return Err("it is a component, which edge-test does not rewrite".to_owned());
+    }
+    let dir =
+        std::env::temp_dir().join(format!("edge-test-{}", rustix::process::getuid().as_raw()));
+    let cached = dir.join(format!(
+        "{:016x}-dynamic-backends.wasm",
+        content_hash(&bytes)
+    ));
+    if cached.is_file() {
+        return Ok(cached);
+    }
+    let rewritten = rewrite(&bytes)?;
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    // Written whole, then renamed: a concurrent compile sees the old name or the whole file.
+    let partial = dir.join(format!(
+        ".{}-{}.partial",
+        std::process::id(),
+        content_hash(&bytes)
+    ));
+    std::fs::write(&partial, rewritten)
+        .and_then(|()| std::fs::rename(&partial, &cached))
+        .map_err(|e| format!("cannot write {}: {e}", cached.display()))?;
+    Ok(cached)
+}
+
+fn content_hash(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    // The rewrite itself is part of what the cached file is.
+    REWRITE_VERSION.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Bumped whenever `rewrite` changes what it writes.
+const REWRITE_VERSION: u32 = 3;
+
+/// Whether the module may import a call edge-test wraps: its module's or its name appears
+/// in the bytes (a module without them is never parsed; `rewrite` checks the imports).
+fn imports_dynamic_backends(bytes: &[u8]) -> bool {
+    [
+        &b"register_dynamic_backend"[..],
+        b"fastly_cache",
+        b"downstream_",
+    ]
+    .iter()
+    .any(|name| bytes.windows(name.len()).any(|window| window == *name))
+}
+
+/// Reads a report's field back: two hex digits a byte, as the wrappers write them.
+pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The module with its `register_dynamic_backend` import wrapped (see the module's docs)
+/// and its core-cache writes and lookups reported.
+pub(crate) fn rewrite(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let mut module =
+        Module::from_buffer(bytes).map_err(|e| format!("walrus cannot read the module: {e}"))?;
+    let dynamic = module
+        .imports
+        .get_func("fastly_http_req", "register_dynamic_backend")
+        .ok();
+    let cache_calls: Vec<(FunctionId, &'static str, &'static [Field])> = CACHE_CALLS
+        .iter()
+        .filter_map(|(name, fields)| {
+            let id = module.imports.get_func("fastly_cache", name).ok()?;
+            Some((id, *name, *fields))
+        })
+        .collect();
+    let facts: Vec<(FunctionId, &'static str, &'static str)> = DOWNSTREAM_FACTS
+        .iter()
+        .filter_map(|(name, key)| {
+            let id = module
+                .imports
+                .get_func("fastly_http_downstream", name)
+                .ok()?;
+            Some((id, *name, *key))
+        })
+        .collect();
+    if dynamic.is_none() && cache_calls.is_empty() && facts.is_empty() {
+        return Err("the module imports none of the calls edge-test wraps".to_owned());
+    }
+    let memory = module
+        .exports
+        .iter()
+        .find_map(|e| match e.item {
+            walrus::ExportItem::Memory(m) if e.name == "memory" => Some(m),
+            _ => None,
+        })
+        .ok_or("the module exports no `memory`")?;
+    let stack_pointer = stack_pointer(&module).ok_or("the module has no `__stack_pointer`")?;
+    let i32x3 = module.types.add(&[ValType::I32; 3], &[ValType::I32]);
+    let i32x4 = module.types.add(&[ValType::I32; 4], &[ValType::I32]);
+    let import =
+        |module: &mut Module, from: &str, name: &str, ty| match module.imports.get_func(from, name)
+        {
+            Ok(id) => id,
+            Err(_) => module.add_import_func(from, name, ty).0,
+        };
+    let shared = Shared {
+        memory,
+        stack_pointer,
+        endpoint_get: import(&mut module, "fastly_log", "endpoint_get", i32x3),
+        log_write: import(&mut module, "fastly_log", "write", i32x4),
+    };
+    if let Some(original) = dynamic {
+        let ty = module.funcs.get(original).ty();
+        let register = module
+            .add_import_func("fastly_http_req", "register_dynamic_backend", ty)
+            .0;
+        let slot =
+            module
+                .globals
+                .add_local(ValType::I32, true, false, ConstExpr::Value(Value::I32(0)));
+        let ir = Ir::new(&mut module, shared);
+        let mut local = || module.locals.add(ValType::I32);
+        let wrapper = DynamicWrapper {
+            ir,
+            slot,
+            register,
+            k: local(),
+            started: local(),
+            ovr_len: local(),
+            cert_len: local(),
+            sni_len: local(),
+        };
+        module
+            .replace_imported_func(original, |(body, args)| wrapper.emit(body, args))
+            .map_err(|e| format!("cannot wrap register_dynamic_backend: {e}"))?;
+    }
+    for (original, name, fields) in cache_calls {
+        let ty = module.funcs.get(original).ty();
+        let real = module.add_import_func("fastly_cache", name, ty).0;
+        let ir = Ir::new(&mut module, shared);
+        let lens = fields
+            .iter()
+            .map(|_| module.locals.add(ValType::I32))
+            .collect();
+        let reporter = CallReporter {
+            ir,
+            real,
+            endpoint: CACHE_ENDPOINT,
+            op: name,
+            fields,
+            lens,
+        };
+        module
+            .replace_imported_func(original, |(body, args)| reporter.emit(body, args))
+            .map_err(|e| format!("cannot wrap fastly_cache::{name}: {e}"))?;
+    }
+    if !facts.is_empty() {
+        let i32x6 = module.types.add(&[ValType::I32; 6], &[ValType::I32]);
+        let open = import(&mut module, "fastly_config_store", "open", i32x3);
+        let get = import(&mut module, "fastly_config_store", "get", i32x6);
+        for (original, name, key) in facts {
+            let ty = module.funcs.get(original).ty();
+            let real = module.add_import_func("fastly_http_downstream", name, ty).0;
+            let ir = Ir::new(&mut module, shared);
+            let wrapper = FactWrapper {
+                ir,
+                open,
+                get,
+                real,
+                key,
+            };
+            module
+                .replace_imported_func(original, |(body, args)| wrapper.emit(body, args))
+                .map_err(|e| format!("cannot wrap fastly_http_downstream::{name}: {e}"))?;
+        }
+    }
+    Ok(module.emit_wasm())
+}
+
+/// LLVM's shadow stack pointer: named in the name section, or else the first mutable i32
+/// global the module defines (where LLVM always puts it).
+fn stack_pointer(module: &Module) -> Option<GlobalId> {
+    let defined_mutable_i32 = |g: &&walrus::Global| {
+        g.mutable && g.ty == ValType::I32 && matches!(g.kind, walrus::GlobalKind::Local(_))
+    };
+    module
+        .globals
+        .iter()
+        .filter(defined_mutable_i32)
+        .find(|g| g.name.as_deref() == Some("__stack_pointer"))
+        .or_else(|| module.globals.iter().find(defined_mutable_i32))
+        .map(walrus::Global::id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GUEST: &str = r#"
+        (module
+          (import "fastly_http_req" "register_dynamic_backend"
+            (func $register (param i32 i32 i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 2)
+          (global $__stack_pointer (mut i32) (i32.const 65536))
+          (table 1 funcref)
+          (elem (i32.const 0) $register)
+          (func (export "_start")
+            (drop (call $register (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)
+              (i32.const 0) (i32.const 0)))))
+    "#;
+
+    fn imports(bytes: &[u8]) -> Vec<(String, String)> {
+        let module = Module::from_buffer(bytes).unwrap();
+        let mut imports: Vec<_> = module
+            .imports
+            .iter()
+            .map(|i| (i.module.clone(), i.name.clone()))
+            .collect();
+        imports.sort();
+        imports
+    }
+
+    #[test]
+    fn the_import_is_wrapped_and_called_through() {
+        let rewritten = rewrite(&wat::parse_str(GUEST).unwrap()).unwrap();
+        assert_eq!(
+            imports(&rewritten),
+            [
+                ("fastly_http_req".into(), "register_dynamic_backend".into()),
+                ("fastly_log".into(), "endpoint_get".into()),
+                ("fastly_log".into(), "write".into()),
+            ],
+            "the guest's import is now the wrapper, which imports the real one"
+        );
+        let module = Module::from_buffer(&rewritten).unwrap();
+        let register = module
+            .imports
+            .get_func("fastly_http_req", "register_dynamic_backend")
+            .unwrap();
+        let table_entries: Vec<FunctionId> = module
+            .elements
+            .iter()
+            .flat_map(|e| match &e.items {
+                walrus::ElementItems::Functions(f) => f.clone(),
+                walrus::ElementItems::Expressions(..) => Vec::new(),
+            })
+            .collect();
+        assert_eq!(table_entries.len(), 1);
+        assert_ne!(
+            table_entries[0], register,
+            "the table reaches the wrapper, not the import"
+        );
+    }
+
+    #[test]
+    fn a_module_without_a_shadow_stack_is_refused_with_the_reason() {
+        let guest = GUEST.replace("(global $__stack_pointer (mut i32) (i32.const 65536))", "");
+        let error = rewrite(&wat::parse_str(guest).unwrap()).unwrap_err();
+        assert_eq!(error, "the module has no `__stack_pointer`");
+    }
+
+    #[test]
+    fn a_module_without_dynamic_backends_is_compiled_as_it_is() {
+        let dir = std::env::temp_dir().join(format!("edge-test-rewrite-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let plain = dir.join("plain.wat");
+        std::fs::write(&plain, "(module (memory (export \"memory\") 1))").unwrap();
+        assert_eq!(module_for(&plain).unwrap(), plain);
+        let guest = dir.join("guest.wat");
+        std::fs::write(&guest, GUEST).unwrap();
+        let rewritten = module_for(&guest).unwrap();
+        assert_ne!(rewritten, guest);
+        assert_eq!(module_for(&guest).unwrap(), rewritten, "cached by content");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
