@@ -868,18 +868,3 @@ mod tls {
         );
     }
 }
-
-/// A platform read the test stops awaiting runs no guest: the next request goes out as if
-/// it had finished, and the changes it carried stay applied.
-#[edge_test(service = "misbehave")]
-async fn a_platform_read_the_test_stops_awaiting_leaves_the_edge_usable(edge: Edge) {
-    let data = edge.kv_store("data");
-    data.insert("abandoned", "applied");
-    let read = tokio::time::timeout(Duration::from_nanos(1), data.entries()).await;
-    assert!(read.is_err(), "the read was abandoned");
-    assert_eq!(edge.get("/kv/abandoned").send().await.text(), "applied");
-    assert_eq!(
-        data.get("abandoned").await.map(|e| e.text()).as_deref(),
-        Some("applied")
-    );
-}

@@ -20,6 +20,10 @@ use viceroy_lib::{ExecuteCtx, ProfilingConfig, WasmFeatures};
 use super::viceroy_compat;
 use crate::wire::PlatformChange;
 
+/// How long the KV guest may take over one batch: it only touches the in-memory stores, so
+/// anything near this is a bug of edge-test's, named rather than waited on.
+const KV_GUEST_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub(crate) struct KvGuest {
     ctx: Arc<ExecuteCtx>,
 }
@@ -54,8 +58,24 @@ impl KvGuest {
     }
 
     /// Carries out `changes` (KV ones only), then reads the stores `read` names: each entry
-    /// as `[key, [bytes], metadata]`, by store. `Err` names the first operation that failed.
+    /// as `[key, [bytes], metadata]`, by store. `Err` names the first operation that failed,
+    /// or says the KV guest did not finish within [`KV_GUEST_LIMIT`].
     pub(crate) async fn run(
+        &self,
+        changes: Vec<PlatformChange>,
+        read: &[String],
+    ) -> Result<Map<String, Value>, String> {
+        tokio::time::timeout(KV_GUEST_LIMIT, self.run_unbounded(changes, read))
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "edge-test's KV guest did not finish within {KV_GUEST_LIMIT:?} (a bug in \
+                     edge-test)"
+                ))
+            })
+    }
+
+    async fn run_unbounded(
         &self,
         changes: Vec<PlatformChange>,
         read: &[String],
