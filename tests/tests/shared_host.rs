@@ -124,12 +124,14 @@ fn binaries_starting_at_once_still_share_one_host() {
 fn another_build_of_edge_test_gets_a_host_of_its_own() {
     let runtime_dir = scratch_dir("other-build");
     let exe = std::env::current_exe().unwrap();
-    let ours = run_helper(&exe, "helper_report_host", &runtime_dir, &[]);
+    // Idle long enough that the first host is still there when the second has started.
+    let idle = ("EDGE_TEST_HOST_IDLE_MS", "8000");
+    let ours = run_helper(&exe, "helper_report_host", &runtime_dir, &[idle]);
     let theirs = run_helper(
         &exe,
         "helper_report_host",
         &runtime_dir,
-        &[("EDGE_TEST_HOST_BUILD_ID", "0.0.0-another-build")],
+        &[idle, ("EDGE_TEST_HOST_BUILD_ID", "0.0.0-another-build")],
     );
     let (our_host, their_host) = (
         printed_pid(&ours, "host pid"),
