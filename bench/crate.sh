@@ -1,6 +1,6 @@
-# Sourced by the bench scripts: writes the manifest of a generated bench crate, outside the
+# Sourced by the bench scripts: the manifest of a generated bench crate (outside the
 # workspace, reusing the workspace's lock file and target directory so that nothing but
-# the generated tests is built.
+# the generated tests is built), and how a command is timed.
 #
 #   bench_crate <dir> <name> [extra dev-dependency lines]
 bench_crate() {
@@ -29,4 +29,17 @@ debug = false
 [profile.dev]
 debug = "line-tables-only"
 TOML
+}
+
+# Times a command, in seconds, its output kept in $bench/last-run.log. A run that fails is
+# not a figure: stop and show why.
+seconds() {
+  local start end
+  start=$(date +%s.%N)
+  if ! "$@" >"$bench/last-run.log" 2>&1; then
+    echo "failed: $* (output in $bench/last-run.log)" >&2
+    return 1
+  fi
+  end=$(date +%s.%N)
+  echo "$end - $start" | bc
 }

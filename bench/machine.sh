@@ -54,7 +54,6 @@ warm=$(mktemp -d)
 XDG_RUNTIME_DIR=$warm cargo test --quiet --test feature_1 -- --exact feature_1_1 >/dev/null
 stop_hosts "$warm"
 
-seconds() { local start end; start=$(date +%s.%N); "$@" >"$bench/last-run.log" 2>&1; end=$(date +%s.%N); echo "$end - $start" | bc; }
 compiles() { cat "$1"/edge-test/host-*.log 2>/dev/null | grep -c "compiled template" || true; }
 
 echo "machine: $(nproc) cores, $(uname -sr)"

@@ -86,17 +86,6 @@ fi
 # Warm the guest build, so that no run pays for it.
 cargo test --quiet -- --exact cached_todo_1 >/dev/null
 
-# A run that fails is not a figure: stop and show why.
-seconds() {
-  local start end
-  start=$(date +%s.%N)
-  if ! "$@" >"$bench/last-run.log" 2>&1; then
-    echo "failed: $* (output in $bench/last-run.log)" >&2
-    return 1
-  fi
-  end=$(date +%s.%N)
-  echo "$end - $start" | bc
-}
 timed() { local label="$1" took; shift; took=$(seconds "$@"); echo "$label $took s"; }
 edge_tests() { cargo test --quiet -- "${1:-cached_todo_}"; }
 nextest() { cargo nextest run --no-fail-fast --test-threads "$(nproc)" -E "test(/^$1/)"; }
