@@ -112,8 +112,8 @@ pub(super) fn exit_now(code: i32) -> ! {
 /// Compiling leaves megabytes of freed memory in malloc's arenas. Every fork copies the page
 /// tables of all of it, and every worker's exit tears them down again: hand it back first.
 pub(super) fn give_back_free_memory() {
-    // SAFETY: malloc_trim only returns free memory to the kernel.
     #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free memory to the kernel.
     unsafe {
         libc::malloc_trim(0);
     }
