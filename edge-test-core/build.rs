@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 fn main() {
     let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let mut files = Vec::new();
-    for dir in ["src", "kv-guest/src"] {
+    for dir in ["src", "kv-guest/src", "http-cache-shim/src"] {
         println!("cargo:rerun-if-changed={dir}");
         collect(&root.join(dir), &mut files);
     }
@@ -16,6 +16,8 @@ fn main() {
         "Cargo.toml",
         "kv-guest/Cargo.toml",
         "kv-guest/Cargo.lock",
+        "http-cache-shim/Cargo.toml",
+        "http-cache-shim/Cargo.lock",
         "build.rs",
     ] {
         println!("cargo:rerun-if-changed={file}");

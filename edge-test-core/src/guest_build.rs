@@ -47,6 +47,19 @@ pub(crate) fn kv_guest_wasm() -> Result<PathBuf, EdgeError> {
         .map_err(|reason| EdgeError::Host { reason })
 }
 
+/// edge-test's HTTP cache shim (`http-cache-shim/` beside this crate's sources), built once
+/// per process; see `executor::guest::module_rewrite::http_cache`.
+pub(crate) fn http_cache_shim_wasm() -> Result<PathBuf, EdgeError> {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("http-cache-shim");
+            build_guest_crate("edge-test's HTTP cache shim", &dir).map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|reason| EdgeError::Host { reason })
+}
+
 pub(crate) fn build_guest_crate(service: &str, crate_dir: &Path) -> Result<PathBuf, EdgeError> {
     let manifest = crate_dir.join("Cargo.toml");
     if !manifest.is_file() {
@@ -240,7 +253,20 @@ fn built_wasm(json_lines: &str, manifest: &Path) -> Option<PathBuf> {
                 .as_str()
                 .is_some_and(|p| normalize(Path::new(p)) == manifest)
         })
-        .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
+        .find_map(|msg| {
+            // A binary names its executable; a library (edge-test's shim) its `.wasm` file.
+            let library = || {
+                msg["filenames"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|f| f.as_str())
+                    .find(|f| f.ends_with(".wasm"))
+            };
+            msg["executable"]
+                .as_str()
+                .or_else(library)
+                .map(PathBuf::from)
+        })
 }
 
 /// Guests get a target directory of their own (a wasm build must not contend with the host

@@ -43,6 +43,7 @@ pub struct Service {
     fastly_toml: Option<PathBuf>,
     guest_timeout: Duration,
     max_log_bytes: usize,
+    http_cache: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +61,7 @@ impl Service {
             fastly_toml: None,
             guest_timeout: DEFAULT_GUEST_TIMEOUT,
             max_log_bytes: DEFAULT_MAX_LOG_BYTES,
+            http_cache: true,
         }
     }
 
@@ -70,6 +72,7 @@ impl Service {
             fastly_toml: None,
             guest_timeout: DEFAULT_GUEST_TIMEOUT,
             max_log_bytes: DEFAULT_MAX_LOG_BYTES,
+            http_cache: true,
         }
     }
 
@@ -90,6 +93,22 @@ impl Service {
     /// output is dropped and the test fails saying how much.
     pub fn max_log_bytes(mut self, limit: usize) -> Self {
         self.max_log_bytes = limit;
+        self
+    }
+
+    /// Whether the guest gets Fastly's HTTP cache (default: yes). viceroy has none, so
+    /// edge-test merges its own into the guest's module: `Request::send` caches as it does
+    /// in production, and `before_send` / `after_send` hooks run. `false` gives the guest
+    /// viceroy's behaviour instead: every send goes to the backend, and a send with a hook
+    /// fails ("HTTP caching API is not enabled").
+    ///
+    /// ```
+    /// use edge_test_core::Service;
+    /// let uncached = Service::guest_crate("guest").http_cache(false);
+    /// # let _ = uncached;
+    /// ```
+    pub fn http_cache(mut self, enabled: bool) -> Self {
+        self.http_cache = enabled;
         self
     }
 }
@@ -127,6 +146,8 @@ pub(crate) struct ResolvedService {
     pub manifest: Option<crate::manifest::Manifest>,
     pub guest_timeout: Duration,
     pub max_log_bytes: usize,
+    /// edge-test's HTTP cache shim, built, unless the service opted out.
+    pub http_cache_shim: Option<PathBuf>,
 }
 
 /// Resolves (and, for a guest crate, builds) a service once per process; every test of the
@@ -183,6 +204,11 @@ fn resolve_uncached(name: &str) -> Result<ResolvedService, EdgeError> {
         manifest,
         guest_timeout: service.guest_timeout,
         max_log_bytes: service.max_log_bytes,
+        http_cache_shim: if service.http_cache {
+            Some(guest_build::http_cache_shim_wasm()?)
+        } else {
+            None
+        },
     })
 }
 

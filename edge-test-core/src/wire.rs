@@ -29,6 +29,9 @@ pub(crate) struct SessionSpec {
     /// edge-test's own KV guest, built when `fastly.toml` declares a KV store: it carries
     /// out the test's KV changes and reads in the stores it shares with the guest.
     pub kv_guest: Option<PathBuf>,
+    /// edge-test's HTTP cache shim, merged into the guest's module (`module_rewrite`) unless
+    /// the service opted out of the HTTP cache.
+    pub http_cache_shim: Option<PathBuf>,
 }
 
 impl Default for InvocationRequest {

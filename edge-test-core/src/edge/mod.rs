@@ -97,6 +97,7 @@ impl Edge {
             fastly_toml: service.manifest.as_ref().map(|m| m.text.clone()),
             backend_addrs: mocks.addrs().clone(),
             kv_guest,
+            http_cache_shim: service.http_cache_shim.clone(),
         };
         let session = Mutex::new(Arc::new(executor::Session::start(spec.clone())?));
         Ok(Self {

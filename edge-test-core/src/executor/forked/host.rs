@@ -42,6 +42,7 @@ struct TemplateKey {
     fastly_toml: Option<String>,
     backends: Vec<String>,
     kv_guest: Option<u64>,
+    http_cache_shim: Option<u64>,
 }
 
 /// The templates, most recently used last, each compiled once (concurrent sessions wait for
@@ -298,6 +299,10 @@ fn template_for(host: &Host, spec: &SessionSpec) -> Result<Arc<Template>, EdgeEr
             Some(kv) => Some(host.templates.content_hash(kv)?),
             None => None,
         },
+        http_cache_shim: match &spec.http_cache_shim {
+            Some(shim) => Some(host.templates.content_hash(shim)?),
+            None => None,
+        },
     };
     let compiled = host.templates.slot(key, &spec.wasm);
     let template = compiled.get_or_init(|| compile_template(host, spec));
@@ -523,6 +528,7 @@ mod tests {
                 backend.parse::<SocketAddr>().unwrap(),
             )]),
             kv_guest: None,
+            http_cache_shim: None,
         }
     }
 
@@ -546,6 +552,7 @@ mod tests {
             fastly_toml: None,
             backends: Vec::new(),
             kv_guest: None,
+            http_cache_shim: None,
         }
     }
 

@@ -132,9 +132,16 @@ async fn age(ctx: &ExecuteCtx, key: &[u8], by: Duration, written: Written) -> Re
 }
 
 /// Every entry the guest or the test stored that the cache still holds, with its key.
+/// Where the HTTP cache shim keeps its hit counts (`http-cache-shim/src/meta.rs`).
+const HTTP_CACHE_HITS_PREFIX: &[u8] = b"edge-test-http-cache-hits/";
+
 pub(crate) async fn list(ctx: &ExecuteCtx, ledger: &CacheLedger) -> Result<Vec<Value>, String> {
     let mut entries = Vec::new();
     for (key, _) in ledger.keys() {
+        // The HTTP cache's hit counts are edge-test's bookkeeping, not the guest's entries.
+        if key.starts_with(HTTP_CACHE_HITS_PREFIX) {
+            continue;
+        }
         let mut entry = read(ctx, ledger, &key).await?;
         if let Value::Object(fields) = &mut entry {
             fields.insert("key".to_owned(), Value::from(key));

@@ -57,8 +57,16 @@ impl CompiledGuest {
         // Dynamic backends redirected to the test's mocks (`module_rewrite`); a module that
         // cannot be rewritten runs as it is, its dynamic backends refused by the fence, and
         // the reason said with each refusal.
-        let (module, unredirected) = match super::module_rewrite::module_for(&spec.wasm) {
+        let shim = spec.http_cache_shim.as_deref();
+        let (module, unredirected) = match super::module_rewrite::module_for(&spec.wasm, shim) {
             Ok(module) => (module, None),
+            // Without the shim the guest's HTTP cache would silently pass everything through.
+            Err(why) if shim.is_some() && super::module_rewrite::imports_http_cache(&spec.wasm) => {
+                return Err(load_error(format!(
+                    "edge-test cannot give it Fastly's HTTP cache: {why}. \
+                     `Service::http_cache(false)` runs it without one (every send passes)"
+                )));
+            }
             Err(why) => (spec.wasm.clone(), Some(why)),
         };
         let ctx = build_context(spec, &module, config, settings, &logs)?;

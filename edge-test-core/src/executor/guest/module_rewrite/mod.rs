@@ -39,6 +39,7 @@
 mod cache_calls;
 mod downstream;
 mod dynamic_backend;
+mod http_cache;
 mod ir;
 
 use std::path::{Path, PathBuf};
@@ -55,11 +56,23 @@ pub(crate) use dynamic_backend::{REPORT_ENDPOINT, SLOT_IP};
 use ir::{Ir, Shared};
 
 /// The module viceroy should compile for `wasm`: `wasm` itself, or a rewritten copy (cached
-/// under the system's temporary directory by content) when it registers dynamic backends.
+/// under the system's temporary directory by content) when it imports a call edge-test
+/// wraps, or (given `http_cache_shim`) Fastly's HTTP cache calls.
 /// `Err` says why it could not be rewritten; the caller then compiles it as it is.
-pub(crate) fn module_for(wasm: &Path) -> Result<PathBuf, String> {
+pub(crate) fn module_for(wasm: &Path, http_cache_shim: Option<&Path>) -> Result<PathBuf, String> {
     let bytes = std::fs::read(wasm).map_err(|e| format!("cannot read {}: {e}", wasm.display()))?;
-    if !imports_dynamic_backends(&bytes) {
+    let shim = match http_cache_shim {
+        Some(path) if contains(&bytes, http_cache::HTTP_CACHE_MODULE.as_bytes()) => {
+            Some(std::fs::read(path).map_err(|e| {
+                format!(
+                    "cannot read edge-test's HTTP cache shim ({}): {e}",
+                    path.display()
+                )
+            })?)
+        }
+        _ => None,
+    };
+    if !imports_dynamic_backends(&bytes) && shim.is_none() {
         return Ok(wasm.to_owned());
     }
     let bytes = if wasm.extension().is_some_and(|e| e == "wat") {
@@ -74,21 +87,15 @@ pub(crate) fn module_for(wasm: &Path) -> Result<PathBuf, String> {
     }
     let dir =
         std::env::temp_dir().join(format!("edge-test-{}", rustix::process::getuid().as_raw()));
-    let cached = dir.join(format!(
-        "{:016x}-dynamic-backends.wasm",
-        content_hash(&bytes)
-    ));
+    let hash = content_hash(&bytes) ^ shim.as_deref().map_or(0, content_hash).rotate_left(1);
+    let cached = dir.join(format!("{hash:016x}-rewritten.wasm"));
     if cached.is_file() {
         return Ok(cached);
     }
-    let rewritten = rewrite(&bytes)?;
+    let rewritten = rewrite(&bytes, shim.as_deref())?;
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     // Written whole, then renamed: a concurrent compile sees the old name or the whole file.
-    let partial = dir.join(format!(
-        ".{}-{}.partial",
-        std::process::id(),
-        content_hash(&bytes)
-    ));
+    let partial = dir.join(format!(".{}-{hash:016x}.partial", std::process::id()));
     std::fs::write(&partial, rewritten)
         .and_then(|()| std::fs::rename(&partial, &cached))
         .map_err(|e| format!("cannot write {}: {e}", cached.display()))?;
@@ -105,7 +112,7 @@ fn content_hash(bytes: &[u8]) -> u64 {
 }
 
 /// Bumped whenever `rewrite` changes what it writes.
-const REWRITE_VERSION: u32 = 3;
+const REWRITE_VERSION: u32 = 4;
 
 /// Whether the module may import a call edge-test wraps: its module's or its name appears
 /// in the bytes (a module without them is never parsed; `rewrite` checks the imports).
@@ -116,7 +123,17 @@ fn imports_dynamic_backends(bytes: &[u8]) -> bool {
         b"downstream_",
     ]
     .iter()
-    .any(|name| bytes.windows(name.len()).any(|window| window == *name))
+    .any(|name| contains(bytes, name))
+}
+
+/// Whether the module at `wasm` may import Fastly's HTTP cache calls.
+pub(crate) fn imports_http_cache(wasm: &Path) -> bool {
+    std::fs::read(wasm)
+        .is_ok_and(|bytes| contains(&bytes, http_cache::HTTP_CACHE_MODULE.as_bytes()))
+}
+
+fn contains(bytes: &[u8], name: &[u8]) -> bool {
+    bytes.windows(name.len()).any(|window| window == name)
 }
 
 /// Reads a report's field back: two hex digits a byte, as the wrappers write them.
@@ -130,11 +147,26 @@ pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// The module with its `register_dynamic_backend` import wrapped (see the module's docs)
-/// and its core-cache writes and lookups reported.
-pub(crate) fn rewrite(bytes: &[u8]) -> Result<Vec<u8>, String> {
+/// The module with its `register_dynamic_backend` import wrapped (see the module's docs),
+/// its core-cache writes and lookups reported, and (given `http_cache_shim`) its HTTP cache
+/// calls answered by the shim.
+pub(crate) fn rewrite(bytes: &[u8], http_cache_shim: Option<&[u8]>) -> Result<Vec<u8>, String> {
     let mut module =
         Module::from_buffer(bytes).map_err(|e| format!("walrus cannot read the module: {e}"))?;
+    let memory = module
+        .exports
+        .iter()
+        .find_map(|e| match e.item {
+            walrus::ExportItem::Memory(m) if e.name == "memory" => Some(m),
+            _ => None,
+        })
+        .ok_or("the module exports no `memory`")?;
+    let stack_pointer = stack_pointer(&module).ok_or("the module has no `__stack_pointer`")?;
+    // First: the shim's own core-cache calls are then wrapped with the guest's.
+    let http_cache_calls = match http_cache_shim {
+        Some(shim) => http_cache::merge(&mut module, shim, memory, stack_pointer)?,
+        None => 0,
+    };
     let dynamic = module
         .imports
         .get_func("fastly_http_req", "register_dynamic_backend")
@@ -156,18 +188,9 @@ pub(crate) fn rewrite(bytes: &[u8]) -> Result<Vec<u8>, String> {
             Some((id, *name, *key))
         })
         .collect();
-    if dynamic.is_none() && cache_calls.is_empty() && facts.is_empty() {
+    if dynamic.is_none() && cache_calls.is_empty() && facts.is_empty() && http_cache_calls == 0 {
         return Err("the module imports none of the calls edge-test wraps".to_owned());
     }
-    let memory = module
-        .exports
-        .iter()
-        .find_map(|e| match e.item {
-            walrus::ExportItem::Memory(m) if e.name == "memory" => Some(m),
-            _ => None,
-        })
-        .ok_or("the module exports no `memory`")?;
-    let stack_pointer = stack_pointer(&module).ok_or("the module has no `__stack_pointer`")?;
     let i32x3 = module.types.add(&[ValType::I32; 3], &[ValType::I32]);
     let i32x4 = module.types.add(&[ValType::I32; 4], &[ValType::I32]);
     let import =
@@ -295,7 +318,7 @@ mod tests {
 
     #[test]
     fn the_import_is_wrapped_and_called_through() {
-        let rewritten = rewrite(&wat::parse_str(GUEST).unwrap()).unwrap();
+        let rewritten = rewrite(&wat::parse_str(GUEST).unwrap(), None).unwrap();
         assert_eq!(
             imports(&rewritten),
             [
@@ -328,7 +351,7 @@ mod tests {
     #[test]
     fn a_module_without_a_shadow_stack_is_refused_with_the_reason() {
         let guest = GUEST.replace("(global $__stack_pointer (mut i32) (i32.const 65536))", "");
-        let error = rewrite(&wat::parse_str(guest).unwrap()).unwrap_err();
+        let error = rewrite(&wat::parse_str(guest).unwrap(), None).unwrap_err();
         assert_eq!(error, "the module has no `__stack_pointer`");
     }
 
@@ -338,12 +361,16 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let plain = dir.join("plain.wat");
         std::fs::write(&plain, "(module (memory (export \"memory\") 1))").unwrap();
-        assert_eq!(module_for(&plain).unwrap(), plain);
+        assert_eq!(module_for(&plain, None).unwrap(), plain);
         let guest = dir.join("guest.wat");
         std::fs::write(&guest, GUEST).unwrap();
-        let rewritten = module_for(&guest).unwrap();
+        let rewritten = module_for(&guest, None).unwrap();
         assert_ne!(rewritten, guest);
-        assert_eq!(module_for(&guest).unwrap(), rewritten, "cached by content");
+        assert_eq!(
+            module_for(&guest, None).unwrap(),
+            rewritten,
+            "cached by content"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
