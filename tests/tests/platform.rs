@@ -733,12 +733,13 @@ mod dynamic_backends {
 
     #[edge_test(service = "misbehave")]
     async fn two_dynamic_backends_in_one_request_reach_their_own_mocks(edge: Edge) {
+        // Uncacheable: the second request must reach the mocks, not the HTTP cache.
         Mock::given(path("/one"))
-            .respond_with(Reply::text(200, "one"))
+            .respond_with(Reply::text(200, "one").header("cache-control", "private"))
             .expect(2)
             .mount(&edge.dynamic_backend("a.example.com:80"));
         Mock::given(path("/two"))
-            .respond_with(Reply::text(200, "two"))
+            .respond_with(Reply::text(200, "two").header("cache-control", "private"))
             .expect(2)
             .mount(&edge.dynamic_backend("b.example.com:80"));
         let response = edge

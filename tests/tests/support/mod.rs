@@ -50,3 +50,7 @@ edge_test::register_service!("dynamic-by-ip", || Service::wasm(
 edge_test::register_service!("dynamic-by-name", || Service::wasm(
     "fixtures/dynamic-backend-by-name.wat"
 ));
+edge_test::register_service!("http-cache", || Service::guest_crate("guests/http-cache"));
+edge_test::register_service!("http-cache-off", || {
+    Service::guest_crate("guests/http-cache").http_cache(false)
+});
