@@ -26,6 +26,7 @@ walrus = "0.27"'
   echo "use edge_test::mock::{Mock, Reply, matchers::path};"
   echo "use edge_test::{Edge, Service, edge_test};"
   echo "edge_test::register_service!(\"todo\", || Service::guest_crate(\"$root/examples/todo/guest\"));"
+  echo "edge_test::register_service!(\"todo-uncached\", || Service::guest_crate(\"$root/examples/todo/guest\").http_cache(false));"
   for i in $(seq 1 "$tests"); do
     cat <<RS
 #[edge_test(service = "todo")]
@@ -60,6 +61,37 @@ async fn platform_todo_$i(edge: Edge) {
 }
 RS
   done
+  # The suite with the HTTP cache off (viceroy's pass-through, what edge-test did before it
+  # had one), and a variant whose guest serves its second request from the readthrough cache.
+  for i in $(seq 1 "$tests"); do
+    cat <<RS
+#[edge_test(service = "todo-uncached")]
+async fn passthrough_todo_$i(edge: Edge) {
+    Mock::given(path("/todos/$i"))
+        .respond_with(Reply::json(200, &serde_json::json!({ "id": $i, "title": "bench" })))
+        .expect(1)
+        .mount(&edge.backend("origin"));
+    assert_eq!(edge.get("/todos/$i").send().await.header("x-cache"), Some("MISS"));
+    assert_eq!(edge.get("/todos/$i").send().await.header("x-cache"), Some("HIT"));
+    assert_eq!(edge.put("/notes/n$i").text("note").send().await.status(), 204);
+    assert_eq!(edge.get("/notes/n$i").send().await.text(), "note");
+}
+#[edge_test(service = "todo")]
+async fn readthrough_todo_$i(edge: Edge) {
+    Mock::given(path("/todos"))
+        .respond_with(
+            Reply::json(200, &serde_json::json!([{ "id": $i, "title": "bench" }]))
+                .header("cache-control", "max-age=60"),
+        )
+        .expect(1)
+        .mount(&edge.backend("origin"));
+    assert_eq!(edge.get("/feed").send().await.status(), 200);
+    assert_eq!(edge.get("/feed").send().await.status(), 200);
+    assert_eq!(edge.put("/notes/n$i").text("note").send().await.status(), 204);
+    assert_eq!(edge.get("/notes/n$i").send().await.text(), "note");
+}
+RS
+  done
   # The floor: the same number of tests in the same binary, doing nothing. What a runner
   # costs per test process before any edge-test code runs.
   for i in $(seq 1 "$tests"); do
@@ -80,7 +112,8 @@ cargo nextest run --no-run >/dev/null 2>&1 || true
 cargo build --quiet --example latency --example boundary --example http_cache_routes
 # BENCH_ONLY=boundary (large outputs) or BENCH_ONLY=latency (overhead, latency, memory):
 # only that example's figures, in a minute or two rather than eight.
-if [ -n "${BENCH_ONLY:-}" ] && [ "$BENCH_ONLY" != platform ] && [ "$BENCH_ONLY" != scope ]; then
+if [ -n "${BENCH_ONLY:-}" ] && [ "$BENCH_ONLY" != platform ] && [ "$BENCH_ONLY" != scope ] \
+  && [ "$BENCH_ONLY" != http_cache ]; then
   cargo run --quiet --example "$BENCH_ONLY"; exit 0
 fi
 # Warm the guest build, so that no run pays for it.
@@ -99,6 +132,20 @@ if [ "${BENCH_ONLY:-}" = scope ]; then
     timed "host per binary      cargo test:       " env EDGE_TEST_HOST_SCOPE=binary cargo test --quiet -- cached_todo_
     timed "host per machine     cargo nextest run:" nextest cached_todo_
     timed "host per binary      cargo nextest run:" env EDGE_TEST_HOST_SCOPE=binary cargo nextest run --no-fail-fast --test-threads "$(nproc)" -E "test(/^cached_todo_/)"
+  done
+  exit 0
+fi
+# BENCH_ONLY=http_cache: the suite with edge-test's HTTP cache merged into the guest (the
+# default) and without it (before), and the readthrough variant, alternating, in one run.
+if [ "${BENCH_ONLY:-}" = http_cache ]; then
+  cargo test --quiet -- --exact passthrough_todo_1 >/dev/null
+  for run in $(seq 1 "$runs"); do
+    timed "HTTP cache on        cargo test:       " edge_tests cached_todo_
+    timed "HTTP cache off       cargo test:       " edge_tests passthrough_todo_
+    timed "readthrough variant  cargo test:       " edge_tests readthrough_todo_
+    timed "HTTP cache on        cargo nextest run:" nextest cached_todo_
+    timed "HTTP cache off       cargo nextest run:" nextest passthrough_todo_
+    timed "readthrough variant  cargo nextest run:" nextest readthrough_todo_
   done
   exit 0
 fi

@@ -22,7 +22,7 @@ use walrus::ir::{
 };
 use walrus::{
     ConstExpr, DataId, DataKind, ElementId, FunctionBuilder, FunctionId, FunctionKind, GlobalId,
-    GlobalKind, ImportKind, LocalFunction, LocalId, MemoryId, Module, TableId, TypeId,
+    GlobalKind, ImportKind, LocalFunction, LocalId, MemoryId, Module, TableId, TypeId, ValType,
 };
 
 /// The module whose imports the shim replaces.
@@ -50,11 +50,12 @@ pub(super) fn merge(
     }
     let shim = Module::from_buffer(shim)
         .map_err(|e| format!("walrus cannot read edge-test's HTTP cache shim: {e}"))?;
-    let funcs = {
+    let (funcs, ensure_data) = {
         let mut merge = Merge::new(module, &shim, guest_memory, stack_pointer)?;
-        merge.data();
+        let placed = merge.data()?;
         merge.functions()?;
-        merge.funcs
+        let ensure_data = merge.ensure_data(&placed);
+        (merge.funcs, ensure_data)
     };
     let exports: HashMap<&str, FunctionId> = shim
         .exports
@@ -82,6 +83,7 @@ pub(super) fn merge(
         }
         module
             .replace_imported_func(import, |(body, args)| {
+                body.call(ensure_data);
                 for arg in args {
                     body.local_get(*arg);
                 }
@@ -420,22 +422,49 @@ impl<'a> Merge<'a> {
         })
     }
 
-    /// The shim's data segments, into its memory.
-    fn data(&mut self) {
+    /// The shim's data segments, as passive segments that `ensure_data` copies into place at
+    /// the shim's first call in an instance. (As active segments, they would stretch the
+    /// memory image wasmtime maps for every instance over the guest's whole stack region,
+    /// and every test's first request measurably slower, HTTP cache used or not.)
+    fn data(&mut self) -> Result<Vec<(i32, u32, DataId)>, String> {
+        let mut placed = Vec::new();
         for data in self.shim.data.iter() {
-            let kind = match &data.kind {
-                DataKind::Active { offset, .. } => DataKind::Active {
-                    memory: self.memory,
-                    offset: match offset {
-                        ConstExpr::Global(g) => ConstExpr::Global(self.globals[g]),
-                        other => other.clone(),
-                    },
-                },
-                DataKind::Passive => DataKind::Passive,
-            };
-            let id = self.module.data.add(kind, data.value.clone());
+            let id = self.module.data.add(DataKind::Passive, data.value.clone());
             self.data.insert(data.id(), id);
+            if let DataKind::Active { offset, .. } = &data.kind {
+                let ConstExpr::Value(walrus::ir::Value::I32(at)) = offset else {
+                    return Err("edge-test's HTTP cache shim places data at no constant".into());
+                };
+                placed.push((*at, data.value.len() as u32, id));
+            }
         }
+        Ok(placed)
+    }
+
+    /// A function that copies the shim's data into place, once per instance.
+    fn ensure_data(&mut self, placed: &[(i32, u32, DataId)]) -> FunctionId {
+        let copied = self.module.globals.add_local(
+            ValType::I32,
+            true,
+            false,
+            ConstExpr::Value(walrus::ir::Value::I32(0)),
+        );
+        let memory = self.memory;
+        let mut builder = FunctionBuilder::new(&mut self.module.types, &[], &[]);
+        builder.func_body().global_get(copied).if_else(
+            None,
+            |_| {},
+            |copy| {
+                for (at, len, data) in placed {
+                    copy.i32_const(*at)
+                        .i32_const(0)
+                        .i32_const(*len as i32)
+                        .memory_init(memory, *data);
+                }
+                copy.i32_const(1).global_set(copied);
+            },
+        );
+        builder.finish(Vec::new(), &mut self.module.funcs)
     }
 }
 
