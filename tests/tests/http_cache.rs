@@ -608,3 +608,45 @@ async fn without_the_http_cache_a_hook_fails_as_viceroy_fails_it(edge: Edge) {
         response.text()
     );
 }
+
+#[edge_test(service = "http-cache")]
+async fn a_difference_from_production_is_named_in_the_logs_when_it_happens(edge: Edge) {
+    let calls = counting_origin(
+        &edge,
+        "/resilient",
+        &[("cache-control", "max-age=10, stale-if-error=300")],
+    );
+    edge.get("/get/resilient").send().await;
+    edge.cache().advance(Duration::from_secs(20));
+    // Two identical sends while the object is only usable if the origin fails: the first
+    // refetches; the second, in production, would wait for it.
+    let pair = edge.get("/pair/resilient").send().await;
+    let mut bodies: Vec<&str> = pair.text().split(',').collect();
+    bodies.sort();
+    assert_eq!(
+        bodies,
+        ["v1", "v2"],
+        "one refetched, one served the stale copy"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let named = pair.logs().endpoint("edge-test:http-cache");
+    assert_eq!(named.len(), 1, "{named:?}");
+    assert!(named[0].starts_with("stale-if-error: "), "{}", named[0]);
+}
+
+#[edge_test(service = "http-cache")]
+async fn a_guest_whose_stack_reaches_the_http_cache_is_stopped_saying_so(edge: Edge) {
+    origin(&edge, "/deep", Reply::text(200, "deep"));
+    let shallow = edge.get("/deep/600/deep").send().await;
+    assert_eq!(shallow.text(), "deep");
+    let failure = edge
+        .get("/deep/110/deep")
+        .try_send()
+        .await
+        .expect_err("stopped");
+    let text = failure.to_string();
+    assert!(
+        text.contains("edge-test:http-cache :: stack: the guest's stack grew into the memory"),
+        "{text}"
+    );
+}

@@ -157,6 +157,11 @@ fn main(client: Request) -> Result<Response, Error> {
             return Ok(Response::from_body(bodies.join(",")));
         }
         ["async", ..] => backend_request(&rest(1)).send_async(ORIGIN)?.wait()?,
+        // A guest whose stack has grown down to `kib` KiB by the time it sends.
+        ["deep", kib, ..] => {
+            let request = backend_request(&rest(2));
+            deep(kib.parse()?, &mut Some(request))?
+        }
         ["purge", key] => {
             fastly::http::purge::purge_surrogate_key(key)?;
             return Ok(Response::from_body("purged"));
@@ -172,5 +177,18 @@ fn main(client: Request) -> Result<Response, Error> {
     if let Some(age) = age {
         response.set_header("x-guest-age", age);
     }
+    Ok(response)
+}
+
+/// Recurses until its frames lie below `kib` KiB of the memory (the shadow stack grows
+/// down from 1 MiB), then sends.
+fn deep(kib: usize, request: &mut Option<Request>) -> Result<Response, Error> {
+    let pad = std::hint::black_box([0u8; 1024]);
+    if (&pad as *const u8 as usize) < kib * 1024 {
+        let request = request.take().expect("sent once");
+        return Ok(request.send(ORIGIN)?);
+    }
+    let response = deep(kib, request)?;
+    std::hint::black_box(&pad);
     Ok(response)
 }
