@@ -11,6 +11,7 @@
 #![deny(unsafe_code)]
 
 mod backend_request;
+pub mod cassette;
 mod edge;
 mod error;
 mod executor;

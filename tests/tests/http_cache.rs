@@ -560,7 +560,7 @@ async fn starts_empty(edge: Edge) {
 
 #[edge_test(service = "http-cache")]
 async fn http_cache_entries_are_listed_with_the_core_cache(edge: Edge) {
-    origin(
+    let calls = origin(
         &edge,
         "/listed",
         Reply::text(200, "listed body")
@@ -569,6 +569,7 @@ async fn http_cache_entries_are_listed_with_the_core_cache(edge: Edge) {
     );
     edge.get("/get/listed").send().await;
     edge.get("/get/listed").send().await;
+    assert_eq!(calls(), 1);
     let entries = edge.cache().entries().await;
     let keys: Vec<String> = entries
         .keys()
@@ -636,9 +637,10 @@ async fn a_difference_from_production_is_named_in_the_logs_when_it_happens(edge:
 
 #[edge_test(service = "http-cache")]
 async fn a_guest_whose_stack_reaches_the_http_cache_is_stopped_saying_so(edge: Edge) {
-    origin(&edge, "/deep", Reply::text(200, "deep"));
+    let calls = origin(&edge, "/deep", Reply::text(200, "deep"));
     let shallow = edge.get("/deep/600/deep").send().await;
     assert_eq!(shallow.text(), "deep");
+    assert_eq!(calls(), 1);
     let failure = edge
         .get("/deep/110/deep")
         .try_send()

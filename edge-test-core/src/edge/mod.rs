@@ -71,6 +71,8 @@ struct EdgeInner {
     abandoned: Mutex<Option<(usize, String)>>,
     /// One invocation at a time: logs and backend calls are attributed by invocation.
     turn: tokio::sync::Mutex<()>,
+    /// The cassettes on its backends, finished (written, or checked) when the test passes.
+    tapes: Mutex<Vec<Arc<crate::cassette::Tape>>>,
 }
 
 impl Edge {
@@ -117,6 +119,7 @@ impl Edge {
                 platform_changes: Mutex::new(Vec::new()),
                 downstream_facts: Default::default(),
                 turn: tokio::sync::Mutex::new(()),
+                tapes: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -219,6 +222,54 @@ impl Edge {
         if let Some(report) = self.inner.mocks.unmet_expectations() {
             panic!("{report}");
         }
+        for tape in crate::sync::lock(&self.inner.tapes).iter() {
+            if let Err(failure) = tape.finish() {
+                panic!("{failure}");
+            }
+        }
+    }
+
+    /// Serves backend `name`'s requests that no mock matches from a cassette: replayed from
+    /// its file (the default), or recorded from the real origin and written when the test
+    /// passes. See [`Cassette`](crate::cassette::Cassette). Panics, naming the problem and
+    /// the fix, for a backend the service does not declare, a missing or unreadable
+    /// cassette, or recording while `CI` is set.
+    ///
+    /// ```no_run
+    /// # async fn doc(edge: edge_test_core::Edge) {
+    /// use edge_test_core::cassette::Cassette;
+    /// edge.cassette("origin", Cassette::new());
+    /// let todos = edge.get("/todos/1").send().await; // answered as the origin once did
+    /// # let _ = todos;
+    /// # }
+    /// ```
+    pub fn cassette(
+        &self,
+        name: &str,
+        cassette: crate::cassette::Cassette,
+    ) -> crate::cassette::CassetteHandle {
+        let _ = self.backend(name);
+        let url = self.inner.service.manifest.as_ref().and_then(|m| {
+            let parsed: toml::Table = m.text.parse().ok()?;
+            parsed
+                .get("local_server")?
+                .get("backends")?
+                .get(name)?
+                .get("url")?
+                .as_str()
+                .map(str::to_owned)
+        });
+        let handle = crate::cassette::open(
+            cassette,
+            self.service(),
+            &self.inner.test,
+            name,
+            url.as_deref(),
+        )
+        .unwrap_or_else(|e| panic!("edge-test: {e}"));
+        self.inner.mocks.set_cassette(name, handle.tape());
+        crate::sync::lock(&self.inner.tapes).push(handle.tape());
+        handle
     }
 
     fn next_invocation(&self, builder: &RequestBuilder) -> (usize, InvocationRequest) {

@@ -13,6 +13,7 @@ use super::reply::Fault;
 use super::verification::{MockFailure, Seen, UnmetExpectations, UnmetOnBackend};
 use super::{Mock, Reply, Responder};
 use crate::backend_request::{BackendRequest, DynamicBackend};
+use crate::cassette::{CassetteRequest, Served, Tape};
 use crate::error::EdgeError;
 use crate::wire::DynamicRegistration;
 
@@ -34,6 +35,15 @@ struct MockState {
 #[derive(Default)]
 struct BackendState {
     mocks: MockSet,
+    /// Where requests no mock matches go, if the test put a cassette on the backend.
+    cassette: Option<Arc<Tape>>,
+}
+
+/// How a backend answers a request.
+enum Choice {
+    Reply(Reply),
+    /// Recording a cassette: forward to the origin, and write the exchange down.
+    Forward(Arc<Tape>, String, CassetteRequest),
 }
 
 /// A test's mock servers, one per backend the service declares.
@@ -150,6 +160,17 @@ impl MockHub {
             })
     }
 
+    /// Puts `tape` on declared backend `name`; `false` if the service declares no such backend.
+    pub(crate) fn set_cassette(&self, name: &str, tape: Arc<Tape>) -> bool {
+        match lock(&self.state).backends.get_mut(name) {
+            Some(backend) => {
+                backend.cassette = Some(tape);
+                true
+            }
+            None => false,
+        }
+    }
+
     pub(crate) fn backend_names(&self) -> Vec<String> {
         self.addrs.keys().cloned().collect()
     }
@@ -261,8 +282,8 @@ async fn serve(
 ) -> Result<hyper::Response<hyper::Body>, DroppedByMock> {
     let (parts, body) = req.into_parts();
     let body = hyper::body::to_bytes(body).await.unwrap_or_default();
-    let reply = record_and_choose(&state, backend, None, parts, body);
-    answer(reply).await
+    let choice = record_and_choose(&state, backend, None, parts, body);
+    answer(choice).await
 }
 
 /// The listener redirected dynamic-backend connections reach: each starts with one JSON
@@ -318,8 +339,8 @@ async fn serve_dynamic(state: Arc<Mutex<MockState>>, stream: tokio::net::TcpStre
             let (parts, body) = req.into_parts();
             let body = hyper::body::to_bytes(body).await.unwrap_or_default();
             let target = mocked_target(&state, &registration);
-            let reply = record_and_choose(&state, target, Some(registration), parts, body);
-            answer(reply).await
+            let choice = record_and_choose(&state, target, Some(registration), parts, body);
+            answer(choice).await
         }
     });
     let _ = hyper::server::conn::Http::new()
@@ -347,15 +368,29 @@ fn mocked_target(state: &Mutex<MockState>, registration: &DynamicRegistration) -
     }
 }
 
-/// Records the request and picks the answer: the first mounted mock that matches, or a 500
-/// and a reported failure. Synchronous, so no lock is ever held across an await.
+/// Records the request and picks the answer: the first mounted mock that matches, else the
+/// backend's cassette, else a 500 and a reported failure. Synchronous, so no lock is ever
+/// held across an await.
 fn record_and_choose(
     state: &Mutex<MockState>,
     backend: String,
     dynamic: Option<DynamicRegistration>,
     parts: hyper::http::request::Parts,
     body: bytes::Bytes,
-) -> Reply {
+) -> Choice {
+    Choice::Reply(match choose(state, backend, dynamic, parts, body) {
+        Ok(choice) => return choice,
+        Err(reply) => reply,
+    })
+}
+
+fn choose(
+    state: &Mutex<MockState>,
+    backend: String,
+    dynamic: Option<DynamicRegistration>,
+    parts: hyper::http::request::Parts,
+    body: bytes::Bytes,
+) -> Result<Choice, Reply> {
     let (method, headers) = match (
         crate::wire::method_from_hyper(&parts.method),
         crate::wire::headers_from_hyper(&parts.headers),
@@ -366,7 +401,7 @@ fn record_and_choose(
                 backend,
                 reason: e.to_string(),
             });
-            return Reply::text(500, format!("edge-test: invalid {e}"));
+            return Err(Reply::text(500, format!("edge-test: invalid {e}")));
         }
     };
     let mut guard = lock(state);
@@ -390,13 +425,13 @@ fn record_and_choose(
                     target: registration.target.clone(),
                     request: seen(&request),
                 });
-                return Reply::text(
+                return Err(Reply::text(
                     502,
                     format!(
                         "edge-test: no mock for dynamic backend target {}",
                         registration.target
                     ),
-                );
+                ));
             }
         }
     } else {
@@ -406,7 +441,24 @@ fn record_and_choose(
             .expect("a mock server serves a declared backend")
     };
     let chosen = backend_state.mocks.choose(&request);
-    match chosen {
+    let cassette = backend_state.cassette.clone();
+    if let (None, Some(tape)) = (&chosen, cassette) {
+        drop(guard);
+        let live = cassette_request(&request);
+        return match tape.serve(live.clone()) {
+            Served::Forward(origin) => Ok(Choice::Forward(tape, origin, live)),
+            Served::Replayed(Ok(reply)) => Ok(Choice::Reply(reply)),
+            Served::Replayed(Err((report, reply))) => {
+                lock(state).failures.push(MockFailure::Cassette {
+                    backend,
+                    request: seen(&request),
+                    report,
+                });
+                Ok(Choice::Reply(reply))
+            }
+        };
+    }
+    Ok(Choice::Reply(match chosen {
         Some(Responder::Canned(reply)) => reply,
         Some(Responder::Computed(respond)) => {
             drop(guard);
@@ -448,10 +500,34 @@ fn record_and_choose(
             });
             reply
         }
+    }))
+}
+
+/// A request as a cassette holds it.
+fn cassette_request(request: &BackendRequest) -> CassetteRequest {
+    CassetteRequest {
+        method: request.method.to_string(),
+        path: request.path.clone(),
+        query: request.query.clone(),
+        headers: request
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: request.body.to_vec(),
     }
 }
 
-async fn answer(reply: Reply) -> Result<hyper::Response<hyper::Body>, DroppedByMock> {
+async fn answer(choice: Choice) -> Result<hyper::Response<hyper::Body>, DroppedByMock> {
+    let reply = match choice {
+        Choice::Reply(reply) => reply,
+        Choice::Forward(tape, origin, request) => tape.forward(&origin, request).await,
+    };
     if let Some(delay) = reply.delay {
         tokio::time::sleep(delay).await;
     }

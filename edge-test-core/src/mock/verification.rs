@@ -33,6 +33,12 @@ pub(crate) enum MockFailure {
     },
     /// A request edge-test's own types cannot hold (a bug of edge-test's).
     Unrepresentable { backend: String, reason: String },
+    /// A request no mock matched, and the backend's cassette could not answer.
+    Cassette {
+        backend: String,
+        request: Seen,
+        report: String,
+    },
     /// A dynamic backend to a target the test mounted no mocks for.
     UnmockedDynamic {
         name: String,
@@ -44,6 +50,16 @@ pub(crate) enum MockFailure {
 impl fmt::Display for MockFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            MockFailure::Cassette {
+                backend,
+                request,
+                report,
+            } => write!(
+                f,
+                "edge-test: backend `{backend}` received {} (invocation {}), which no mock \
+                 matched and its {report}",
+                request.summary, request.invocation
+            ),
             MockFailure::Unmatched {
                 backend,
                 dynamic,

@@ -1,7 +1,18 @@
 //! Shared by the test binaries of this crate: `mod support;` registers every service.
 use edge_test::Service;
 
+pub mod origin;
 pub mod process;
+
+/// The message of a caught panic.
+#[allow(dead_code)]
+pub fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default()
+}
 
 /// Where an edge's guest runs: hidden from the public API, for these tests only.
 #[allow(dead_code)]
@@ -53,4 +64,13 @@ edge_test::register_service!("dynamic-by-name", || Service::wasm(
 edge_test::register_service!("http-cache", || Service::guest_crate("guests/http-cache"));
 edge_test::register_service!("http-cache-off", || {
     Service::guest_crate("guests/http-cache").http_cache(false)
+});
+// Every request reaches its backend (cassette tests count them): no HTTP cache.
+edge_test::register_service!("misbehave-uncached", || {
+    Service::guest_crate("guests/misbehave").http_cache(false)
+});
+edge_test::register_service!("misbehave-uncached-impatient", || {
+    Service::guest_crate("guests/misbehave")
+        .http_cache(false)
+        .guest_timeout(std::time::Duration::from_secs(1))
 });

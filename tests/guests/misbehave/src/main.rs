@@ -78,15 +78,17 @@ fn main() {
             }
         }
         ["backend", rest @ ..] => {
-            // Forwards the method, query, body and `x-forward` header, so that tests can
+            // Forwards the method, query, body, `x-forward` and `authorization`, so that tests can
             // match mocks on each of them.
             let mut url = format!("https://api.example.com/{}", rest.join("/"));
             if let Some(query) = req.get_query_str() {
                 url = format!("{url}?{query}");
             }
             let mut upstream = Request::new(req.get_method().clone(), url);
-            if let Some(value) = req.get_header_str("x-forward") {
-                upstream.set_header("x-forward", value);
+            for name in ["x-forward", "authorization"] {
+                if let Some(value) = req.get_header_str(name) {
+                    upstream.set_header(name, value);
+                }
             }
             let mut req = req;
             upstream.set_body(req.take_body_bytes());
