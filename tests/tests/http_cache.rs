@@ -652,3 +652,26 @@ async fn a_guest_whose_stack_reaches_the_http_cache_is_stopped_saying_so(edge: E
         "{text}"
     );
 }
+
+#[test]
+fn a_guest_the_http_cache_cannot_be_merged_into_is_refused_saying_how_to_opt_out() {
+    let failure = Edge::start("http-cache-low-stack", "http_cache::refused")
+        .err()
+        .expect("refused at load");
+    let text = failure.to_string();
+    assert!(
+        text.contains("edge-test cannot give it Fastly's HTTP cache"),
+        "{text}"
+    );
+    assert!(
+        text.contains("its shadow stack starts at 0x10000: too low"),
+        "{text}"
+    );
+    assert!(
+        text.contains("`Service::http_cache(false)` runs it without one"),
+        "{text}"
+    );
+
+    let edge = Edge::start("http-cache-low-stack-off", "http_cache::opted_out").unwrap();
+    assert_eq!(edge.get("/").send_blocking().status(), 200);
+}

@@ -213,6 +213,37 @@ fn items(call: impl Fn(GuestPtr, u32, u32, GuestPtr, GuestPtr) -> Status) -> Vec
 /// A request's or a response's headers, in order, each value apart.
 pub type Headers = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// Every header of a request or a response, through its `header_names_get` and
+/// `header_values_get` (given the guest addresses of the buffers, as `items` passes them).
+fn headers_of(
+    names_get: impl Fn(GuestPtr, u32, u32, GuestPtr, GuestPtr) -> Status,
+    values_get: impl Fn(GuestPtr, u32, GuestPtr, u32, u32, GuestPtr, GuestPtr) -> Status,
+) -> Headers {
+    let mut headers = Vec::new();
+    for name in items(names_get) {
+        let mut scratch = Scratch::new();
+        let at = scratch.put(&name);
+        let len = name.len() as u32;
+        for value in
+            items(|buf, cap, cursor, ending, n| values_get(at, len, buf, cap, cursor, ending, n))
+        {
+            headers.push((name.clone(), value));
+        }
+    }
+    headers
+}
+
+/// Appends a header through a request's or a response's `header_append`.
+fn append_with(
+    append: impl FnOnce(GuestPtr, u32, GuestPtr, u32) -> Status,
+    name: &[u8],
+    value: &[u8],
+) -> Result<(), Status> {
+    let mut scratch = Scratch::new();
+    let (n, v) = (scratch.put(name), scratch.put(value));
+    check(append(n, name.len() as u32, v, value.len() as u32))
+}
+
 pub mod req {
     use super::*;
 
@@ -256,31 +287,25 @@ pub mod req {
         check(unsafe { sys::req_version_set(req, version) })
     }
     pub fn headers(req: u32) -> Headers {
-        // SAFETY: viceroy reads and writes only the buffers the arguments name, which
-        // the scratch holds for the call.
-        let names = items(|buf, len, cursor, ending, n| unsafe {
-            sys::req_header_names_get(req, buf, len, cursor, ending, n)
-        });
-        let mut headers = Vec::new();
-        for name in names {
-            let mut scratch = Scratch::new();
-            let at = scratch.put(&name);
+        headers_of(
             // SAFETY: viceroy reads and writes only the buffers the arguments name, which
-            // the scratch holds for the call.
-            for value in items(|buf, len, cursor, ending, n| unsafe {
-                sys::req_header_values_get(req, at, name.len() as u32, buf, len, cursor, ending, n)
-            }) {
-                headers.push((name.clone(), value));
-            }
-        }
-        headers
+            // the scratch of `items` holds for the call.
+            |buf, len, cursor, ending, n| unsafe {
+                sys::req_header_names_get(req, buf, len, cursor, ending, n)
+            },
+            // SAFETY: as above.
+            |name, name_len, buf, len, cursor, ending, n| unsafe {
+                sys::req_header_values_get(req, name, name_len, buf, len, cursor, ending, n)
+            },
+        )
     }
     pub fn append_header(req: u32, name: &[u8], value: &[u8]) -> Result<(), Status> {
-        let mut scratch = Scratch::new();
-        let (n, v) = (scratch.put(name), scratch.put(value));
-        // SAFETY: viceroy reads and writes only the buffers the arguments name, which
-        // the scratch holds for the call.
-        check(unsafe { sys::req_header_append(req, n, name.len() as u32, v, value.len() as u32) })
+        // SAFETY: viceroy reads only the two buffers, which `append_with` holds.
+        append_with(
+            |n, nl, v, vl| unsafe { sys::req_header_append(req, n, nl, v, vl) },
+            name,
+            value,
+        )
     }
 }
 
@@ -303,40 +328,25 @@ pub mod resp {
         check(unsafe { sys::resp_status_set(resp, u32::from(status)) })
     }
     pub fn headers(resp: u32) -> Headers {
-        // SAFETY: viceroy reads and writes only the buffers the arguments name, which
-        // the scratch holds for the call.
-        let names = items(|buf, len, cursor, ending, n| unsafe {
-            sys::resp_header_names_get(resp, buf, len, cursor, ending, n)
-        });
-        let mut headers = Vec::new();
-        for name in names {
-            let mut scratch = Scratch::new();
-            let at = scratch.put(&name);
+        headers_of(
             // SAFETY: viceroy reads and writes only the buffers the arguments name, which
-            // the scratch holds for the call.
-            for value in items(|buf, len, cursor, ending, n| unsafe {
-                sys::resp_header_values_get(
-                    resp,
-                    at,
-                    name.len() as u32,
-                    buf,
-                    len,
-                    cursor,
-                    ending,
-                    n,
-                )
-            }) {
-                headers.push((name.clone(), value));
-            }
-        }
-        headers
+            // the scratch of `items` holds for the call.
+            |buf, len, cursor, ending, n| unsafe {
+                sys::resp_header_names_get(resp, buf, len, cursor, ending, n)
+            },
+            // SAFETY: as above.
+            |name, name_len, buf, len, cursor, ending, n| unsafe {
+                sys::resp_header_values_get(resp, name, name_len, buf, len, cursor, ending, n)
+            },
+        )
     }
     pub fn append_header(resp: u32, name: &[u8], value: &[u8]) -> Result<(), Status> {
-        let mut scratch = Scratch::new();
-        let (n, v) = (scratch.put(name), scratch.put(value));
-        // SAFETY: viceroy reads and writes only the buffers the arguments name, which
-        // the scratch holds for the call.
-        check(unsafe { sys::resp_header_append(resp, n, name.len() as u32, v, value.len() as u32) })
+        // SAFETY: viceroy reads only the two buffers, which `append_with` holds.
+        append_with(
+            |n, nl, v, vl| unsafe { sys::resp_header_append(resp, n, nl, v, vl) },
+            name,
+            value,
+        )
     }
     pub fn close(resp: u32) {
         // SAFETY: viceroy reads and writes only the buffers the arguments name, which

@@ -400,16 +400,8 @@ pub extern "C" fn shim_transaction_lookup(
     options: GuestPtr,
     out: GuestPtr,
 ) -> Status {
-    let lookup = || {
-        let key = key_for(request, options_mask, options)?;
-        let handle = cache::transaction_lookup_async(&key, request)?;
-        track(handle, Some(request), key, true, true);
-        Ok(handle)
-    };
-    match lookup() {
-        Ok(handle) => write_out(out, handle),
-        Err(status) => status,
-    }
+    // Answered at once with a busy handle (`core` waits on it when the guest asks).
+    start_lookup(request, options_mask, options, out, true)
 }
 
 #[unsafe(no_mangle)]
@@ -419,10 +411,24 @@ pub extern "C" fn shim_lookup(
     options: GuestPtr,
     out: GuestPtr,
 ) -> Status {
+    start_lookup(request, options_mask, options, out, false)
+}
+
+fn start_lookup(
+    request: u32,
+    options_mask: u32,
+    options: GuestPtr,
+    out: GuestPtr,
+    transactional: bool,
+) -> Status {
     let lookup = || {
         let key = key_for(request, options_mask, options)?;
-        let handle = cache::lookup(&key, request)?;
-        track(handle, Some(request), key, true, false);
+        let handle = if transactional {
+            cache::transaction_lookup_async(&key, request)?
+        } else {
+            cache::lookup(&key, request)?
+        };
+        track(handle, Some(request), key, true, transactional);
         Ok(handle)
     };
     match lookup() {

@@ -483,6 +483,15 @@ impl Tape {
     }
 }
 
+/// Header pairs as a cassette holds them (a value that is not UTF-8 kept lossily).
+pub(crate) fn header_pairs<'h>(
+    headers: impl Iterator<Item = (&'h str, &'h [u8])>,
+) -> Vec<(String, String)> {
+    headers
+        .map(|(name, value)| (name.to_owned(), String::from_utf8_lossy(value).into_owned()))
+        .collect()
+}
+
 impl CassetteRequest {
     pub(crate) fn summary(&self) -> String {
         match &self.query {

@@ -64,16 +64,12 @@ async fn exchange(origin: &str, request: &CassetteRequest) -> Result<CassetteRes
     let body = hyper::body::to_bytes(body).await?;
     Ok(CassetteResponse {
         status: parts.status.as_u16(),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
+        headers: super::header_pairs(
+            parts
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_bytes())),
+        ),
         body: body.to_vec(),
     })
 }

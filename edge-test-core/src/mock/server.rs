@@ -509,16 +509,12 @@ fn cassette_request(request: &BackendRequest) -> CassetteRequest {
         method: request.method.to_string(),
         path: request.path.clone(),
         query: request.query.clone(),
-        headers: request
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
+        headers: crate::cassette::header_pairs(
+            request
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_bytes())),
+        ),
         body: request.body.to_vec(),
     }
 }

@@ -74,3 +74,10 @@ edge_test::register_service!("misbehave-uncached-impatient", || {
         .http_cache(false)
         .guest_timeout(std::time::Duration::from_secs(1))
 });
+// A guest whose layout leaves the HTTP cache no room: refused, unless it opts out.
+edge_test::register_service!("http-cache-low-stack", || Service::wasm(
+    "fixtures/http-cache-low-stack.wat"
+));
+edge_test::register_service!("http-cache-low-stack-off", || {
+    Service::wasm("fixtures/http-cache-low-stack.wat").http_cache(false)
+});
