@@ -368,6 +368,7 @@ pub struct LookupOptions {
     pub service: u32,
     pub service_len: u32,
 }
+// SAFETY: `#[repr(C)]` integers only, valid for every bit pattern.
 unsafe impl Pod for LookupOptions {}
 pub const LOOKUP_REQUEST_HEADERS: u32 = 1 << 1;
 
@@ -391,6 +392,7 @@ pub struct WriteOptions {
     pub service: u32,
     pub service_len: u32,
 }
+// SAFETY: `#[repr(C)]` integers only (its padding named), valid for every bit pattern.
 unsafe impl Pod for WriteOptions {}
 const _: () = assert!(core::mem::size_of::<WriteOptions>() == 80);
 
@@ -574,6 +576,7 @@ pub mod cache {
     }
 }
 
+// SAFETY: integers, valid for every bit pattern.
 unsafe impl Pod for [u64; 2] {}
 
 /// Eight random bytes from WASI.
