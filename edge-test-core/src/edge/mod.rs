@@ -2,6 +2,7 @@
 //! What it offers of the platform besides requests and backends is in `platform`.
 
 mod platform;
+mod service_routes;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -73,6 +74,12 @@ struct EdgeInner {
     turn: tokio::sync::Mutex<()>,
     /// The cassettes on its backends, finished (written, or checked) when the test passes.
     tapes: Mutex<Vec<Arc<crate::cassette::Tape>>>,
+    /// Services started beside it in the test (`service_routes`), by name.
+    services: Mutex<std::collections::BTreeMap<String, Edge>>,
+    /// The edges its backends are routed to.
+    routes: Mutex<Vec<Edge>>,
+    /// What it answered to requests routed to it from another service's backend.
+    served: Mutex<Vec<Response>>,
 }
 
 impl Edge {
@@ -120,6 +127,9 @@ impl Edge {
                 downstream_facts: Default::default(),
                 turn: tokio::sync::Mutex::new(()),
                 tapes: Mutex::new(Vec::new()),
+                services: Mutex::new(Default::default()),
+                routes: Mutex::new(Vec::new()),
+                served: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -226,6 +236,9 @@ impl Edge {
             if let Err(failure) = tape.finish() {
                 panic!("{failure}");
             }
+        }
+        for service in self.services() {
+            service.verify();
         }
     }
 

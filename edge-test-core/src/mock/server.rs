@@ -37,6 +37,14 @@ struct BackendState {
     mocks: MockSet,
     /// Where requests no mock matches go, if the test put a cassette on the backend.
     cassette: Option<Arc<Tape>>,
+    /// Or the service that answers them (`edge::service_routes`).
+    route: Option<Arc<dyn Route>>,
+}
+
+/// Another service answering a backend: `Err` is why it could not, for the test's failure.
+/// Called on a blocking thread: the other service's invocation runs to its end.
+pub(crate) trait Route: Send + Sync {
+    fn answer(&self, request: &BackendRequest) -> Result<Reply, String>;
 }
 
 /// How a backend answers a request.
@@ -44,6 +52,8 @@ enum Choice {
     Reply(Reply),
     /// Recording a cassette: forward to the origin, and write the exchange down.
     Forward(Arc<Tape>, String, CassetteRequest),
+    /// Another service answers it.
+    Routed(Arc<dyn Route>, Box<BackendRequest>),
 }
 
 /// A test's mock servers, one per backend the service declares.
@@ -158,6 +168,13 @@ impl MockHub {
                 dynamic: false,
                 state: self.state.clone(),
             })
+    }
+
+    /// Routes declared backend `name` to another service.
+    pub(crate) fn set_route(&self, name: &str, route: Arc<dyn Route>) {
+        if let Some(backend) = lock(&self.state).backends.get_mut(name) {
+            backend.route = Some(route);
+        }
     }
 
     /// Puts `tape` on declared backend `name`; `false` if the service declares no such backend.
@@ -283,7 +300,7 @@ async fn serve(
     let (parts, body) = req.into_parts();
     let body = hyper::body::to_bytes(body).await.unwrap_or_default();
     let choice = record_and_choose(&state, backend, None, parts, body);
-    answer(choice).await
+    answer(resolve(&state, choice).await).await
 }
 
 /// The listener redirected dynamic-backend connections reach: each starts with one JSON
@@ -340,7 +357,7 @@ async fn serve_dynamic(state: Arc<Mutex<MockState>>, stream: tokio::net::TcpStre
             let body = hyper::body::to_bytes(body).await.unwrap_or_default();
             let target = mocked_target(&state, &registration);
             let choice = record_and_choose(&state, target, Some(registration), parts, body);
-            answer(choice).await
+            answer(resolve(&state, choice).await).await
         }
     });
     let _ = hyper::server::conn::Http::new()
@@ -441,6 +458,9 @@ fn choose(
             .expect("a mock server serves a declared backend")
     };
     let chosen = backend_state.mocks.choose(&request);
+    if let (None, Some(route)) = (&chosen, backend_state.route.clone()) {
+        return Ok(Choice::Routed(route, Box::new(request)));
+    }
     let cassette = backend_state.cassette.clone();
     if let (None, Some(tape)) = (&chosen, cassette) {
         drop(guard);
@@ -519,11 +539,31 @@ fn cassette_request(request: &BackendRequest) -> CassetteRequest {
     }
 }
 
-async fn answer(choice: Choice) -> Result<hyper::Response<hyper::Body>, DroppedByMock> {
-    let reply = match choice {
+/// The reply a choice comes to: a mock's, a recording's, or another service's.
+async fn resolve(state: &Mutex<MockState>, choice: Choice) -> Reply {
+    match choice {
         Choice::Reply(reply) => reply,
         Choice::Forward(tape, origin, request) => tape.forward(&origin, request).await,
-    };
+        Choice::Routed(route, request) => {
+            let asked = request.clone();
+            let answered = tokio::task::spawn_blocking(move || route.answer(&asked)).await;
+            let failure = match answered {
+                Ok(Ok(reply)) => return reply,
+                Ok(Err(failure)) => failure,
+                Err(panicked) => format!("service that answers it panicked: {panicked}"),
+            };
+            let reply = Reply::text(502, format!("edge-test: {failure}"));
+            lock(state).failures.push(MockFailure::Service {
+                backend: request.backend.clone(),
+                request: seen(&request),
+                failure,
+            });
+            reply
+        }
+    }
+}
+
+async fn answer(reply: Reply) -> Result<hyper::Response<hyper::Body>, DroppedByMock> {
     if let Some(delay) = reply.delay {
         tokio::time::sleep(delay).await;
     }

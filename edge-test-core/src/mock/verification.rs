@@ -39,6 +39,12 @@ pub(crate) enum MockFailure {
         request: Seen,
         report: String,
     },
+    /// The service a backend is routed to failed to answer.
+    Service {
+        backend: String,
+        request: Seen,
+        failure: String,
+    },
     /// A dynamic backend to a target the test mounted no mocks for.
     UnmockedDynamic {
         name: String,
@@ -50,6 +56,15 @@ pub(crate) enum MockFailure {
 impl fmt::Display for MockFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            MockFailure::Service {
+                backend,
+                request,
+                failure,
+            } => write!(
+                f,
+                "edge-test: backend `{backend}` received {} (invocation {}), and the {failure}",
+                request.summary, request.invocation
+            ),
             MockFailure::Cassette {
                 backend,
                 request,

@@ -81,3 +81,7 @@ edge_test::register_service!("http-cache-low-stack", || Service::wasm(
 edge_test::register_service!("http-cache-low-stack-off", || {
     Service::wasm("fixtures/http-cache-low-stack.wat").http_cache(false)
 });
+// The middle of a chain of services (the same guest as `misbehave-uncached`, another service).
+edge_test::register_service!("misbehave-chain-b", || {
+    Service::guest_crate("guests/misbehave").http_cache(false)
+});
