@@ -19,13 +19,45 @@ use support::process::{asked_to_run, helper, run_to_end};
 
 const SERVICE: &str = "misbehave-uncached";
 
-/// A fresh cassette file for `name`, under the system's temporary directory.
-fn cassette_path(name: &str) -> PathBuf {
+/// A fresh cassette file for `name`, under the system's temporary directory, removed when
+/// the test is done with it.
+fn cassette_path(name: &str) -> TempCassette {
     let dir = std::env::temp_dir().join(format!("edge-test-cassettes-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{name}.json"));
     let _ = std::fs::remove_file(&path);
-    path
+    TempCassette(path)
+}
+
+struct TempCassette(PathBuf);
+
+impl std::ops::Deref for TempCassette {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempCassette {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempCassette {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TempCassette {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        // The directory goes with the last file of this process.
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
 }
 
 /// One request the recording helper sends: method, path (of the guest's `/backend/..`
@@ -529,7 +561,7 @@ fn a_mock_answers_before_the_cassette() {
 #[test]
 fn many_processes_record_at_once_into_their_own_files() {
     let origin = Origin::start();
-    let children: Vec<(PathBuf, std::process::Child)> = (0..4)
+    let children: Vec<(TempCassette, std::process::Child)> = (0..4)
         .map(|i| {
             let path = cassette_path(&format!("parallel-{i}"));
             let child = helper("helper_record")

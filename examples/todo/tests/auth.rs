@@ -32,11 +32,18 @@ async fn a_signed_in_user_reaches_the_todo_service(edge: Edge) {
         panic!("one call to the todo service: {:?}", resp.backend_calls())
     };
     assert_eq!(call.header("x-user"), Some("alice"));
-    assert_eq!(call.header("authorization"), None, "the token stops at the gateway");
+    assert_eq!(
+        call.header("authorization"),
+        None,
+        "the token stops at the gateway"
+    );
     let served = todo.served();
     assert_eq!(served.len(), 1);
     assert_eq!(served[0].header("x-cache"), Some("MISS"));
-    assert_eq!(served[0].logs().endpoint("access"), ["GET /todos/1 200 MISS"]);
+    assert_eq!(
+        served[0].logs().endpoint("access"),
+        ["GET /todos/1 200 MISS"]
+    );
 }
 
 #[edge_test(service = "auth")]
