@@ -35,6 +35,11 @@
 //!   connection the guest opens to anything but its mocks (a dynamic backend) is refused
 //!   and fails the test too (on Linux).
 //! - A guest past its time limit (5 s by default) is stopped and reported.
+//! - The guest's `Request::send` goes through Fastly's HTTP cache, as in production
+//!   (`Service::http_cache(false)` turns it off).
+//! - A backend can be served from a [`cassette`] (a real origin's traffic, recorded once and
+//!   replayed offline), or by another registered service running beside it
+//!   ([`Edge::other_service`], [`Edge::route`]).
 //!
 //! `#[edge_test]` accepts `async fn` and plain `fn` (use `send_blocking` there), returning
 //! `()` or `Result<(), E>`, and keeps `#[ignore]`, `#[should_panic]` and doc comments.

@@ -144,12 +144,36 @@ pub(super) fn run(socket: PathBuf) -> ! {
         let host = host.clone();
         host.arriving.fetch_add(1, Ordering::SeqCst);
         std::thread::spawn(move || {
+            // Left even if serving panics: a count never brought down would keep the host
+            // from ever going idle.
+            let _leave = Leave(&host);
             serve_test(&host, stream);
-            host.arriving.fetch_sub(1, Ordering::SeqCst);
-            *crate::sync::lock(&host.last_activity) = Instant::now();
         });
     }
     std::process::exit(0)
+}
+
+/// A test's arrival, counted in `Host::arriving` from the accept until its thread ends.
+struct Leave<'h>(&'h Host);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.arriving.fetch_sub(1, Ordering::SeqCst);
+        *crate::sync::lock(&self.0.last_activity) = Instant::now();
+    }
+}
+
+/// Runs `work`, a panic in it (a bug of edge-test's, in the module rewrite or below) turned
+/// into an error for the test that asked, naming `what` panicked.
+fn caught<T>(what: &str, work: impl FnOnce() -> Result<T, EdgeError>) -> Result<T, EdgeError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|panic| {
+        Err(EdgeError::Host {
+            reason: format!(
+                "{what} panicked, a bug in edge-test (please report it): {}",
+                crate::mock::server::panic_message(&panic)
+            ),
+        })
+    })
 }
 
 fn serve_test(host: &Host, mut stream: UnixStream) {
@@ -305,7 +329,8 @@ fn template_for(host: &Host, spec: &SessionSpec) -> Result<Arc<Template>, EdgeEr
         },
     };
     let compiled = host.templates.slot(key, &spec.wasm);
-    let template = compiled.get_or_init(|| compile_template(host, spec));
+    let template =
+        compiled.get_or_init(|| caught("compiling the template", || compile_template(host, spec)));
     if template.is_ok() {
         host.templates.evict_beyond_max();
     }
@@ -503,6 +528,17 @@ fn spawn_idle_exit(host: Arc<Host>, socket: PathBuf) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_panicking_compile_is_an_error_naming_it() {
+        let error = caught::<()>("compiling the template", || panic!("walrus lost a block"))
+            .expect_err("a panic is an error");
+        assert_eq!(
+            error.to_string(),
+            "edge-test: compiling the template panicked, a bug in edge-test (please report \
+             it): walrus lost a block"
+        );
+    }
+
     use std::collections::BTreeMap;
     use std::net::SocketAddr;
     use std::path::PathBuf;

@@ -92,7 +92,15 @@ pub(crate) fn module_for(wasm: &Path, http_cache_shim: Option<&Path>) -> Result<
     if cached.is_file() {
         return Ok(cached);
     }
-    let rewritten = rewrite(&bytes, shim.as_deref())?;
+    // A panic here is a bug of edge-test's (walrus refuses IR the rewrite got wrong): named,
+    // it fails the load rather than the thread compiling the template.
+    let rewritten =
+        std::panic::catch_unwind(|| rewrite(&bytes, shim.as_deref())).unwrap_or_else(|panic| {
+            Err(format!(
+                "the module rewrite panicked, a bug in edge-test (please report it): {}",
+                crate::mock::server::panic_message(&panic)
+            ))
+        })?;
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     // Written whole, then renamed: a concurrent compile sees the old name or the whole file.
     let partial = dir.join(format!(".{}-{hash:016x}.partial", std::process::id()));
