@@ -21,6 +21,7 @@ mod manifest;
 mod manifest_edits;
 pub mod mock;
 mod platform;
+mod process_backend;
 mod response;
 mod service;
 pub mod snapshot;
@@ -36,6 +37,7 @@ pub use platform::{
     CONFIG_KEY_MAX_CHARS, CONFIG_VALUE_MAX_CHARS, CacheControl, CacheSeed, CachedObject,
     ConfigStore, Device, Geo, KvEntry, KvStore, SecretStore, Tls,
 };
+pub use process_backend::{Process, ProcessHandle};
 pub use response::{FailurePhase, GuestFailure, GuestFailureKind, Response};
 pub use service::{DEFAULT_GUEST_TIMEOUT, DEFAULT_MAX_LOG_BYTES, Service};
 

@@ -54,8 +54,21 @@ fn finish(edge: &Edge, output: impl TestOutput) {
     edge.verify();
 }
 
+/// Prints what the test's process backends printed when the test fails (a panic unwinding
+/// past it): their output belongs in the failure's.
+struct SayOnFailure<'e>(&'e Edge);
+
+impl Drop for SayOnFailure<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.print_process_output();
+        }
+    }
+}
+
 pub fn run_sync<R: TestOutput>(meta: TestMeta, test: impl FnOnce(Edge) -> R) {
     let edge = start(&meta);
+    let _said = SayOnFailure(&edge);
     let output = test(edge.clone());
     finish(&edge, output);
 }
@@ -67,6 +80,7 @@ where
     Fut::Output: TestOutput,
 {
     let edge = start(&meta);
+    let _said = SayOnFailure(&edge);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -47,8 +47,8 @@
 pub use edge_test_core::{
     BackendRequest, CacheControl, CacheSeed, CachedObject, ConfigStore, DEFAULT_GUEST_TIMEOUT,
     DEFAULT_MAX_LOG_BYTES, Device, DynamicBackend, Edge, EdgeError, FailurePhase, Geo,
-    GuestFailure, GuestFailureKind, KvEntry, KvStore, LogLine, Logs, RequestBuilder, Response,
-    SecretStore, Service, Tls,
+    GuestFailure, GuestFailureKind, KvEntry, KvStore, LogLine, Logs, Process, ProcessHandle,
+    RequestBuilder, Response, SecretStore, Service, Tls,
 };
 pub use edge_test_core::{cassette, mock, snapshot};
 pub use edge_test_macros::edge_test;

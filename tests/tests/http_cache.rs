@@ -655,9 +655,8 @@ async fn a_guest_whose_stack_reaches_the_http_cache_is_stopped_saying_so(edge: E
 
 #[test]
 fn a_guest_the_http_cache_cannot_be_merged_into_is_refused_saying_how_to_opt_out() {
-    let failure = Edge::start("http-cache-low-stack", "http_cache::refused")
-        .err()
-        .expect("refused at load");
+    let failure =
+        Edge::start("http-cache-low-stack", "http_cache::refused").expect_err("refused at load");
     let text = failure.to_string();
     assert!(
         text.contains("edge-test cannot give it Fastly's HTTP cache"),

@@ -50,13 +50,13 @@ pub(super) struct Interaction {
 
 /// What the origin did with a request.
 #[derive(Debug, Clone)]
-pub(super) enum Outcome {
+pub(crate) enum Outcome {
     Response(CassetteResponse),
     Fault(Fault),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Fault {
+pub(crate) enum Fault {
     /// The connection failed or closed without an answer.
     Connection,
     /// No answer within the recording's time limit.
@@ -65,7 +65,7 @@ pub(super) enum Fault {
 
 impl Outcome {
     /// The same answer, or the same fault, for the guest.
-    pub(super) fn reply(&self) -> Reply {
+    pub(crate) fn reply(&self) -> Reply {
         match self {
             Outcome::Response(response) => response
                 .headers

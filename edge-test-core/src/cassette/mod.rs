@@ -9,7 +9,7 @@
 
 mod file;
 mod matching;
-mod origin;
+pub(crate) mod origin;
 mod scrub;
 
 use std::collections::BTreeMap;
@@ -20,7 +20,8 @@ use std::time::Duration;
 pub use matching::MatchOn;
 
 use crate::mock::Reply;
-use file::{CassetteFile, Interaction, Outcome};
+use file::{CassetteFile, Interaction};
+pub(crate) use file::{Fault, Outcome};
 
 /// The variable that overrides every cassette's mode for a run, as `INSTA_UPDATE` does for
 /// snapshots: `replay`, `record` or `record-if-missing`.

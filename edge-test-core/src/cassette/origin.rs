@@ -20,8 +20,9 @@ pub(super) fn check_url(url: &str) -> Result<(), String> {
     }
 }
 
-/// Sends `request` to `origin` and waits at most `limit` for the whole answer.
-pub(super) async fn forward(origin: &str, request: &CassetteRequest, limit: Duration) -> Outcome {
+/// Sends `request` to `origin` and waits at most `limit` for the whole answer (also how a
+/// process backend is reached).
+pub(crate) async fn forward(origin: &str, request: &CassetteRequest, limit: Duration) -> Outcome {
     match tokio::time::timeout(limit, exchange(origin, request)).await {
         Ok(Ok(response)) => Outcome::Response(response),
         Ok(Err(_)) => Outcome::Fault(Fault::Connection),

@@ -2,6 +2,7 @@
 //! What it offers of the platform besides requests and backends is in `platform`.
 
 mod platform;
+mod process_routes;
 mod service_routes;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -80,6 +81,19 @@ struct EdgeInner {
     routes: Mutex<Vec<Edge>>,
     /// What it answered to requests routed to it from another service's backend.
     served: Mutex<Vec<Response>>,
+    /// The local processes its backends are routed to (`process_routes`); isolated ones stop
+    /// with it.
+    processes: Mutex<Vec<Arc<crate::process_backend::Running>>>,
+}
+
+impl Drop for EdgeInner {
+    fn drop(&mut self) {
+        for process in crate::sync::lock(&self.processes).iter() {
+            if process.is_isolated() {
+                process.stop();
+            }
+        }
+    }
 }
 
 impl Edge {
@@ -130,6 +144,7 @@ impl Edge {
                 services: Mutex::new(Default::default()),
                 routes: Mutex::new(Vec::new()),
                 served: Mutex::new(Vec::new()),
+                processes: Mutex::new(Vec::new()),
             }),
         })
     }

@@ -7,6 +7,7 @@ use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use super::mounted::MockSet;
 use super::reply::Fault;
@@ -15,6 +16,7 @@ use super::{Mock, Reply, Responder};
 use crate::backend_request::{BackendRequest, DynamicBackend};
 use crate::cassette::{CassetteRequest, Served, Tape};
 use crate::error::EdgeError;
+use crate::process_backend::Running;
 use crate::wire::DynamicRegistration;
 
 /// The state every backend of one test shares with the test.
@@ -39,6 +41,8 @@ struct BackendState {
     cassette: Option<Arc<Tape>>,
     /// Or the service that answers them (`edge::service_routes`).
     route: Option<Arc<dyn Route>>,
+    /// Or the local process that does (`process_backend`).
+    process: Option<Arc<Running>>,
 }
 
 /// Another service answering a backend: `Err` is why it could not, for the test's failure.
@@ -54,6 +58,8 @@ enum Choice {
     Forward(Arc<Tape>, String, CassetteRequest),
     /// Another service answers it.
     Routed(Arc<dyn Route>, Box<BackendRequest>),
+    /// A local process answers it.
+    Process(Arc<Running>, Box<BackendRequest>),
 }
 
 /// A test's mock servers, one per backend the service declares.
@@ -168,6 +174,13 @@ impl MockHub {
                 dynamic: false,
                 state: self.state.clone(),
             })
+    }
+
+    /// Routes declared backend `name` to a local process.
+    pub(crate) fn set_process(&self, name: &str, process: Arc<Running>) {
+        if let Some(backend) = lock(&self.state).backends.get_mut(name) {
+            backend.process = Some(process);
+        }
     }
 
     /// Routes declared backend `name` to another service.
@@ -461,6 +474,9 @@ fn choose(
     if let (None, Some(route)) = (&chosen, backend_state.route.clone()) {
         return Ok(Choice::Routed(route, Box::new(request)));
     }
+    if let (None, Some(process)) = (&chosen, backend_state.process.clone()) {
+        return Ok(Choice::Process(process, Box::new(request)));
+    }
     let cassette = backend_state.cassette.clone();
     if let (None, Some(tape)) = (&chosen, cassette) {
         drop(guard);
@@ -539,11 +555,45 @@ fn cassette_request(request: &BackendRequest) -> CassetteRequest {
     }
 }
 
-/// The reply a choice comes to: a mock's, a recording's, or another service's.
+/// How long a process backend may take over one answer.
+const PROCESS_ANSWER_LIMIT: Duration = Duration::from_secs(30);
+
+/// The reply a choice comes to: a mock's, a recording's, another service's or a process's.
 async fn resolve(state: &Mutex<MockState>, choice: Choice) -> Reply {
     match choice {
         Choice::Reply(reply) => reply,
         Choice::Forward(tape, origin, request) => tape.forward(&origin, request).await,
+        Choice::Process(process, request) => {
+            let origin = format!("http://{}", process.addr);
+            let forwarded = cassette_request(&request);
+            let outcome =
+                crate::cassette::origin::forward(&origin, &forwarded, PROCESS_ANSWER_LIMIT).await;
+            if let crate::cassette::Outcome::Response(_) = &outcome {
+                return outcome.reply();
+            }
+            // Give a dying process a moment to be reaped, so its exit is what is said.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let what = match (process.exit(), &outcome) {
+                (Some(exit), _) => format!("{} {exit}", process.describe()),
+                (None, crate::cassette::Outcome::Fault(crate::cassette::Fault::Timeout)) => {
+                    format!(
+                        "{} did not answer within {PROCESS_ANSWER_LIMIT:?}",
+                        process.describe()
+                    )
+                }
+                (None, _) => format!(
+                    "{} closed the connection without an answer",
+                    process.describe()
+                ),
+            };
+            let report = format!("{what}; its last output:\n{}", process.last_output(20));
+            lock(state).failures.push(MockFailure::Process {
+                backend: request.backend.clone(),
+                request: seen(&request),
+                report,
+            });
+            Reply::text(502, format!("edge-test: {what}"))
+        }
         Choice::Routed(route, request) => {
             let asked = request.clone();
             let answered = tokio::task::spawn_blocking(move || route.answer(&asked)).await;

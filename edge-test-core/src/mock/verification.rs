@@ -39,6 +39,12 @@ pub(crate) enum MockFailure {
         request: Seen,
         report: String,
     },
+    /// The process a backend is routed to did not answer.
+    Process {
+        backend: String,
+        request: Seen,
+        report: String,
+    },
     /// The service a backend is routed to failed to answer.
     Service {
         backend: String,
@@ -56,6 +62,15 @@ pub(crate) enum MockFailure {
 impl fmt::Display for MockFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            MockFailure::Process {
+                backend,
+                request,
+                report,
+            } => write!(
+                f,
+                "edge-test: backend `{backend}` received {} (invocation {}), and its {report}",
+                request.summary, request.invocation
+            ),
             MockFailure::Service {
                 backend,
                 request,
