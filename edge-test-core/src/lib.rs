@@ -21,6 +21,7 @@ mod manifest;
 mod manifest_edits;
 pub mod mock;
 mod platform;
+mod private_dir;
 mod process_backend;
 mod response;
 mod service;

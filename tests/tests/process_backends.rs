@@ -37,7 +37,16 @@ async fn a_backend_is_served_by_a_real_process(edge: Edge) {
         panic!("one backend call: {:?}", response.backend_calls())
     };
     assert_eq!(call.path(), "/hello", "recorded like a call to a mock");
-    assert!(process.output().iter().any(|l| l == "served /hello"));
+    // Its output is read as it comes: give the line a moment to arrive.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !process.output().iter().any(|l| l == "served /hello") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            process.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -156,31 +165,27 @@ fn helper_hold_a_process() {
         return;
     }
     let edge = Edge::start("misbehave-uncached", "process_backends::helper").unwrap();
-    let process = edge.route_process("api", &origin().env("ROLE", "held"));
+    // Each test names its own role: tests running at once must not share one process.
+    let role = std::env::var("ROLE").unwrap();
+    let process = edge.route_process("api", &origin().env("ROLE", role));
     println!("PID {} PORT {}", process.pid(), process.port());
-    std::thread::sleep(Duration::from_secs(60));
+    let hold = std::env::var("HOLD_MS").map_or(60_000, |ms| ms.parse().unwrap());
+    std::thread::sleep(Duration::from_millis(hold));
 }
 
 #[test]
 fn a_killed_test_process_leaves_no_process_and_no_port_behind() {
-    let mut child = helper("helper_hold_a_process").spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
-    let named = lines
-        .find_map(|l| l.ok()?.strip_prefix("PID ").map(str::to_owned))
-        .expect("the helper names its process");
-    let (pid, port) = named.split_once(" PORT ").unwrap();
-    let (pid, port): (u32, u16) = (pid.parse().unwrap(), port.parse().unwrap());
+    let mut child = helper("helper_hold_a_process")
+        .env("ROLE", "holder-killed")
+        .spawn()
+        .unwrap();
+    let (pid, port) = named_process(&mut child);
     assert!(alive(pid));
     child.kill().unwrap();
     child.wait().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while alive(pid) && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
     assert!(
-        !alive(pid),
-        "the process died with the test process that started it"
+        gone_within(pid, Duration::from_secs(10)),
+        "the process stopped once the test process that held it was gone"
     );
     std::net::TcpListener::bind(("127.0.0.1", port)).expect("its port is free again");
 }
@@ -222,4 +227,99 @@ fn a_failing_test_shows_what_its_processes_printed() {
         "{text}"
     );
     assert!(text.contains("served /hello"), "{text}");
+}
+
+/// The pid and port a `helper_hold_a_process` child names.
+fn named_process(child: &mut std::process::Child) -> (u32, u16) {
+    let stdout = child.stdout.take().unwrap();
+    let named = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+        .find_map(|l| l.ok()?.strip_prefix("PID ").map(str::to_owned))
+        .expect("the helper names its process");
+    let (pid, port) = named.split_once(" PORT ").unwrap();
+    (pid.parse().unwrap(), port.parse().unwrap())
+}
+
+fn gone_within(pid: u32, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while alive(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    !alive(pid)
+}
+
+#[test]
+fn test_processes_share_one_process_which_stops_after_the_last() {
+    let hold = |ms: &str| {
+        helper("helper_hold_a_process")
+            .env("ROLE", "shared-across-processes")
+            .env("HOLD_MS", ms)
+            .spawn()
+            .unwrap()
+    };
+    let (mut first, mut second) = (hold("1500"), hold("1500"));
+    let (a, b) = (named_process(&mut first), named_process(&mut second));
+    assert_eq!(a, b, "two test processes, one process (pid and port)");
+    let (pid, port) = a;
+    first.wait().unwrap();
+    second.wait().unwrap();
+    assert!(
+        gone_within(pid, Duration::from_secs(10)),
+        "stopped once no test process holds it"
+    );
+    std::net::TcpListener::bind(("127.0.0.1", port)).expect("its port is free again");
+}
+
+#[test]
+fn a_killed_supervisor_takes_its_process_along() {
+    let mut holder = helper("helper_hold_a_process")
+        .env("ROLE", "supervisor-killed")
+        .spawn()
+        .unwrap();
+    let (pid, _) = named_process(&mut holder);
+    let supervisor = support::process::parent_of(pid);
+    assert_ne!(
+        supervisor,
+        holder.id(),
+        "the process belongs to a supervisor"
+    );
+    support::process::kill(supervisor, "-KILL");
+    assert!(
+        gone_within(pid, Duration::from_secs(10)),
+        "it died with its supervisor"
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+}
+
+#[test]
+fn a_shared_process_that_crashed_is_started_again_for_the_next_test() {
+    let declaration = origin().env("ROLE", "restarted");
+    let first = Edge::start("misbehave-uncached", "process_backends::restart_a").unwrap();
+    let crashed = first.route_process("api", &declaration);
+    let _ = first.get("/backend/crash").try_send_blocking();
+    assert!(gone_within(crashed.pid(), Duration::from_secs(10)));
+
+    let second = Edge::start("misbehave-uncached", "process_backends::restart_b").unwrap();
+    let restarted = second.route_process("api", &declaration);
+    assert_ne!(restarted.pid(), crashed.pid(), "a new process");
+    assert_eq!(
+        second.get("/backend/hello").send_blocking().text(),
+        format!("hello from {}", restarted.pid())
+    );
+}
+
+#[edge_test(service = "misbehave-uncached")]
+async fn a_process_a_mock_and_the_platform_in_one_test(edge: Edge) {
+    use edge_test::mock::matchers::path;
+    use edge_test::mock::{Mock, Reply};
+    let process = edge.route_process("api", &origin().env("ROLE", "composed"));
+    Mock::given(path("/pinned"))
+        .respond_with(Reply::text(200, "from the mock"))
+        .mount(&edge.backend("pinned"));
+    edge.config_store("flags").set("beta", "on");
+
+    let from_process = edge.get("/backend/hello").send().await;
+    assert_eq!(from_process.text(), format!("hello from {}", process.pid()));
+    assert_eq!(edge.get("/pinned").send().await.text(), "from the mock");
+    assert_eq!(edge.get("/config/flags/beta").send().await.text(), "on");
 }

@@ -7,7 +7,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ pub(super) struct HostPaths {
 
 /// Every error is one that trying again in this process would meet again.
 pub(super) fn host_paths() -> Result<HostPaths, String> {
-    let dir = private_dir()?;
+    let dir = crate::private_dir::private_dir()?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the test binary: {e}"))?;
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     (build_id(), super::protocol::VERSION).hash(&mut hasher);
@@ -59,22 +59,7 @@ pub(super) fn build_id() -> String {
         .unwrap_or_else(|| env!("EDGE_TEST_BUILD_ID").to_owned())
 }
 
-/// What went wrong with a file of the host's, and what to do about it.
-pub(super) fn cannot(verb: &str, path: &Path, error: &std::io::Error) -> String {
-    let dir = path.parent().unwrap_or(path).display();
-    let fix = match error.raw_os_error() {
-        Some(libc::ENOSPC | libc::EDQUOT) => format!(
-            "the disk holding {dir} is full: free space there, or point XDG_RUNTIME_DIR at \
-             a directory on another disk"
-        ),
-        Some(libc::EACCES | libc::EPERM | libc::EROFS) => format!(
-            "{dir} cannot be written by this user: fix its permissions, or point \
-             XDG_RUNTIME_DIR at a directory this user can write"
-        ),
-        _ => format!("check {dir}, or point XDG_RUNTIME_DIR at another directory"),
-    };
-    format!("cannot {verb} {}: {error}; {fix}", path.display())
-}
+pub(super) use crate::private_dir::cannot;
 
 /// Creates the log a new host writes to. A log left there already belongs to a host that
 /// crashed or was killed (one that exits idle removes its own): it is kept under another
@@ -123,39 +108,4 @@ pub(super) fn remove_stale_logs(paths: &HostPaths) {
             let _ = std::fs::remove_file(&log);
         }
     }
-}
-
-/// `$XDG_RUNTIME_DIR/edge-test` or `/tmp/edge-test-<uid>`, mode 0700, owned by us; anything
-/// else is refused rather than trusted.
-fn private_dir() -> Result<PathBuf, String> {
-    let uid = rustix::process::getuid().as_raw();
-    let dir = match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(runtime) if !runtime.is_empty() => PathBuf::from(runtime).join("edge-test"),
-        _ => std::env::temp_dir().join(format!("edge-test-{uid}")),
-    };
-    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(cannot("create", &dir, &e)),
-    }
-    let meta = std::fs::symlink_metadata(&dir).map_err(|e| cannot("stat", &dir, &e))?;
-    if !meta.is_dir() || meta.uid() != uid || meta.permissions().mode() & 0o077 != 0 {
-        return Err(format!(
-            "{} is not a private directory of this user (it must be a directory owned by uid \
-             {uid} with mode 0700, and is {}, owned by uid {}, mode {:o}), so the edge-test \
-             host will not listen there: remove it, or point XDG_RUNTIME_DIR at a directory \
-             of your own",
-            dir.display(),
-            if meta.is_symlink() {
-                "a symbolic link"
-            } else if meta.is_dir() {
-                "a directory"
-            } else {
-                "a file"
-            },
-            meta.uid(),
-            meta.permissions().mode() & 0o7777,
-        ));
-    }
-    Ok(dir)
 }

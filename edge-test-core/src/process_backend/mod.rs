@@ -1,14 +1,19 @@
 //! A local process as a backend: a program the test binary starts on a free loopback port,
 //! waits for, and routes a backend to ([`Edge::route_process`](crate::Edge::route_process)).
 //!
-//! Shared processes are started once per test process and kept until it exits; an
-//! [`isolated`](Process::isolated) one belongs to one test and stops with its edge. Every
-//! process is started from one long-lived thread with `PR_SET_PDEATHSIG`, so it dies with
-//! the test process however that ends (a kill included): the kernel delivers the signal when
-//! the thread that started it goes, and that thread lives as long as the process.
+//! A shared process is one per declaration for every test process of the user at once
+//! (cargo nextest's included): a supervisor (`supervisor`) owns it and stops it once no
+//! test process has held its lease for a second. An [`isolated`](Process::isolated) one
+//! belongs to one test and stops with its edge. Every process is started from one
+//! long-lived thread with `PR_SET_PDEATHSIG`, so it dies with whoever started it (the
+//! supervisor, or the test process for an isolated one) however that ends, a kill included:
+//! the kernel delivers the signal when the thread that started it goes, and that thread
+//! lives as long as its process.
 //!
 //! Its stdout and stderr are kept (the last [`KEPT_LINES`] lines), shown when it fails to
 //! start, when it dies under a request, and in the output of a failing test that used it.
+
+mod supervisor;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
@@ -165,10 +170,7 @@ impl ProcessHandle {
 
     /// What it printed so far (the last [`KEPT_LINES`] lines, stdout and stderr interleaved).
     pub fn output(&self) -> Vec<String> {
-        crate::sync::lock(&self.running.output)
-            .iter()
-            .cloned()
-            .collect()
+        self.running.lines()
     }
 
     pub(crate) fn running(&self) -> Arc<Running> {
@@ -180,35 +182,58 @@ pub(crate) struct Running {
     pub name: String,
     pub pid: u32,
     pub addr: SocketAddr,
-    child: Mutex<Child>,
-    output: Arc<Mutex<VecDeque<String>>>,
-    /// How many of its two output readers still read (they end when it closes its pipes).
-    readers: Arc<std::sync::atomic::AtomicUsize>,
+    owner: Owner,
     isolated: bool,
+}
+
+/// Who runs the process, and so where its exit and its output are read.
+enum Owner {
+    /// This process: its child, and the lines its two readers keep.
+    Here {
+        child: Mutex<Child>,
+        output: Arc<Mutex<VecDeque<String>>>,
+        /// How many of the readers still read (they end when it closes its pipes).
+        readers: Arc<std::sync::atomic::AtomicUsize>,
+    },
+    /// A supervisor, which writes its state and its output into this directory.
+    Supervised(PathBuf),
 }
 
 impl Running {
     /// How it ended, if it has; once it has, its last lines are all kept (its readers are
     /// given a second to reach the end of its pipes).
     pub(crate) fn exit(&self) -> Option<String> {
-        let status = crate::sync::lock(&self.child).try_wait().ok().flatten()?;
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while self.readers.load(std::sync::atomic::Ordering::SeqCst) > 0
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(5));
+        match &self.owner {
+            Owner::Here { child, readers, .. } => {
+                let status = crate::sync::lock(child).try_wait().ok().flatten()?;
+                let deadline = Instant::now() + Duration::from_secs(1);
+                while readers.load(std::sync::atomic::Ordering::SeqCst) > 0
+                    && Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Some(describe(status))
+            }
+            Owner::Supervised(dir) => supervisor::exit_of(dir, self.pid),
         }
-        Some(describe(status))
+    }
+
+    /// Every kept line of its output.
+    pub(crate) fn lines(&self) -> Vec<String> {
+        match &self.owner {
+            Owner::Here { output, .. } => crate::sync::lock(output).iter().cloned().collect(),
+            Owner::Supervised(dir) => supervisor::output_of(dir),
+        }
     }
 
     /// Its last `n` lines, indented, for a failure message.
     pub(crate) fn last_output(&self, n: usize) -> String {
-        let output = crate::sync::lock(&self.output);
-        if output.is_empty() {
+        let lines = self.lines();
+        if lines.is_empty() {
             return "    (no output)".to_owned();
         }
-        let skip = output.len().saturating_sub(n);
-        output
+        let skip = lines.len().saturating_sub(n);
+        lines
             .iter()
             .skip(skip)
             .map(|l| format!("    {l}"))
@@ -221,11 +246,13 @@ impl Running {
         format!("process backend `{}` (pid {})", self.name, self.pid)
     }
 
-    /// Stops it (isolated processes, when their edge goes).
+    /// Stops it, if this process runs it (isolated processes, when their edge goes).
     pub(crate) fn stop(&self) {
-        let mut child = crate::sync::lock(&self.child);
-        let _ = child.kill();
-        let _ = child.wait();
+        if let Owner::Here { child, .. } = &self.owner {
+            let mut child = crate::sync::lock(child);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     pub(crate) fn is_isolated(&self) -> bool {
@@ -241,15 +268,15 @@ fn describe(status: ExitStatus) -> String {
     }
 }
 
-/// The process for `process`: the running shared one, or a new one once it is ready.
-/// `Err` names the process, what went wrong, and its last output.
+/// The process for `process`: a new isolated one, or the shared one (started by a
+/// supervisor if no test process runs it), once it is ready. `Err` names the process, what
+/// went wrong, and its last output.
 pub(crate) fn start(process: &Process) -> Result<ProcessHandle, String> {
     static SHARED: OnceLock<Mutex<HashMap<String, Arc<Running>>>> = OnceLock::new();
     if process.isolated {
-        return launch(process).map(|running| ProcessHandle { running });
+        return launch(process, None).map(|running| ProcessHandle { running });
     }
-    // One start at a time per test process: tests racing to the same declaration wait for
-    // the first one's process instead of starting their own.
+    // Tests of this process racing to the same declaration wait for the first one.
     let mut shared = crate::sync::lock(SHARED.get_or_init(Default::default));
     let key = process.key();
     if let Some(running) = shared.get(&key) {
@@ -261,12 +288,13 @@ pub(crate) fn start(process: &Process) -> Result<ProcessHandle, String> {
         // It ended (a crash in an earlier test): started again for this one.
         shared.remove(&key);
     }
-    let running = launch(process)?;
+    let running = Arc::new(supervisor::start_shared(process)?);
     shared.insert(key, running.clone());
     Ok(ProcessHandle { running })
 }
 
-fn launch(process: &Process) -> Result<Arc<Running>, String> {
+/// Starts `process` here and waits until it is ready; its output lines also go to `log`.
+fn launch(process: &Process, log: Option<std::fs::File>) -> Result<Arc<Running>, String> {
     let port = match process.port {
         Some(port) => port,
         None => free_port().map_err(|e| format!("cannot find a free loopback port: {e}"))?,
@@ -292,20 +320,24 @@ fn launch(process: &Process) -> Result<Arc<Running>, String> {
     })?;
     let output = Arc::new(Mutex::new(VecDeque::new()));
     let readers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let log = log.map(|file| Arc::new(Mutex::new(file)));
     let (seen_tx, seen_rx) = mpsc::channel::<String>();
     if let Some(stdout) = child.stdout.take() {
-        keep_lines(stdout, output.clone(), readers.clone(), seen_tx.clone());
+        let kept = (output.clone(), readers.clone(), log.clone());
+        keep_lines(stdout, kept, seen_tx.clone());
     }
     if let Some(stderr) = child.stderr.take() {
-        keep_lines(stderr, output.clone(), readers.clone(), seen_tx);
+        keep_lines(stderr, (output.clone(), readers.clone(), log), seen_tx);
     }
     let running = Arc::new(Running {
         name: process.name.clone(),
         pid: child.id(),
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        child: Mutex::new(child),
-        output,
-        readers,
+        owner: Owner::Here {
+            child: Mutex::new(child),
+            output,
+            readers,
+        },
         isolated: process.isolated,
     });
     wait_until_ready(process, &running, &seen_rx)?;
@@ -376,17 +408,24 @@ fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Keeps each line `from` writes (the last `KEPT_LINES`), and tells `seen` of it.
-fn keep_lines(
-    from: impl std::io::Read + Send + 'static,
-    output: Arc<Mutex<VecDeque<String>>>,
-    readers: Arc<std::sync::atomic::AtomicUsize>,
-    seen: mpsc::Sender<String>,
-) {
+/// Where a reader keeps lines: the last [`KEPT_LINES`], its count of readers, and a log file.
+type Kept = (
+    Arc<Mutex<VecDeque<String>>>,
+    Arc<std::sync::atomic::AtomicUsize>,
+    Option<Arc<Mutex<std::fs::File>>>,
+);
+
+/// Keeps each line `from` writes, and tells `seen` of it.
+fn keep_lines(from: impl std::io::Read + Send + 'static, kept: Kept, seen: mpsc::Sender<String>) {
+    use std::io::Write;
+    let (output, readers, log) = kept;
     readers.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     std::thread::spawn(move || {
         for line in BufReader::new(from).lines() {
             let Ok(line) = line else { break };
+            if let Some(log) = &log {
+                let _ = writeln!(crate::sync::lock(log), "{line}");
+            }
             let mut kept = crate::sync::lock(&output);
             if kept.len() == KEPT_LINES {
                 kept.pop_front();
