@@ -117,7 +117,7 @@ async fn output_past_the_cap_fails_the_test_saying_how_much_was_dropped(edge: Ed
 
 #[edge_test(service = "misbehave")]
 #[should_panic(
-    expected = "during GET /undeclared (invocation 1) the guest of service `misbehave` sent a request to backend `nowhere`, which its fastly.toml does not declare (declared: api, pinned)"
+    expected = "during GET /undeclared (invocation 1) the guest of service `misbehave` sent a request to backend `nowhere`, which its fastly.toml does not declare (declared: api, pinned, third)"
 )]
 async fn a_backend_fastly_toml_does_not_declare_fails_the_test(edge: Edge) {
     edge.get("/undeclared").send().await;
@@ -239,7 +239,7 @@ async fn try_send_returns_an_undeclared_backend(edge: Edge) {
         failure.kind(),
         &GuestFailureKind::UndeclaredBackend {
             backends: vec!["nowhere".into()],
-            declared: vec!["api".into(), "pinned".into()],
+            declared: vec!["api".into(), "pinned".into(), "third".into()],
         }
     );
 }

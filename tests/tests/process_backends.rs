@@ -309,17 +309,29 @@ fn a_shared_process_that_crashed_is_started_again_for_the_next_test() {
 }
 
 #[edge_test(service = "misbehave-uncached")]
-async fn a_process_a_mock_and_the_platform_in_one_test(edge: Edge) {
+async fn a_process_a_mock_a_cassette_and_the_platform_in_one_test(edge: Edge) {
+    use edge_test::cassette::Cassette;
     use edge_test::mock::matchers::path;
     use edge_test::mock::{Mock, Reply};
     let process = edge.route_process("api", &origin().env("ROLE", "composed"));
     Mock::given(path("/pinned"))
         .respond_with(Reply::text(200, "from the mock"))
         .mount(&edge.backend("pinned"));
+    edge.cassette(
+        "third",
+        Cassette::new().path(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/cassettes/third.json"
+        )),
+    );
     edge.config_store("flags").set("beta", "on");
 
     let from_process = edge.get("/backend/hello").send().await;
     assert_eq!(from_process.text(), format!("hello from {}", process.pid()));
     assert_eq!(edge.get("/pinned").send().await.text(), "from the mock");
+    assert_eq!(
+        edge.get("/via/third/answer").send().await.text(),
+        "from the cassette"
+    );
     assert_eq!(edge.get("/config/flags/beta").send().await.text(), "on");
 }

@@ -173,6 +173,10 @@ fn main() {
             relay(upstream.send("api"));
         }
         ["pinned"] => relay(Request::get("https://elsewhere.example.com/pinned").send("pinned")),
+        ["via", backend, rest @ ..] => relay(
+            Request::get(format!("https://{backend}.example.com/{}", rest.join("/")))
+                .send(*backend),
+        ),
         ["undeclared"] => relay(Request::get("https://api.example.com/").send("nowhere")),
         ["after-backend", then @ ..] => {
             // Waits on the api backend first (a test makes it slow), then misbehaves.
