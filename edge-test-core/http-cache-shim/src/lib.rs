@@ -629,18 +629,13 @@ pub extern "C" fn shim_get_suggested_cache_options(
     if fits { host::OK } else { host::BUFLEN }
 }
 
-fn insert(
-    handle: u32,
-    response: u32,
-    options_mask: u32,
-    options: GuestPtr,
-) -> Result<(Write, Meta), Status> {
+/// The response a write stores, read and closed (the hostcall takes it), with its options.
+fn insert(response: u32, options_mask: u32, options: GuestPtr) -> Result<(Write, Meta), Status> {
     let status = resp::status(response)?;
     let headers = resp::headers(response);
     resp::close(response);
     let write = Write::read(options_mask, options);
     let meta = write.meta(status, headers);
-    let _ = handle;
     Ok((write, meta))
 }
 
@@ -652,7 +647,7 @@ pub extern "C" fn shim_transaction_insert(
     options: GuestPtr,
     body_out: GuestPtr,
 ) -> Status {
-    let result = insert(handle, response, options_mask, options).and_then(|(write, meta)| {
+    let result = insert(response, options_mask, options).and_then(|(write, meta)| {
         write.core(&meta, |options| cache::insert(core(handle), options))
     });
     match result {
@@ -670,7 +665,7 @@ pub extern "C" fn shim_transaction_insert_and_stream_back(
     body_out: GuestPtr,
     handle_out: GuestPtr,
 ) -> Status {
-    let result = insert(handle, response, options_mask, options).and_then(|(write, meta)| {
+    let result = insert(response, options_mask, options).and_then(|(write, meta)| {
         write.core(&meta, |options| {
             cache::insert_and_stream_back(core(handle), options)
         })
@@ -690,7 +685,7 @@ pub extern "C" fn shim_transaction_insert_and_stream_back(
 
 /// Freshens a stored object with a revalidation's headers and options, keeping its body.
 fn update(handle: u32, response: u32, options_mask: u32, options: GuestPtr) -> Result<(), Status> {
-    let (mut write, meta) = insert(handle, response, options_mask, options)?;
+    let (mut write, meta) = insert(response, options_mask, options)?;
     // The length the SDK passes is the 304's body's, 0: given to viceroy, it would empty the
     // object. The object keeps its own.
     write.length = None;

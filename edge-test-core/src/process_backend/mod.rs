@@ -133,15 +133,18 @@ impl Process {
         self
     }
 
+    /// What makes two declarations one shared process: everything but `isolated`.
     fn key(&self) -> String {
         format!(
-            "{}\0{}\0{:?}\0{:?}\0{:?}\0{:?}",
+            "{}\0{}\0{:?}\0{:?}\0{:?}\0{:?}\0{:?}\0{:?}",
             self.name,
             self.program.display(),
             self.args,
             self.env,
             self.current_dir,
-            self.port
+            self.port,
+            self.ready,
+            self.start_timeout
         )
     }
 

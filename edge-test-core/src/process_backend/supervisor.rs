@@ -52,7 +52,7 @@ pub(super) fn start_shared(process: &Process) -> Result<Running, String> {
     // Referenced here so that the constructor is linked into every binary that shares one.
     std::hint::black_box(&SUPERVISE_WHEN_ASKED);
     let dir = directory(process)?;
-    hold_lease(&dir)?;
+    hold_lease(&dir, LEASE_WAIT)?;
     let deadline = Instant::now() + process.start_timeout + Duration::from_secs(10);
     let start_lock = open(&dir.join("start.lock"))?;
     while start_lock.try_lock().is_err() {
@@ -145,7 +145,6 @@ pub(super) fn output_of(dir: &Path) -> Vec<String> {
 fn directory(process: &Process) -> Result<PathBuf, String> {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     process.key().hash(&mut hasher);
-    (process.start_timeout, format!("{:?}", process.ready)).hash(&mut hasher);
     let dir = crate::private_dir::private_dir()?
         .join("processes")
         .join(format!("{:016x}", hasher.finish()));
@@ -163,18 +162,31 @@ fn open(path: &Path) -> Result<File, String> {
         .map_err(|e| format!("cannot open {}: {e}", path.display()))
 }
 
+/// How long a test process waits for a lease a supervisor holds exclusively: it does only
+/// while it stops its process and exits, which takes moments.
+const LEASE_WAIT: Duration = Duration::from_secs(10);
+
 /// Takes this test process's shared lock on `dir`'s lease, once, until it exits.
-fn hold_lease(dir: &Path) -> Result<(), String> {
+fn hold_lease(dir: &Path, limit: Duration) -> Result<(), String> {
     static HELD: std::sync::Mutex<Vec<(PathBuf, File)>> = std::sync::Mutex::new(Vec::new());
     let mut held = crate::sync::lock(&HELD);
     if held.iter().any(|(d, _)| d == dir) {
         return Ok(());
     }
-    let lease = open(&dir.join("lease"))?;
-    // A supervisor holds it exclusively only while it stops the process, then exits.
-    lease
-        .lock_shared()
-        .map_err(|e| format!("cannot lock {}: {e}", dir.join("lease").display()))?;
+    let path = dir.join("lease");
+    let lease = open(&path)?;
+    let deadline = Instant::now() + limit;
+    while lease.try_lock_shared().is_err() {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{path} has been locked for {limit:?} by a process supervisor that should only \
+                 hold it while stopping its process: if a stopped `edge-test procs` process \
+                 holds it, kill it",
+                path = path.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     held.push((dir.to_owned(), lease));
     Ok(())
 }
@@ -334,5 +346,26 @@ fn supervise(dir: &Path) -> ! {
         }
         // Let go until the grace is over, so that a test process arriving is not kept waiting.
         let _ = lease.unlock();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_held_exclusively_past_the_bound_is_named() {
+        let dir = std::env::temp_dir().join(format!("edge-test-lease-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let supervisor = open(&dir.join("lease")).unwrap();
+        supervisor.lock().unwrap();
+        let error = hold_lease(&dir, Duration::from_millis(100)).expect_err("bounded");
+        assert!(
+            error.contains("has been locked for 100ms by a process supervisor"),
+            "{error}"
+        );
+        supervisor.unlock().unwrap();
+        hold_lease(&dir, Duration::from_millis(100)).expect("free again");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
