@@ -75,13 +75,17 @@ impl Logs {
     /// The message of a Rust panic, as the guest printed it to stderr: the lines after
     /// `thread 'main' panicked at <location>:`, up to the `note: run with RUST_BACKTRACE`.
     pub fn panic_message(&self) -> Option<String> {
-        let stderr = self.stderr();
-        let start = stderr.iter().position(|l| l.contains("panicked at "))?;
-        let message: Vec<&str> = stderr[start + 1..]
-            .iter()
-            .copied()
-            .take_while(|l| !l.starts_with("note: "))
-            .collect();
-        Some(message.join("\n"))
+        panic_message_in(&self.stderr())
     }
+}
+
+/// The message of a Rust panic among what a guest printed to stderr.
+pub(crate) fn panic_message_in(stderr: &[&str]) -> Option<String> {
+    let start = stderr.iter().position(|l| l.contains("panicked at "))?;
+    let message: Vec<&str> = stderr[start + 1..]
+        .iter()
+        .copied()
+        .take_while(|l| !l.starts_with("note: "))
+        .collect();
+    Some(message.join("\n"))
 }

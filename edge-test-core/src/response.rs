@@ -342,6 +342,9 @@ pub(crate) fn judge(
         Outcome::Trapped { message } => {
             Judged::Failed(failure(GuestFailureKind::Trapped { message }))
         }
+        Outcome::Exited { code } => Judged::Failed(failure(GuestFailureKind::Trapped {
+            message: format!("the guest exited with status {code}"),
+        })),
         Outcome::TimedOut { limit } => {
             Judged::Failed(failure(GuestFailureKind::TimedOut { limit }))
         }

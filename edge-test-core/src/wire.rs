@@ -32,6 +32,12 @@ pub(crate) struct SessionSpec {
     /// edge-test's HTTP cache shim, merged into the guest's module (`module_rewrite`) unless
     /// the service opted out of the HTTP cache.
     pub http_cache_shim: Option<PathBuf>,
+    /// The guest's stdout and stderr as the bytes it wrote (`InvocationReport::stdio`),
+    /// where the executor can: a forked worker, alone in its process, has its own file
+    /// descriptors to catch them in. Elsewhere they are log lines as always, which lose
+    /// where each write ended (viceroy strips a write's trailing newline), harmless for a
+    /// service's logs but not for the output of a guest's own unit tests.
+    pub capture_stdio: bool,
 }
 
 impl Default for InvocationRequest {
@@ -52,6 +58,7 @@ impl Default for InvocationRequest {
             read_cache: Vec::new(),
             list_cache: false,
             dynamic_dispatcher: None,
+            command: None,
         }
     }
 }
@@ -102,6 +109,10 @@ pub(crate) struct InvocationRequest {
     pub list_cache: bool,
     /// Where the test serves its dynamic backends' mocks: redirected connections go there.
     pub dynamic_dispatcher: Option<SocketAddr>,
+    /// Not a request: run the module as a WASI command (its `_start`, as `viceroy run`
+    /// does) with these arguments, the program's name first. How the guest crate's own
+    /// unit tests run (`guest_tests`); the method, URI, headers and body are unused.
+    pub command: Option<Vec<String>>,
 }
 
 impl PlatformChange {
@@ -195,6 +206,19 @@ pub(crate) struct InvocationReport {
     /// What a platform-only request read, as JSON: `{"kv": {store: [[key, [bytes],
     /// metadata]]}, "cache": [entry or null, in the order asked]}`.
     pub platform_read: Option<String>,
+    /// The guest's stdout and stderr together, as written, when the session captures them
+    /// (`SessionSpec::capture_stdio`) and the invocation was a command.
+    pub stdio: Option<CapturedStdio>,
+}
+
+/// What a guest wrote to stdout and stderr, interleaved as written, up to the invocation's
+/// `max_log_bytes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct CapturedStdio {
+    #[serde(with = "as_bytes")]
+    pub bytes: Vec<u8>,
+    /// Bytes written past the cap, dropped unread.
+    pub dropped: u64,
 }
 
 impl InvocationReport {
@@ -211,6 +235,7 @@ impl InvocationReport {
             runtime_warnings: Vec::new(),
             unfenced: None,
             platform_read: None,
+            stdio: None,
         }
     }
 }
@@ -235,6 +260,11 @@ pub(crate) enum Outcome {
     /// The guest trapped (a Rust panic aborts into a trap) or exited with an error.
     Trapped {
         message: String,
+    },
+    /// A guest run as a command (`InvocationRequest::command`) exited with this status,
+    /// not 0.
+    Exited {
+        code: i32,
     },
     /// The guest was still running when its time limit ran out, and was stopped.
     TimedOut {

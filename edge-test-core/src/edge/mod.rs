@@ -121,6 +121,7 @@ impl Edge {
             backend_addrs: mocks.addrs().clone(),
             kv_guest,
             http_cache_shim: service.http_cache_shim.clone(),
+            capture_stdio: false,
         };
         let session = Mutex::new(Arc::new(executor::Session::start(spec.clone())?));
         Ok(Self {

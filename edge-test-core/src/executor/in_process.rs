@@ -23,7 +23,10 @@ pub(crate) struct InProcessSession {
 }
 
 impl InProcessSession {
-    pub(crate) fn start(spec: SessionSpec) -> Result<Self, EdgeError> {
+    pub(crate) fn start(mut spec: SessionSpec) -> Result<Self, EdgeError> {
+        // The process's stdout and stderr are the test's and its other sessions': the
+        // guest's go to the log sink.
+        spec.capture_stdio = false;
         let guest = CompiledGuest::compile(&spec)?;
         Self::serve(&spec.test, guest)
     }

@@ -40,6 +40,10 @@ pub(crate) fn warn(message: &str) {
     let _ = writeln!(std::io::stderr(), "edge-test: warning: {message}");
 }
 
+/// How much memory viceroy-lib 0.22 lets a guest have (its store limits, `linking.rs`):
+/// named when a guest runs out of it.
+pub(crate) const GUEST_MEMORY_MIB: usize = 128;
+
 /// Why an invocation cannot run once its session has ended.
 pub(crate) const SESSION_ENDED: &str =
     "this edge stopped after an earlier guest ran past its time limit";

@@ -43,6 +43,7 @@ struct TemplateKey {
     backends: Vec<String>,
     kv_guest: Option<u64>,
     http_cache_shim: Option<u64>,
+    capture_stdio: bool,
 }
 
 /// The templates, most recently used last, each compiled once (concurrent sessions wait for
@@ -327,6 +328,7 @@ fn template_for(host: &Host, spec: &SessionSpec) -> Result<Arc<Template>, EdgeEr
             Some(shim) => Some(host.templates.content_hash(shim)?),
             None => None,
         },
+        capture_stdio: spec.capture_stdio,
     };
     let compiled = host.templates.slot(key, &spec.wasm);
     let template =
@@ -565,6 +567,7 @@ mod tests {
             )]),
             kv_guest: None,
             http_cache_shim: None,
+            capture_stdio: false,
         }
     }
 
@@ -589,6 +592,7 @@ mod tests {
             backends: Vec::new(),
             kv_guest: None,
             http_cache_shim: None,
+            capture_stdio: false,
         }
     }
 

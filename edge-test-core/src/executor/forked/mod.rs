@@ -16,6 +16,7 @@ mod host;
 mod protocol;
 mod report_wire;
 mod socket_dir;
+mod stdio_capture;
 mod worker;
 mod worker_link;
 

@@ -6,9 +6,10 @@ use std::os::unix::net::UnixStream;
 
 use super::protocol::{self, Invoke, Welcome};
 use super::report_wire;
+use super::stdio_capture::StdioCapture;
 use crate::error::EdgeError;
-use crate::executor::InvocationReport;
 use crate::executor::guest::{CompiledGuest, GuestRunner};
+use crate::executor::{InvocationReport, InvocationRequest};
 
 pub(super) fn run(
     stream: UnixStream,
@@ -23,6 +24,7 @@ pub(super) fn run(
     if client.is_none_or(|client| rustix::process::test_kill_process(client).is_err()) {
         exit(0);
     }
+    let capture_stdio = guest.capture_stdio;
     let engine = guest.ctx.engine().clone();
     std::thread::spawn(move || {
         loop {
@@ -63,7 +65,11 @@ pub(super) fn run(
         // panic is caught, and reported as the reason the request did not run.
         let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             inject_fault_when_asked();
-            runner.run(request)
+            if capture_stdio && request.command.is_some() {
+                run_capturing_stdio(&mut runner, request)
+            } else {
+                runner.run(request)
+            }
         }))
         .unwrap_or_else(|panic| {
             InvocationReport::not_run(&format!(
@@ -80,6 +86,30 @@ pub(super) fn run(
         }
     }
     exit(0)
+}
+
+/// Runs a command with the worker's stdout and stderr caught: what the guest wrote, as it
+/// wrote it.
+fn run_capturing_stdio(runner: &mut GuestRunner, request: InvocationRequest) -> InvocationReport {
+    let cap = request.max_log_bytes;
+    let capture = match StdioCapture::begin(cap) {
+        Ok(capture) => capture,
+        Err(e) => {
+            let mut report = runner.run(request);
+            report.runtime_warnings.push(format!(
+                "edge-test could not catch the guest's stdout and stderr ({e}): they are lost"
+            ));
+            return report;
+        }
+    };
+    let mut report = runner.run(request);
+    match capture.finish() {
+        Ok(stdio) => report.stdio = Some(stdio),
+        Err(e) => report.runtime_warnings.push(format!(
+            "edge-test could not read the guest's stdout and stderr: {e}"
+        )),
+    }
+    report
 }
 
 /// `EDGE_TEST_INJECT_FAULT=worker-panic`, in the environment of the process that starts

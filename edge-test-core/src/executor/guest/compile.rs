@@ -35,6 +35,9 @@ pub(crate) struct CompiledGuest {
     pub(super) kv: Option<Arc<KvGuest>>,
     /// Why the module's dynamic backends are not redirected to mocks, when they are not.
     pub(super) unredirected: Option<String>,
+    /// Its stdout and stderr go to the process's own (`SessionSpec::capture_stdio`), for a
+    /// forked worker to catch, rather than to the log sink.
+    pub(crate) capture_stdio: bool,
 }
 
 impl CompiledGuest {
@@ -76,6 +79,7 @@ impl CompiledGuest {
         };
         Ok(Self {
             unredirected,
+            capture_stdio: spec.capture_stdio,
             kv,
             ctx,
             logs,
@@ -248,8 +252,8 @@ fn build_context(
     )
     .map_err(|e| compile_error(spec, &e))?
     .with_capture_logs(logs.as_writer())
-    .with_log_stdout(true)
-    .with_log_stderr(true)
+    .with_log_stdout(!spec.capture_stdio)
+    .with_log_stderr(!spec.capture_stdio)
     // Served from files a test's changes rewrite (`platform_files`).
     .with_dictionaries(files.dictionaries)
     .with_geolocation(files.geolocation)

@@ -131,6 +131,7 @@ impl GuestRunner {
                     runtime_warnings: self.traps.drain_warnings(),
                     unfenced: None,
                     platform_read: None,
+                    stdio: None,
                 }
             }
         };
@@ -249,6 +250,9 @@ async fn invoke(
     let _ = traps.drain_guest_failures();
     let _ = traps.drain_warnings();
     logs.begin(request.max_log_bytes);
+    if let Some(args) = request.command {
+        return run_command(ctx, args, logs, traps).await;
+    }
     let idle_refs = Arc::strong_count(ctx);
 
     let (response, early_error) = match send(ctx, request).await {
@@ -259,6 +263,26 @@ async fn invoke(
     viceroy_compat::wait_for_guest_exit(ctx, idle_refs).await;
     let response = progress.borrow_mut().take();
     collect(response, early_error, logs, traps)
+}
+
+/// Runs the module as a WASI command with `args` (the program's name first) until its
+/// `_start` returns or it exits: one instance of its own, which it leaves nothing behind in
+/// (viceroy drops the store before answering).
+async fn run_command(
+    ctx: &Arc<ExecuteCtx>,
+    args: Vec<String>,
+    logs: &LogSink,
+    traps: &TrapCollector,
+) -> InvocationReport {
+    let Some((program, args)) = args.split_first() else {
+        return InvocationReport::not_run("a command needs at least its program's name");
+    };
+    let ended = ctx.clone().run_main(program, args).await;
+    let mut report = collect(None, None, logs, traps);
+    if report.outcome == Outcome::Completed {
+        report.outcome = viceroy_compat::command_outcome(ended);
+    }
+    report
 }
 
 /// What viceroy answers a request with: the guest's first response, and (as its report
@@ -344,5 +368,6 @@ fn collect(
         runtime_warnings: traps.drain_warnings(),
         unfenced: None,
         platform_read: None,
+        stdio: None,
     }
 }

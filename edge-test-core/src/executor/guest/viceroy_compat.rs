@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use viceroy_lib::ExecuteCtx;
 
+use crate::executor::Outcome;
 use crate::logs::LogLine;
 
 /// The address the guest sees as the edge's own (`local`): what Viceroy's CLI listens on.
@@ -47,6 +48,22 @@ pub(crate) fn without_host_backtrace(message: &str) -> String {
         .unwrap_or(message)
         .trim_end()
         .to_owned()
+}
+
+/// How a guest run as a command ended, from what `ExecuteCtx::run_main` returned: a
+/// `proc_exit` is an `I32Exit` error (status 0 is a success, as libtest's passing run
+/// ends), anything else is a trap. Pinned by `guest_tests`.
+pub(crate) fn command_outcome(ended: Result<(), anyhow::Error>) -> Outcome {
+    match ended {
+        Ok(()) => Outcome::Completed,
+        Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            Some(wasmtime_wasi::I32Exit(0)) => Outcome::Completed,
+            Some(wasmtime_wasi::I32Exit(code)) => Outcome::Exited { code: *code },
+            None => Outcome::Trapped {
+                message: without_host_backtrace(&format!("WebAssembly trapped: {e:?}")),
+            },
+        },
+    }
 }
 
 /// The backend named by viceroy's warning that a guest sent to a backend it does not know
