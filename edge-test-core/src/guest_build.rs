@@ -276,9 +276,13 @@ fn guests_target_dir() -> PathBuf {
         return PathBuf::from(dir);
     }
     // A test binary lives in `<target>/<profile>/deps/`, an example in
-    // `<target>/<profile>/examples/`.
+    // `<target>/<profile>/examples/`, a binary (`edge-test-runner`) in `<target>/<profile>/`
+    // beside cargo's `.fingerprint`.
     let host_target = std::env::current_exe().ok().and_then(|exe| {
         let dir = exe.parent()?;
+        if dir.join(".fingerprint").is_dir() {
+            return dir.parent().map(Path::to_owned);
+        }
         matches!(dir.file_name()?.to_str()?, "deps" | "examples")
             .then(|| dir.parent()?.parent().map(Path::to_owned))
             .flatten()

@@ -16,6 +16,7 @@ mod edge;
 mod error;
 mod executor;
 mod guest_build;
+pub mod guest_tests;
 mod logs;
 mod manifest;
 mod manifest_edits;

@@ -50,7 +50,7 @@ pub use edge_test_core::{
     GuestFailure, GuestFailureKind, KvEntry, KvStore, LogLine, Logs, Process, ProcessHandle,
     RequestBuilder, Response, SecretStore, Service, Tls,
 };
-pub use edge_test_core::{cassette, mock, snapshot};
+pub use edge_test_core::{cassette, guest_tests, mock, snapshot};
 pub use edge_test_macros::edge_test;
 /// The `http` crate whose types requests and responses use (`Method`, `StatusCode`,
 /// `HeaderMap`), so that tests need not depend on a matching version of it.

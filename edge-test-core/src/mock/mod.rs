@@ -18,7 +18,7 @@ pub mod matchers;
 mod mounted;
 mod reply;
 pub(crate) mod server;
-mod verification;
+pub(crate) mod verification;
 
 use std::fmt;
 use std::ops::{Range, RangeFrom, RangeInclusive, RangeToInclusive};
