@@ -1,0 +1,428 @@
+//! Unit tests inside a guest crate, run by `edge-test-runner` (built here from its own
+//! source as `guest-test-runner`): each test in a pristine instance of its own, failures
+//! alone and named, libtest's arguments as libtest reads them, under `cargo test` and
+//! `cargo nextest run` as the target runner. The guest is `guests/unit-tests`.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use support::origin::Origin;
+
+const RUNNER: &str = env!("CARGO_BIN_EXE_guest-test-runner");
+
+/// Variables of this test process that must not reach a nested cargo: they would retarget
+/// it or point it at the host's target directory.
+const CARGO_VARS: &[&str] = &[
+    "CARGO_TARGET_DIR",
+    "CARGO_BUILD_TARGET",
+    "CARGO_BUILD_TARGET_DIR",
+    "RUSTFLAGS",
+    "CARGO_ENCODED_RUSTFLAGS",
+    "CARGO_MAKEFLAGS",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+];
+
+fn guest_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("guests/unit-tests")
+}
+
+/// Where the guest's tests are built: beside this test binary's target directory, shared by
+/// every process (cargo locks it).
+fn guest_target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.ancestors().nth(3).unwrap().to_owned();
+    target.join("edge-test").join("guest-tests")
+}
+
+fn cargo_in_guest() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()));
+    command.current_dir(guest_dir());
+    for var in CARGO_VARS {
+        command.env_remove(var);
+    }
+    command.env("CARGO_TARGET_DIR", guest_target_dir());
+    command
+}
+
+/// The guest's test module, built once per process (cargo's own fingerprints make later
+/// processes quick).
+fn module() -> &'static Path {
+    static MODULE: OnceLock<PathBuf> = OnceLock::new();
+    MODULE.get_or_init(|| {
+        let output = cargo_in_guest()
+            .args(["test", "--no-run", "--target", "wasm32-wasip1"])
+            .arg("--message-format=json-render-diagnostics")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "building the guest's tests failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find_map(|msg| Some(PathBuf::from(msg["executable"].as_str()?)))
+            .expect("cargo names the test module")
+    })
+}
+
+/// A copy of the guest's `fastly.toml` whose `local` backend is `origin`.
+fn manifest_for(origin: &Origin, name: &str) -> PathBuf {
+    let text = std::fs::read_to_string(guest_dir().join("fastly.toml")).unwrap();
+    let text = text.replace("http://127.0.0.1:9", &origin.url());
+    let path = std::env::temp_dir().join(format!(
+        "edge-test-guest-tests-{}-{name}.toml",
+        std::process::id()
+    ));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+struct Ran {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Ran {
+    fn from(output: Output) -> Self {
+        Self {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    #[track_caller]
+    fn assert_has(&self, text: &str) {
+        assert!(
+            self.stdout.contains(text) || self.stderr.contains(text),
+            "expected {text:?} in the runner's output:\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+    }
+
+    /// The section a failure's output and reason are shown in.
+    fn failure_of(&self, test: &str) -> &str {
+        let start = self
+            .stdout
+            .find(&format!("---- {test} stdout ----"))
+            .unwrap_or_else(|| panic!("no failure section for {test}:\n{}", self.stdout));
+        let rest = &self.stdout[start..];
+        let end = rest[5..].find("\n---- ").map_or(rest.len(), |i| i + 5);
+        let end = rest[..end].find("\nfailures:").unwrap_or(end);
+        &rest[..end]
+    }
+}
+
+/// Runs the runner as cargo does: `<runner> [options] <module> <libtest args>`.
+fn run(options: &[&str], libtest: &[&str]) -> Ran {
+    let mut command = Command::new(RUNNER);
+    command
+        .args(options)
+        .arg(module())
+        .args(libtest)
+        // As cargo runs it: in the crate, which it names.
+        .env("CARGO_MANIFEST_DIR", guest_dir())
+        .current_dir(guest_dir());
+    Ran::from(command.output().unwrap())
+}
+
+#[test]
+fn passing_tests_pass_each_in_a_pristine_instance() {
+    let origin = Origin::start();
+    let manifest = manifest_for(&origin, "passing");
+    let ran = run(&["--fastly-toml", manifest.to_str().unwrap()], &["passing"]);
+    assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
+    // Both halves of each pair find the store and the cache as declared: neither sees the
+    // other's write, whichever runs second.
+    for test in [
+        "greets",
+        "reads_the_config_store_fastly_toml_declares",
+        "kv_first",
+        "kv_second",
+        "cache_first",
+        "cache_second",
+        "prints_and_logs",
+    ] {
+        ran.assert_has(&format!("test passing::{test} ... ok"));
+    }
+    ran.assert_has("test passing::ignored_but_passes ... ignored");
+    ran.assert_has("running 8 tests");
+    ran.assert_has("test result: ok. 7 passed; 0 failed; 1 ignored; 0 measured; 8 filtered out");
+    // Output is shown for failures only, as libtest does.
+    assert!(
+        !ran.stdout.contains("printed by prints_and_logs"),
+        "{}",
+        ran.stdout
+    );
+}
+
+#[test]
+fn each_failure_fails_its_test_alone_and_says_how() {
+    let origin = Origin::start();
+    let manifest = manifest_for(&origin, "failing");
+    let ran = run(
+        &["--fastly-toml", manifest.to_str().unwrap()],
+        &["--skip", "slow"],
+    );
+    assert_eq!(ran.code, Some(101), "{}{}", ran.stdout, ran.stderr);
+    // The other tests ran to the end, each in its own instance, and passed.
+    ran.assert_has("test passing::kv_second ... ok");
+    ran.assert_has("test backends::reaches_the_local_server_fastly_toml_names ... ok");
+    ran.assert_has(
+        "test result: FAILED. 8 passed; 6 failed; 1 ignored; 0 measured; 1 filtered out",
+    );
+
+    let panics = ran.failure_of("failing::panics");
+    for shown in [
+        "context printed before the panic",
+        "audit :: logged before the panic",
+        "the test panicked: boom in a unit test",
+    ] {
+        assert!(panics.contains(shown), "{shown:?} missing from:\n{panics}");
+    }
+    let traps = ran.failure_of("failing::traps");
+    assert!(traps.contains("the guest trapped: "), "{traps}");
+    assert!(traps.contains("unreachable"), "{traps}");
+    let error = ran.failure_of("failing::returns_an_error");
+    assert!(error.contains("Error: \"went wrong\""), "{error}");
+    assert!(error.contains("exited with status 101"), "{error}");
+    let exits = ran.failure_of("failing::exits");
+    assert!(
+        exits.contains("the guest's libtest exited with status 3"),
+        "{exits}"
+    );
+    let memory = ran.failure_of("failing::exhausts_memory");
+    assert!(memory.contains("memory allocation of"), "{memory}");
+    let off = ran.failure_of("failing::calls_a_backend_off_loopback");
+    assert!(
+        off.contains(
+            "the guest sent GET /v1 to backend `remote`, whose url in fastly.toml \
+             (https://api.example.com) is off loopback"
+        ),
+        "{off}"
+    );
+    assert_eq!(origin.requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_test_that_loops_is_stopped_at_its_time_limit() {
+    let ran = run(&["--guest-timeout-ms", "300"], &["slow"]);
+    assert_eq!(ran.code, Some(101), "{}{}", ran.stdout, ran.stderr);
+    ran.assert_has("test slow::loops_forever ... FAILED");
+    let failure = ran.failure_of("slow::loops_forever");
+    assert!(
+        failure.contains("the test ran past its time limit of 300ms and was stopped"),
+        "{failure}"
+    );
+}
+
+#[test]
+fn ignored_tests_run_with_ignored_and_include_ignored() {
+    let ran = run(&[], &["--ignored"]);
+    assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
+    ran.assert_has("test passing::ignored_but_passes ... ok");
+    ran.assert_has("test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 15 filtered out");
+
+    let ran = run(&[], &["passing::", "--include-ignored", "--nocapture"]);
+    assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
+    ran.assert_has("test passing::ignored_but_passes ... ok");
+    // --nocapture shows what passing tests print, and their log lines.
+    ran.assert_has("the ignored test ran");
+    ran.assert_has("printed by prints_and_logs");
+    ran.assert_has("audit :: logged by prints_and_logs");
+    ran.assert_has("test result: ok. 8 passed; 0 failed; 0 ignored");
+}
+
+#[test]
+fn filters_exact_and_skip_select_as_libtest_does() {
+    let ran = run(&[], &["kv_", "--skip", "second"]);
+    assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
+    ran.assert_has("test passing::kv_first ... ok");
+    assert!(!ran.stdout.contains("kv_second"), "{}", ran.stdout);
+    ran.assert_has("test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 15 filtered out");
+
+    // Two exact names (one exact name is nextest's call, below).
+    let ran = run(&[], &["passing::greets", "passing::kv", "--exact"]);
+    ran.assert_has("test passing::greets ... ok");
+    ran.assert_has("running 1 test");
+    assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
+}
+
+#[test]
+fn the_listing_is_the_guests_own() {
+    let ran = run(&[], &["--list", "--format", "terse"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let mut listed: Vec<&str> = ran.stdout.lines().collect();
+    listed.sort();
+    assert_eq!(listed.len(), 16, "{listed:?}");
+    assert!(listed.contains(&"passing::kv_first: test"), "{listed:?}");
+    let ran = run(&[], &["--list", "--format", "terse", "--ignored"]);
+    assert_eq!(ran.stdout, "passing::ignored_but_passes: test\n");
+    // An option libtest does not know is libtest's to name.
+    let ran = run(&[], &["--frobnicate"]);
+    assert_eq!(ran.code, Some(2));
+    ran.assert_has("frobnicate");
+}
+
+/// nextest's call: one test by its exact name, its output as it comes, libtest's exit status.
+#[test]
+fn one_exact_test_runs_as_nextest_runs_it() {
+    let ran = run(&[], &["passing::prints_and_logs", "--exact", "--nocapture"]);
+    assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
+    ran.assert_has("printed by prints_and_logs");
+    ran.assert_has("audit :: logged by prints_and_logs");
+    ran.assert_has("test result: ok. 1 passed");
+
+    let ran = run(&[], &["failing::panics", "--exact", "--nocapture"]);
+    assert_eq!(ran.code, Some(101), "{}{}", ran.stdout, ran.stderr);
+    ran.assert_has("boom in a unit test");
+    ran.assert_has("edge-test-runner: the test panicked: boom in a unit test");
+
+    let ran = run(
+        &[],
+        &["passing::ignored_but_passes", "--exact", "--ignored"],
+    );
+    assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
+    ran.assert_has("the ignored test ran");
+}
+
+#[test]
+fn in_process_the_results_are_the_same() {
+    let mut command = Command::new(RUNNER);
+    command
+        .arg(module())
+        .args(["cache_", "--test-threads", "1"])
+        .env("EDGE_TEST_HOST", "off")
+        .env("CARGO_MANIFEST_DIR", guest_dir())
+        .current_dir(guest_dir());
+    let ran = Ran::from(command.output().unwrap());
+    assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
+    ran.assert_has("test passing::cache_first ... ok");
+    ran.assert_has("test passing::cache_second ... ok");
+}
+
+#[test]
+fn bad_input_is_named_with_the_fix() {
+    let ran = Ran::from(
+        Command::new(RUNNER)
+            .arg("/nonexistent/tests.wasm")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(ran.code, Some(2));
+    ran.assert_has("edge-test-runner: error: cannot read the test module /nonexistent/tests.wasm");
+    ran.assert_has("cargo test --target wasm32-wasip1");
+
+    let corrupt =
+        std::env::temp_dir().join(format!("edge-test-corrupt-{}.wasm", std::process::id()));
+    std::fs::write(&corrupt, b"\0asm\x01\0\0\0 this is not a module").unwrap();
+    let ran = Ran::from(
+        Command::new(RUNNER)
+            .arg("--fastly-toml")
+            .arg(guest_dir().join("fastly.toml"))
+            .arg(&corrupt)
+            .output()
+            .unwrap(),
+    );
+    let _ = std::fs::remove_file(&corrupt);
+    assert_eq!(ran.code, Some(2), "{}{}", ran.stdout, ran.stderr);
+    ran.assert_has("the runtime cannot load");
+
+    // No fastly.toml where cargo runs the tests, none named.
+    let ran = Ran::from(
+        Command::new(RUNNER)
+            .arg(module())
+            .env_remove("CARGO_MANIFEST_DIR")
+            .env_remove("EDGE_TEST_FASTLY_TOML")
+            .current_dir(std::env::temp_dir())
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(ran.code, Some(2));
+    ran.assert_has("no fastly.toml in the guest crate");
+    ran.assert_has("--fastly-toml PATH");
+    let ran = run(&["--fastly-toml", "/nonexistent/fastly.toml"], &[]);
+    assert_eq!(ran.code, Some(2));
+    ran.assert_has("the fastly.toml named (/nonexistent/fastly.toml) does not exist");
+}
+
+/// The runner as cargo's target runner: `cargo test` in the guest crate.
+#[test]
+fn cargo_test_runs_the_guests_tests_through_it() {
+    let origin = Origin::start();
+    let manifest = manifest_for(&origin, "cargo-test");
+    let output = cargo_in_guest()
+        .args([
+            "test",
+            "--target",
+            "wasm32-wasip1",
+            "--",
+            "--skip",
+            "slow",
+            "--skip",
+            "failing",
+        ])
+        .env("CARGO_TARGET_WASM32_WASIP1_RUNNER", RUNNER)
+        .env("EDGE_TEST_FASTLY_TOML", &manifest)
+        .output()
+        .unwrap();
+    let ran = Ran::from(output);
+    assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
+    ran.assert_has("test result: ok. 8 passed; 0 failed; 1 ignored; 0 measured; 7 filtered out");
+}
+
+/// The runner as nextest's target runner: its listing, one process per test, its retries'
+/// exit statuses. nextest is CI's (`.ci/run` installs it); elsewhere the test says it did
+/// not run rather than passing.
+#[test]
+fn cargo_nextest_runs_the_guests_tests_through_it() {
+    let has_nextest = Command::new("cargo")
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_nextest {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "cargo-nextest is not installed, and CI needs this test to run"
+        );
+        eprintln!("not run: cargo-nextest is not installed (cargo install cargo-nextest)");
+        return;
+    }
+    let origin = Origin::start();
+    let manifest = manifest_for(&origin, "nextest");
+    let nextest = |filters: &[&str]| {
+        let output = cargo_in_guest()
+            .args([
+                "nextest",
+                "run",
+                "--target",
+                "wasm32-wasip1",
+                "--no-fail-fast",
+            ])
+            .args(["--run-ignored", "all", "--color", "never"])
+            .args(filters)
+            .env("CARGO_TARGET_WASM32_WASIP1_RUNNER", RUNNER)
+            .env("EDGE_TEST_FASTLY_TOML", &manifest)
+            .output()
+            .unwrap();
+        Ran::from(output)
+    };
+    let ran = nextest(&["passing", "backends"]);
+    assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
+    ran.assert_has("9 tests run: 9 passed");
+
+    let ran = nextest(&["failing::panics", "failing::exits"]);
+    assert_eq!(ran.code, Some(100), "{}{}", ran.stdout, ran.stderr);
+    ran.assert_has("2 tests run: 0 passed, 2 failed");
+    ran.assert_has("edge-test-runner: the test panicked: boom in a unit test");
+    ran.assert_has("edge-test-runner: the guest's libtest exited with status 3");
+}
