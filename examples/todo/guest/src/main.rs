@@ -385,3 +385,70 @@ fn access_log(method: &Method, path: &str, resp: &Response) {
 fn audit(line: &str) {
     let _ = Endpoint::from_name("audit").write_all(line.as_bytes());
 }
+
+/// The service's helpers, tested inside the guest as Fastly's guidance has it (`#[test]`
+/// functions calling the fastly APIs directly), each run in a pristine instance of its own
+/// by `edge-test-runner` (`.cargo/config.toml`): `cargo test` in this directory.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_ttl_comes_from_the_settings_store() {
+        assert_eq!(cache_ttl(), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn the_origin_token_comes_from_the_secret_store() {
+        assert_eq!(origin_token(), "s3cr3t-token");
+    }
+
+    #[test]
+    fn surrogate_keys_name_the_todo() {
+        assert_eq!(surrogate_key("42"), "todo-42");
+    }
+
+    #[test]
+    fn errors_are_json_with_their_status() {
+        let mut resp = error(StatusCode::BAD_REQUEST, "todo ids are numeric");
+        assert_eq!(resp.get_status(), StatusCode::BAD_REQUEST);
+        let body: Value = resp.take_body_json().unwrap();
+        assert_eq!(body, json!({ "error": "todo ids are numeric" }));
+    }
+
+    #[test]
+    fn a_non_numeric_id_is_refused_before_any_backend_call() {
+        let (resp, after) = get_todo("abc");
+        assert_eq!(resp.get_status(), StatusCode::BAD_REQUEST);
+        assert!(matches!(after, AfterResponse::Nothing));
+    }
+
+    /// Runs in an instance of its own: the note written here is never another test's.
+    #[test]
+    fn a_note_put_in_kv_is_read_back() {
+        let req = Request::put("http://edge.test/notes/groceries").with_body("milk");
+        let (resp, _) = put_note("groceries", req);
+        assert!(resp.get_status().is_success(), "{}", resp.get_status());
+        let mut read = get_note("groceries");
+        assert_eq!(read.take_body_str(), "milk");
+    }
+
+    #[test]
+    fn the_declared_note_is_there_and_no_other() {
+        assert_eq!(get_note("welcome").take_body_str(), "first note");
+        assert_eq!(get_note("groceries").get_status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn a_todo_in_the_core_cache_is_served_without_the_origin() {
+        assert!(insert_into_cache(
+            CacheKey::from("todo:7"),
+            "todo-7",
+            Duration::from_secs(60),
+            br#"{"id":7}"#
+        ));
+        let (mut resp, _) = get_todo("7");
+        assert_eq!(resp.get_header_str("x-cache"), Some("HIT"));
+        assert_eq!(resp.take_body_str(), r#"{"id":7}"#);
+    }
+}
