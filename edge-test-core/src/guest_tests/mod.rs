@@ -267,7 +267,7 @@ impl Suite {
         }
         Ok(listed
             .output
-            .stdout_lines()
+            .lines_of("stdout")
             .into_iter()
             .filter_map(|l| l.strip_suffix(": test"))
             .map(str::to_owned)
@@ -438,10 +438,10 @@ struct Instance {
 /// Why a guest stopped, in words: its panic's message when it printed one (a wasm guest's
 /// panic aborts the instance), else the trap.
 fn guest_stopped(trap: &str, output: &Output) -> String {
-    match crate::logs::panic_message_in(&output.stderr_lines()) {
+    match crate::logs::panic_message_in(&output.lines_of("stderr")) {
         Some(message) => format!("the test panicked: {message}\n({trap})"),
         None if output
-            .stderr_lines()
+            .lines_of("stderr")
             .iter()
             .any(|l| l.starts_with("memory allocation of")) =>
         {

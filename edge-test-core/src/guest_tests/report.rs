@@ -29,27 +29,15 @@ pub(super) struct Output {
 }
 
 impl Output {
-    /// What it wrote to stdout, line by line: a listing.
-    pub(super) fn stdout_lines(&self) -> Vec<&str> {
+    /// What it wrote to `stream` (`"stdout"`, `"stderr"`), line by line: a listing, a
+    /// panic's message. Caught stdio holds both streams together.
+    pub(super) fn lines_of(&self, stream: &str) -> Vec<&str> {
         match &self.stdio {
             Some(stdio) => stdio.lines().collect(),
             None => self
                 .lines
                 .iter()
-                .filter(|l| l.endpoint == "stdout")
-                .map(|l| l.message.as_str())
-                .collect(),
-        }
-    }
-
-    /// Every line it printed to stderr or logged, for reading a panic's message.
-    pub(super) fn stderr_lines(&self) -> Vec<&str> {
-        match &self.stdio {
-            Some(stdio) => stdio.lines().collect(),
-            None => self
-                .lines
-                .iter()
-                .filter(|l| l.endpoint == "stderr")
+                .filter(|l| l.endpoint == stream)
                 .map(|l| l.message.as_str())
                 .collect(),
         }
