@@ -156,7 +156,7 @@ fn passing_tests_pass_each_in_a_pristine_instance() {
     }
     ran.assert_has("test passing::ignored_but_passes ... ignored");
     ran.assert_has("running 8 tests");
-    ran.assert_has("test result: ok. 7 passed; 0 failed; 1 ignored; 0 measured; 8 filtered out");
+    ran.assert_has("test result: ok. 7 passed; 0 failed; 1 ignored; 0 measured; 9 filtered out");
     // Output is shown for failures only, as libtest does.
     assert!(
         !ran.stdout.contains("printed by prints_and_logs"),
@@ -178,7 +178,7 @@ fn each_failure_fails_its_test_alone_and_says_how() {
     ran.assert_has("test passing::kv_second ... ok");
     ran.assert_has("test backends::reaches_the_local_server_fastly_toml_names ... ok");
     ran.assert_has(
-        "test result: FAILED. 8 passed; 6 failed; 1 ignored; 0 measured; 1 filtered out",
+        "test result: FAILED. 8 passed; 7 failed; 1 ignored; 0 measured; 1 filtered out",
     );
 
     let panics = ran.failure_of("failing::panics");
@@ -210,6 +210,13 @@ fn each_failure_fails_its_test_alone_and_says_how() {
         ),
         "{off}"
     );
+    let dynamic = ran.failure_of("failing::calls_a_dynamic_backend");
+    assert!(
+        dynamic.contains(
+            "the guest sent GET /u/ada.png to dynamic backend `avatars` (avatars.example.net:443)"
+        ),
+        "{dynamic}"
+    );
     assert_eq!(origin.requests.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
@@ -230,7 +237,7 @@ fn ignored_tests_run_with_ignored_and_include_ignored() {
     let ran = run(&[], &["--ignored"]);
     assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
     ran.assert_has("test passing::ignored_but_passes ... ok");
-    ran.assert_has("test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 15 filtered out");
+    ran.assert_has("test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 16 filtered out");
 
     let ran = run(&[], &["passing::", "--include-ignored", "--nocapture"]);
     assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
@@ -248,7 +255,7 @@ fn filters_exact_and_skip_select_as_libtest_does() {
     assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
     ran.assert_has("test passing::kv_first ... ok");
     assert!(!ran.stdout.contains("kv_second"), "{}", ran.stdout);
-    ran.assert_has("test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 15 filtered out");
+    ran.assert_has("test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 16 filtered out");
 
     // Two exact names (one exact name is nextest's call, below).
     let ran = run(&[], &["passing::greets", "passing::kv", "--exact"]);
@@ -263,7 +270,7 @@ fn the_listing_is_the_guests_own() {
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
     let mut listed: Vec<&str> = ran.stdout.lines().collect();
     listed.sort();
-    assert_eq!(listed.len(), 16, "{listed:?}");
+    assert_eq!(listed.len(), 17, "{listed:?}");
     assert!(listed.contains(&"passing::kv_first: test"), "{listed:?}");
     let ran = run(&[], &["--list", "--format", "terse", "--ignored"]);
     assert_eq!(ran.stdout, "passing::ignored_but_passes: test\n");
@@ -377,7 +384,7 @@ fn cargo_test_runs_the_guests_tests_through_it() {
         .unwrap();
     let ran = Ran::from(output);
     assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
-    ran.assert_has("test result: ok. 8 passed; 0 failed; 1 ignored; 0 measured; 7 filtered out");
+    ran.assert_has("test result: ok. 8 passed; 0 failed; 1 ignored; 0 measured; 8 filtered out");
 }
 
 /// The runner as nextest's target runner: its listing, one process per test, its retries'

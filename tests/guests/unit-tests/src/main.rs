@@ -141,6 +141,15 @@ mod failing {
     }
 
     #[test]
+    fn calls_a_dynamic_backend() {
+        let backend = fastly::Backend::builder("avatars", "avatars.example.net:443")
+            .finish()
+            .unwrap();
+        let resp = fastly::Request::get("https://avatars.example.net/u/ada.png").send(backend);
+        println!("the guest got {:?}", resp.map(|r| r.get_status()));
+    }
+
+    #[test]
     fn calls_a_backend_off_loopback() {
         let resp = fastly::Request::get("https://api.example.com/v1").send("remote");
         println!("the guest got {:?}", resp.map(|r| r.get_status()));
