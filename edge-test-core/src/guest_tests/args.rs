@@ -59,6 +59,17 @@ pub(crate) enum Ignored {
     Include,
 }
 
+impl Ignored {
+    /// The libtest option that asks for it, if any.
+    pub(crate) fn flag(self) -> Option<&'static str> {
+        match self {
+            Ignored::Skip => None,
+            Ignored::Only => Some("--ignored"),
+            Ignored::Include => Some("--include-ignored"),
+        }
+    }
+}
+
 impl LibtestArgs {
     /// One test named exactly (`<name> --exact`, how nextest runs each test): the guest's
     /// libtest is handed the arguments as they are, with nothing to list first.
@@ -72,11 +83,7 @@ impl LibtestArgs {
     /// guest has.
     pub(crate) fn for_single_run(&self) -> Vec<String> {
         let mut args = self.selection.clone();
-        match self.ignored {
-            Ignored::Skip => {}
-            Ignored::Only => args.push("--ignored".into()),
-            Ignored::Include => args.push("--include-ignored".into()),
-        }
+        args.extend(self.ignored.flag().map(str::to_owned));
         args.extend(["--nocapture".into(), "--test-threads=1".into()]);
         args
     }

@@ -96,11 +96,7 @@ fn listing_args(libtest: &LibtestArgs) -> Vec<String> {
         args.extend(["--format".to_owned(), format.clone()]);
     }
     args.extend(libtest.selection.iter().cloned());
-    match libtest.ignored {
-        Ignored::Skip => {}
-        Ignored::Only => args.push("--ignored".into()),
-        Ignored::Include => args.push("--include-ignored".into()),
-    }
+    args.extend(libtest.ignored.flag().map(str::to_owned));
     args
 }
 
@@ -255,9 +251,7 @@ impl Suite {
     ) -> Result<Vec<String>, String> {
         let mut args = vec!["--list".to_owned(), "--format".into(), "terse".into()];
         args.extend(selection.iter().cloned());
-        if which == Ignored::Only {
-            args.push("--ignored".into());
-        }
+        args.extend(which.flag().map(str::to_owned));
         let listed = self.run(lister, "(listing)", &args);
         if let Verdict::Failed(why) = &listed.verdict {
             report::print_output(&listed.output, report::Filter::Nothing);
