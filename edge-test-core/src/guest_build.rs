@@ -60,7 +60,7 @@ pub(crate) fn http_cache_shim_wasm() -> Result<PathBuf, EdgeError> {
         .map_err(|reason| EdgeError::Host { reason })
 }
 
-pub(crate) fn build_guest_crate(service: &str, crate_dir: &Path) -> Result<PathBuf, EdgeError> {
+pub fn build_guest_crate(service: &str, crate_dir: &Path) -> Result<PathBuf, EdgeError> {
     let manifest = crate_dir.join("Cargo.toml");
     if !manifest.is_file() {
         return Err(EdgeError::GuestBuild {

@@ -12,6 +12,7 @@
 
 mod backend_request;
 pub mod cassette;
+mod e2e;
 mod edge;
 mod error;
 mod executor;
@@ -21,6 +22,7 @@ mod logs;
 mod manifest;
 mod manifest_edits;
 pub mod mock;
+mod outbound;
 mod platform;
 mod private_dir;
 mod process_backend;
@@ -47,6 +49,8 @@ pub use service::{DEFAULT_GUEST_TIMEOUT, DEFAULT_MAX_LOG_BYTES, Service};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::edge::internals::{template_id, worker_pid};
+    /// Builds a guest crate as a registered service's is built: for edge-test's own tests.
+    pub use crate::guest_build::build_guest_crate;
     pub use crate::service::ServiceRegistration;
     pub use crate::test_runner::{TestMeta, TestOutput, run_async, run_sync};
     pub use inventory;

@@ -20,6 +20,8 @@ pub struct Response {
     pub(crate) logs: Logs,
     pub(crate) backend_calls: Vec<BackendRequest>,
     pub(crate) invocation: usize,
+    /// e2e mode: the deployment that answered; its logs and backend calls are not seen here.
+    pub(crate) deployed: Option<String>,
 }
 
 impl Response {
@@ -69,12 +71,22 @@ impl Response {
 
     /// The invocation's log lines (written before and after the response was sent).
     pub fn logs(&self) -> &Logs {
+        self.local_only("reads the invocation's log lines");
         &self.logs
     }
 
     /// The requests the guest sent to backends during this invocation, in order.
     pub fn backend_calls(&self) -> &[BackendRequest] {
+        self.local_only("reads the guest's backend calls");
         &self.backend_calls
+    }
+
+    fn local_only(&self, what: &str) {
+        if let Some(url) = &self.deployed {
+            crate::e2e::skip(format!(
+                "{what}, which only a local run has (e2e mode against {url})"
+            ));
+        }
     }
 
     /// Which invocation of the test this was, counting from 1.
@@ -377,6 +389,7 @@ fn response_of(
         logs,
         backend_calls,
         invocation,
+        deployed: None,
     })
 }
 

@@ -212,6 +212,20 @@ fn resolve_uncached(name: &str) -> Result<ResolvedService, EdgeError> {
     })
 }
 
+/// `name` as registered, for a run against its deployment: nothing is built or read, since
+/// no guest runs here. Errors as [`resolve`] does for a name no `register_service!` declares.
+pub(crate) fn resolve_deployed(name: &str) -> Result<Arc<ResolvedService>, EdgeError> {
+    let service = (find_registration(name)?.define)();
+    Ok(Arc::new(ResolvedService {
+        name: name.to_owned(),
+        wasm: PathBuf::new(),
+        manifest: None,
+        guest_timeout: service.guest_timeout,
+        max_log_bytes: service.max_log_bytes,
+        http_cache_shim: None,
+    }))
+}
+
 fn find_registration(name: &str) -> Result<&'static ServiceRegistration, EdgeError> {
     let mut matching = inventory::iter::<ServiceRegistration>
         .into_iter()

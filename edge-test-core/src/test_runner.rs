@@ -66,7 +66,22 @@ impl Drop for SayOnFailure<'_> {
     }
 }
 
+/// Runs `test`, and reports it skipped when it unwound with [`e2e::Skipped`](crate::e2e):
+/// in e2e mode, it used what only a local run has.
+fn skippable(meta: &TestMeta, test: impl FnOnce()) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(test)) {
+        match panic.downcast::<crate::e2e::Skipped>() {
+            Ok(skipped) => crate::e2e::report_skip(meta.name, &skipped),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
 pub fn run_sync<R: TestOutput>(meta: TestMeta, test: impl FnOnce(Edge) -> R) {
+    skippable(&meta, || run_sync_unskipped(meta, test));
+}
+
+fn run_sync_unskipped<R: TestOutput>(meta: TestMeta, test: impl FnOnce(Edge) -> R) {
     let edge = start(&meta);
     let _said = SayOnFailure(&edge);
     let output = test(edge.clone());
@@ -74,6 +89,15 @@ pub fn run_sync<R: TestOutput>(meta: TestMeta, test: impl FnOnce(Edge) -> R) {
 }
 
 pub fn run_async<F, Fut>(meta: TestMeta, test: F)
+where
+    F: FnOnce(Edge) -> Fut,
+    Fut: Future,
+    Fut::Output: TestOutput,
+{
+    skippable(&meta, || run_async_unskipped(meta, test));
+}
+
+fn run_async_unskipped<F, Fut>(meta: TestMeta, test: F)
 where
     F: FnOnce(Edge) -> Fut,
     Fut: Future,

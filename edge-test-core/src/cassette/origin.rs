@@ -1,7 +1,6 @@
 //! Recording's one network use: a request forwarded to the real origin over HTTP/1.1 (TLS for
 //! `https://`, verified against the system's roots), its answer or its failure kept.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::file::{Fault, Outcome};
@@ -30,7 +29,7 @@ pub(crate) async fn forward(origin: &str, request: &CassetteRequest, limit: Dura
     }
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::outbound::BoxError;
 
 async fn exchange(origin: &str, request: &CassetteRequest) -> Result<CassetteResponse, BoxError> {
     let uri: hyper::Uri = origin.parse()?;
@@ -57,9 +56,9 @@ async fn exchange(origin: &str, request: &CassetteRequest) -> Result<CassetteRes
     }
     let outgoing = builder.body(hyper::Body::from(request.body.clone()))?;
     let response = if tls {
-        send_tls(host, tcp, outgoing).await?
+        crate::outbound::send_tls(host, tcp, outgoing).await?
     } else {
-        send(tcp, outgoing).await?
+        crate::outbound::send(tcp, outgoing).await?
     };
     let (parts, body) = response.into_parts();
     let body = hyper::body::to_bytes(body).await?;
@@ -73,51 +72,4 @@ async fn exchange(origin: &str, request: &CassetteRequest) -> Result<CassetteRes
         ),
         body: body.to_vec(),
     })
-}
-
-async fn send<S>(
-    stream: S,
-    request: hyper::Request<hyper::Body>,
-) -> Result<hyper::Response<hyper::Body>, BoxError>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::handshake(stream).await?;
-    tokio::spawn(connection);
-    Ok(sender.send_request(request).await?)
-}
-
-#[cfg(not(trybuild))]
-async fn send_tls(
-    host: String,
-    tcp: tokio::net::TcpStream,
-    request: hyper::Request<hyper::Body>,
-) -> Result<hyper::Response<hyper::Body>, BoxError> {
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config()?));
-    let name = rustls::pki_types::ServerName::try_from(host)?;
-    send(connector.connect(name, tcp).await?, request).await
-}
-
-/// The compile-fail tests' build has no TLS (see `executor::compiled_out`).
-#[cfg(trybuild)]
-async fn send_tls(
-    _: String,
-    _: tokio::net::TcpStream,
-    _: hyper::Request<hyper::Body>,
-) -> Result<hyper::Response<hyper::Body>, BoxError> {
-    Err("no TLS in this build".into())
-}
-
-#[cfg(not(trybuild))]
-fn client_config() -> Result<rustls::ClientConfig, BoxError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth())
 }

@@ -84,6 +84,8 @@ struct EdgeInner {
     /// The local processes its backends are routed to (`process_routes`); isolated ones stop
     /// with it.
     processes: Mutex<Vec<Arc<crate::process_backend::Running>>>,
+    /// e2e mode: the deployment the requests go to, instead of a local guest.
+    deployed: Option<Arc<crate::e2e::Target>>,
 }
 
 impl Drop for EdgeInner {
@@ -100,6 +102,9 @@ impl Edge {
     /// Starts an edge for `service` (as registered with `register_service!`). Tests get
     /// one from `#[edge_test]`; call this directly only outside that attribute.
     pub fn start(service: &str, test: &str) -> Result<Self, EdgeError> {
+        if let Some(target) = crate::e2e::target_for(service)? {
+            return Self::start_deployed(service, test, target);
+        }
         let service = service::resolve(service)?;
         let backends = service
             .manifest
@@ -123,8 +128,50 @@ impl Edge {
             http_cache_shim: service.http_cache_shim.clone(),
             capture_stdio: false,
         };
-        let session = Mutex::new(Arc::new(executor::Session::start(spec.clone())?));
-        Ok(Self {
+        let session = executor::Session::start(spec.clone())?;
+        Ok(Self::assemble(service, test, spec, session, mocks, None))
+    }
+
+    /// An edge whose requests go to a deployment of the service (e2e mode): no guest, no
+    /// mocks; what needs them skips the test (`local_only`).
+    fn start_deployed(
+        service: &str,
+        test: &str,
+        target: Arc<crate::e2e::Target>,
+    ) -> Result<Self, EdgeError> {
+        let service = service::resolve_deployed(service)?;
+        let mocks = MockHub::start(&[])?;
+        let spec = SessionSpec {
+            service: service.name.clone(),
+            test: test.to_owned(),
+            wasm: std::path::PathBuf::new(),
+            fastly_toml: None,
+            backend_addrs: Default::default(),
+            kv_guest: None,
+            http_cache_shim: None,
+            capture_stdio: false,
+        };
+        let session = executor::Session::Deployed(crate::e2e::DeployedSession::new(target.clone()));
+        Ok(Self::assemble(
+            service,
+            test,
+            spec,
+            session,
+            mocks,
+            Some(target),
+        ))
+    }
+
+    fn assemble(
+        service: Arc<ResolvedService>,
+        test: &str,
+        spec: SessionSpec,
+        session: executor::Session,
+        mocks: MockHub,
+        deployed: Option<Arc<crate::e2e::Target>>,
+    ) -> Self {
+        let session = Mutex::new(Arc::new(session));
+        Self {
             inner: Arc::new(EdgeInner {
                 guest_timeout: Mutex::new(service.guest_timeout),
                 max_log_bytes: AtomicUsize::new(service.max_log_bytes),
@@ -146,8 +193,27 @@ impl Edge {
                 routes: Mutex::new(Vec::new()),
                 served: Mutex::new(Vec::new()),
                 processes: Mutex::new(Vec::new()),
+                deployed,
             }),
-        })
+        }
+    }
+
+    /// The deployment this edge's requests go to, in e2e mode (`EDGE_TEST_TARGET_<SERVICE>`).
+    pub fn deployed_url(&self) -> Option<&str> {
+        self.inner.deployed.as_deref().map(|t| t.url.as_str())
+    }
+
+    /// Skips the test in e2e mode: `what` (what the test does, "mounts a mock on backend
+    /// `origin`") needs a local run.
+    #[track_caller]
+    pub(crate) fn local_only(&self, what: impl FnOnce() -> String) {
+        if let Some(target) = &self.inner.deployed {
+            crate::e2e::skip(format!(
+                "it {}, which only a local run has (e2e mode against {})",
+                what(),
+                target.url
+            ));
+        }
     }
 
     /// The name of the service this edge runs.
@@ -186,6 +252,7 @@ impl Edge {
     /// naming it, when `host` is not a valid authority.
     #[track_caller]
     pub fn set_default_host(&self, host: &str) {
+        self.local_only(|| "sets the host requests are addressed to".to_owned());
         if let Err(e) = host.parse::<http::uri::Authority>() {
             panic!("edge-test: {host:?} is not a valid host for requests ({e})");
         }
@@ -211,6 +278,7 @@ impl Edge {
     /// The mock behind backend `name` (as declared in `fastly.toml`); panics, listing the
     /// declared backends, when the service has no such backend.
     pub fn backend(&self, name: &str) -> MockBackend {
+        self.local_only(|| format!("mocks backend `{name}`"));
         self.inner.mocks.backend(name).unwrap_or_else(|| {
             let declared = self.inner.mocks.backend_names();
             panic!(
@@ -277,6 +345,7 @@ impl Edge {
         name: &str,
         cassette: crate::cassette::Cassette,
     ) -> crate::cassette::CassetteHandle {
+        self.local_only(|| format!("plays a cassette on backend `{name}`"));
         let _ = self.backend(name);
         let url = self.inner.service.manifest.as_ref().and_then(|m| {
             let parsed: toml::Table = m.text.parse().ok()?;
@@ -445,7 +514,10 @@ impl Edge {
             broken,
         );
         match judged {
-            Judged::Answered(response) => Ok(response),
+            Judged::Answered(mut response) => {
+                response.deployed = self.deployed_url().map(str::to_owned);
+                Ok(response)
+            }
             Judged::Failed(failure) => Err(failure),
             Judged::NotRun { reason } => {
                 panic!("edge-test: {summary} to service `{service}` was not run: {reason}")
@@ -550,6 +622,8 @@ impl RequestBuilder {
 
     /// The client's IP address, as the guest sees it (default 127.0.0.1).
     pub fn client_ip(mut self, ip: IpAddr) -> Self {
+        self.edge
+            .local_only(|| "sets the client's IP address".to_owned());
         self.client_ip = ip;
         self
     }
@@ -558,6 +632,8 @@ impl RequestBuilder {
     /// guest reads it with `fastly::geo::geo_lookup`. It stays that address's record for
     /// later requests of this test.
     pub fn geo(mut self, geo: Geo) -> Self {
+        self.edge
+            .local_only(|| "sets the client's geolocation".to_owned());
         self.geo = Some(geo);
         self
     }
@@ -566,6 +642,8 @@ impl RequestBuilder {
     /// facts (protocol, cipher, server name, fingerprints). Without it, a plain HTTP
     /// request, whose TLS facts are absent.
     pub fn tls(mut self, tls: Tls) -> Self {
+        self.edge
+            .local_only(|| "sets the client's TLS facts".to_owned());
         self.tls = Some(tls);
         self
     }
@@ -575,6 +653,8 @@ impl RequestBuilder {
     /// `fastly::device_detection::lookup`. It stays that user agent's record for later
     /// requests of this test.
     pub fn device(mut self, device: Device) -> Self {
+        self.edge
+            .local_only(|| "sets the client's device".to_owned());
         self.device = Some(device);
         self
     }

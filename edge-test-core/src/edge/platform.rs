@@ -20,6 +20,7 @@ impl Edge {
     /// the test ([`declare_config_store`](Self::declare_config_store)) declares it.
     #[track_caller]
     pub fn config_store(&self, name: &str) -> ConfigStore<'_> {
+        self.local_only(|| format!("controls config store `{name}`"));
         self.check_declared(StoreKind::Config, name);
         ConfigStore {
             edge: self,
@@ -33,6 +34,7 @@ impl Edge {
     /// declares it.
     #[track_caller]
     pub fn kv_store(&self, name: &str) -> KvStore<'_> {
+        self.local_only(|| format!("controls KV store `{name}`"));
         self.check_declared(StoreKind::Kv, name);
         KvStore {
             edge: self,
@@ -45,6 +47,7 @@ impl Edge {
     /// ([`declare_secret_store`](Self::declare_secret_store)) declares it.
     #[track_caller]
     pub fn secret_store(&self, name: &str) -> SecretStore<'_> {
+        self.local_only(|| format!("controls secret store `{name}`"));
         self.check_declared(StoreKind::Secret, name);
         SecretStore {
             edge: self,
@@ -56,6 +59,7 @@ impl Edge {
     /// test: before its first request, as a store is part of the compiled guest.
     #[track_caller]
     pub fn declare_config_store(&self, name: &str) -> ConfigStore<'_> {
+        self.local_only(|| format!("declares config store `{name}`"));
         self.declare(StoreKind::Config, name);
         self.config_store(name)
     }
@@ -64,6 +68,7 @@ impl Edge {
     /// test: before its first request, as a store is part of the compiled guest.
     #[track_caller]
     pub fn declare_kv_store(&self, name: &str) -> KvStore<'_> {
+        self.local_only(|| format!("declares KV store `{name}`"));
         self.declare(StoreKind::Kv, name);
         self.kv_store(name)
     }
@@ -72,6 +77,7 @@ impl Edge {
     /// test: before its first request, as a store is part of the compiled guest.
     #[track_caller]
     pub fn declare_secret_store(&self, name: &str) -> SecretStore<'_> {
+        self.local_only(|| format!("declares secret store `{name}`"));
         self.declare(StoreKind::Secret, name);
         self.secret_store(name)
     }
@@ -242,12 +248,14 @@ impl Edge {
     /// The guest's core cache (`fastly::cache::core`), as this test sees it: seed entries,
     /// purge, and look up what the guest stored. Starts empty, as every test's does.
     pub fn cache(&self) -> CacheControl<'_> {
+        self.local_only(|| "controls the cache".to_owned());
         CacheControl { edge: self }
     }
 
     /// The geolocation the guest reads for `ip` (`fastly::geo::geo_lookup`), from the next
     /// invocation on. For the client's own address, [`RequestBuilder::geo`] reads better.
     pub fn set_geo(&self, ip: IpAddr, geo: &Geo) {
+        self.local_only(|| "sets a geolocation record".to_owned());
         self.change_platform(geo.change_for(ip));
     }
 
@@ -255,6 +263,7 @@ impl Edge {
     /// from the next invocation on. For the request's own `User-Agent`,
     /// [`RequestBuilder::device`] reads better.
     pub fn set_device(&self, user_agent: &str, device: &Device) {
+        self.local_only(|| "sets a device detection record".to_owned());
         self.change_platform(device.change_for(user_agent));
     }
 
@@ -271,6 +280,7 @@ impl Edge {
     /// mocks fails the test, naming it. Panics on a target that is not a host or host:port.
     #[track_caller]
     pub fn dynamic_backend(&self, target: &str) -> MockBackend {
+        self.local_only(|| format!("mocks dynamic backend {target}"));
         if let Err(why) = check_target(target) {
             panic!("edge-test: {target:?} is not a dynamic backend target: {why}");
         }

@@ -23,6 +23,7 @@ impl Edge {
     /// edge every later time). Route one of this service's backends to it with
     /// [`route`](Self::route). Panics, like `#[edge_test]`, when the service cannot start.
     pub fn other_service(&self, name: &str) -> Edge {
+        self.local_only(|| format!("starts service `{name}` beside it"));
         let mut services = crate::sync::lock(&self.inner.services);
         if let Some(edge) = services.get(name) {
             return edge.clone();

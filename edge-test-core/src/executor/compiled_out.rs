@@ -7,7 +7,9 @@ use crate::wire::{InvocationReport, InvocationRequest, SessionSpec};
 
 pub(crate) type Refused = String;
 
-pub(crate) enum Session {}
+pub(crate) enum Session {
+    Deployed(crate::e2e::DeployedSession),
+}
 
 impl Session {
     pub(crate) fn start(_spec: SessionSpec) -> Result<Self, EdgeError> {
@@ -16,28 +18,30 @@ impl Session {
         })
     }
 
-    pub(crate) async fn run(&self, _request: InvocationRequest) -> InvocationReport {
-        match *self {}
+    pub(crate) async fn run(&self, request: InvocationRequest) -> InvocationReport {
+        let Session::Deployed(session) = self;
+        session.run(request).await
     }
 
-    pub(crate) fn run_blocking(&self, _request: InvocationRequest) -> InvocationReport {
-        match *self {}
+    pub(crate) fn run_blocking(&self, request: InvocationRequest) -> InvocationReport {
+        let Session::Deployed(session) = self;
+        session.run_blocking(request)
     }
 
     pub(crate) async fn settle(&self) -> Option<InvocationReport> {
-        match *self {}
+        None
     }
 
     pub(crate) fn settle_blocking(&self) -> Option<InvocationReport> {
-        match *self {}
+        None
     }
 
     pub(crate) fn worker_pid(&self) -> Option<u32> {
-        match *self {}
+        None
     }
 
     pub(crate) fn template_id(&self) -> Option<u64> {
-        match *self {}
+        None
     }
 }
 

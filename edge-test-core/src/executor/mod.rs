@@ -56,6 +56,8 @@ pub(crate) enum Session {
     #[cfg(target_os = "linux")]
     Forked(forked::ForkedSession),
     InProcess(InProcessSession),
+    /// e2e mode: no guest here, each request sent to the deployed service.
+    Deployed(crate::e2e::DeployedSession),
 }
 
 #[cfg(not(trybuild))]
@@ -100,6 +102,7 @@ impl Session {
             #[cfg(target_os = "linux")]
             Session::Forked(session) => session.run(request).await,
             Session::InProcess(session) => session.run(request).await,
+            Session::Deployed(session) => session.run(request).await,
         }
     }
 
@@ -109,6 +112,7 @@ impl Session {
             #[cfg(target_os = "linux")]
             Session::Forked(session) => session.run_blocking(request),
             Session::InProcess(session) => session.run_blocking(request),
+            Session::Deployed(session) => session.run_blocking(request),
         }
     }
 
@@ -119,6 +123,8 @@ impl Session {
             #[cfg(target_os = "linux")]
             Session::Forked(session) => session.settle().await,
             Session::InProcess(session) => session.settle().await,
+            // A request the test stopped awaiting was dropped with its connection.
+            Session::Deployed(_) => None,
         }
     }
 
@@ -128,6 +134,7 @@ impl Session {
             #[cfg(target_os = "linux")]
             Session::Forked(session) => session.settle_blocking(),
             Session::InProcess(session) => session.settle_blocking(),
+            Session::Deployed(_) => None,
         }
     }
 
@@ -136,7 +143,7 @@ impl Session {
         match self {
             #[cfg(target_os = "linux")]
             Session::Forked(session) => Some(session.worker_pid()),
-            Session::InProcess(_) => None,
+            Session::InProcess(_) | Session::Deployed(_) => None,
         }
     }
 
@@ -145,7 +152,7 @@ impl Session {
         match self {
             #[cfg(target_os = "linux")]
             Session::Forked(session) => Some(session.template_id()),
-            Session::InProcess(_) => None,
+            Session::InProcess(_) | Session::Deployed(_) => None,
         }
     }
 }
