@@ -199,3 +199,23 @@ fn a_target_that_is_not_a_url_is_refused_with_the_fix() {
         "{out}"
     );
 }
+
+#[test]
+fn a_deployment_that_never_answers_fails_at_the_tests_time_limit() {
+    // Connections complete in the listener's backlog, and nothing ever reads them.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = format!("http://{}", silent.local_addr().unwrap());
+    let (passed, out) = run_suite(
+        &target,
+        "suite::the_greeting_comes_from_the_config_store",
+        &[],
+    );
+    assert!(!passed, "{out}");
+    assert!(
+        out.contains(&format!(
+            "the deployed service `todo` at {target} (EDGE_TEST_TARGET_TODO): no whole answer \
+             within 5s (the test's time limit)"
+        )),
+        "{out}"
+    );
+}
