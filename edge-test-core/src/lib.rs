@@ -52,6 +52,6 @@ pub mod __private {
     /// Builds a guest crate as a registered service's is built: for edge-test's own tests.
     pub use crate::guest_build::build_guest_crate;
     pub use crate::service::ServiceRegistration;
-    pub use crate::test_runner::{TestMeta, TestOutput, run_async, run_sync};
+    pub use crate::test_runner::{E2e, TestMeta, TestOutput, run_async, run_sync};
     pub use inventory;
 }

@@ -15,6 +15,17 @@ pub struct TestMeta {
     /// `module_path!()::name`, the test's identity.
     pub name: &'static str,
     pub guest_timeout_ms: Option<u64>,
+    /// `e2e = ...`: where the test runs.
+    pub e2e: E2e,
+}
+
+/// Where a test runs (`#[edge_test(e2e = ...)]`): locally and against a deployment (the
+/// default), never against one (`false`), or only against one (`"only"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum E2e {
+    Both,
+    Never,
+    Only,
 }
 
 /// The return types a test body may have: `()` or `Result<(), E>`.
@@ -41,6 +52,19 @@ impl<E: std::fmt::Debug> TestOutput for Result<(), E> {
 
 fn start(meta: &TestMeta) -> Edge {
     let edge = Edge::start(meta.service, meta.name).unwrap_or_else(|e| panic!("{e}"));
+    match (meta.e2e, edge.deployed_url()) {
+        (E2e::Never, Some(url)) => crate::e2e::skip(format!(
+            "it is marked `e2e = false`: it never runs against a deployment (e2e mode \
+             against {url})"
+        )),
+        (E2e::Only, None) => crate::e2e::skip(format!(
+            "it is marked `e2e = \"only\"`: it runs only against a deployment of `{}` \
+             (set {} to its URL)",
+            meta.service,
+            crate::e2e::service_variable(meta.service)
+        )),
+        _ => {}
+    }
     if let Some(ms) = meta.guest_timeout_ms {
         edge.set_guest_timeout(Duration::from_millis(ms));
     }

@@ -9,7 +9,9 @@ use proc_macro::TokenStream;
 ///
 /// Keys: `service = "name"` (required: a service registered with
 /// `edge_test::register_service!`), `guest_timeout_ms = N` (optional: the time limit of
-/// each of the test's invocations). The function is `async fn` or `fn`, takes one `Edge`,
+/// each of the test's invocations), `e2e = false` or `e2e = "only"` (optional: the test never
+/// runs against a deployment, or runs only against one; by default both, see e2e mode in
+/// the README). The function is `async fn` or `fn`, takes one `Edge`,
 /// and returns `()` or `Result<(), E>` with `E: Debug`. See the `edge-test` crate for
 /// examples.
 ///
@@ -32,7 +34,7 @@ use proc_macro::TokenStream;
 ///     #[tracing::instrument]                 // every other attribute stays on your function
 ///     async fn cached(edge: Edge) -> Result<(), String> { .. }
 ///     ::edge_test::__private::run_async(
-///         TestMeta { service: "todo", name: "<module path>::cached", guest_timeout_ms: Some(2000) },
+///         TestMeta { service: "todo", name: "<module path>::cached", guest_timeout_ms: Some(2000), e2e: E2e::Both },
 ///         cached,
 ///     );
 /// }

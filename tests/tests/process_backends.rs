@@ -201,6 +201,7 @@ fn helper_fail_after_using_a_process() {
             service: "misbehave-uncached",
             name: "process_backends::helper_fail",
             guest_timeout_ms: None,
+            e2e: edge_test::__private::E2e::Both,
         },
         |edge: Edge| {
             edge.route_process("api", &origin().env("ROLE", "failing"));

@@ -1,5 +1,5 @@
-//! The attribute's arguments: `service = "name"` and `guest_timeout_ms = N`, one setter per
-//! key, each rejecting its own mistakes at their span.
+//! The attribute's arguments: `service = "name"`, `guest_timeout_ms = N` and
+//! `e2e = false | "only"`, one setter per key, each rejecting its own mistakes at their span.
 
 use proc_macro2::{Span, TokenStream};
 use quote::quote;
@@ -8,11 +8,22 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, Lit, LitStr, Meta, MetaNameValue, Token};
 
-const VALID_KEYS: &str = "`service = \"name\"` and `guest_timeout_ms = <milliseconds>`";
+const VALID_KEYS: &str =
+    "`service = \"name\"`, `guest_timeout_ms = <milliseconds>` and `e2e = false | \"only\"`";
+
+/// Where the test runs: locally and against a deployment (the default), or only one of them.
+#[derive(Clone, Copy, Default)]
+pub(super) enum E2e {
+    #[default]
+    Both,
+    Never,
+    Only,
+}
 
 pub(super) struct Args {
     pub service: LitStr,
     pub guest_timeout_ms: Option<u64>,
+    pub e2e: E2e,
 }
 
 /// What has been read so far; `None` for a key not given (yet).
@@ -20,6 +31,7 @@ pub(super) struct Args {
 struct Builder {
     service: Option<LitStr>,
     guest_timeout_ms: Option<u64>,
+    e2e: E2e,
     /// Keys already given, so that a repeated one is reported once, at its second place.
     seen: Vec<String>,
 }
@@ -67,6 +79,7 @@ impl Builder {
         match key.as_str() {
             "service" => self.set_service(&pair.value),
             "guest_timeout_ms" => self.set_guest_timeout_ms(&pair.value),
+            "e2e" => self.set_e2e(&pair.value),
             _ => Err(syn::Error::new(
                 path.span(),
                 format!("unknown key `{key}`; valid keys are {VALID_KEYS}"),
@@ -118,11 +131,34 @@ impl Builder {
         }
     }
 
+    fn set_e2e(&mut self, value: &Expr) -> syn::Result<()> {
+        self.e2e = match value {
+            Expr::Lit(ExprLit {
+                lit: Lit::Bool(b), ..
+            }) if b.value => E2e::Both,
+            Expr::Lit(ExprLit {
+                lit: Lit::Bool(_), ..
+            }) => E2e::Never,
+            Expr::Lit(ExprLit {
+                lit: Lit::Str(s), ..
+            }) if s.value() == "only" => E2e::Only,
+            other => {
+                return Err(syn::Error::new(
+                    other.span(),
+                    "`e2e` takes `false` (never against a deployment), `true` (the default: \
+                     locally and against a deployment) or `\"only\"` (only against one)",
+                ));
+            }
+        };
+        Ok(())
+    }
+
     fn finish(self, args: &TokenStream, errors: &mut Vec<syn::Error>) -> Option<Args> {
         match self.service {
             Some(service) => Some(Args {
                 service,
                 guest_timeout_ms: self.guest_timeout_ms,
+                e2e: self.e2e,
             }),
             None => {
                 // Only when nothing else is wrong: a misspelt `service` already said so.

@@ -5,7 +5,7 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Attribute, FnArg, ItemFn, ReturnType, Type};
 
-use super::args::Args;
+use super::args::{Args, E2e};
 
 /// Attributes that say something about the test rather than the function: they go on the
 /// generated `#[test]`, where libtest and rustdoc read them (`cfg_attr` too: it usually
@@ -31,6 +31,11 @@ pub(super) fn test(args: &Args, function: ItemFn) -> TokenStream {
     let timeout = match args.guest_timeout_ms {
         Some(ms) => quote!(::core::option::Option::Some(#ms)),
         None => quote!(::core::option::Option::None),
+    };
+    let e2e = match args.e2e {
+        E2e::Both => quote!(Both),
+        E2e::Never => quote!(Never),
+        E2e::Only => quote!(Only),
     };
     let runner = if sig.asyncness.is_some() {
         quote!(run_async)
@@ -72,6 +77,7 @@ pub(super) fn test(args: &Args, function: ItemFn) -> TokenStream {
                     service: #service,
                     name: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#name)),
                     guest_timeout_ms: #timeout,
+                    e2e: ::edge_test::__private::E2e::#e2e,
                 },
                 #name,
             );

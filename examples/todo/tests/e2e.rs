@@ -60,6 +60,24 @@ mod suite {
         );
     }
 
+    /// Marked for local runs only: skipped against a deployment before it starts.
+    #[edge_test(service = "todo", e2e = false)]
+    async fn the_greeting_is_plain_text(edge: Edge) {
+        let resp = edge.get("/greeting").send().await;
+        assert_eq!(
+            resp.header("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
+    }
+
+    /// Marked for deployments only: what a deployment's real origin answers.
+    #[edge_test(service = "todo", e2e = "only")]
+    async fn the_real_origin_answers_through_the_deployment(edge: Edge) {
+        let resp = edge.get("/todos/42").send().await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.json::<Value>()["title"], "from the real origin");
+    }
+
     /// Mocks a backend: only a local run can.
     #[edge_test(service = "todo")]
     async fn an_origin_outage_is_a_bad_gateway(edge: Edge) {
@@ -87,13 +105,16 @@ fn deployment() -> &'static stand_in::Deployment {
 /// This binary's `suite` tests (those `filter` picks) with `target` as the deployment: its
 /// status, stdout and stderr.
 fn run_suite(target: &str, filter: &str, env: &[(&str, &str)]) -> (bool, String) {
-    let output = Command::new(std::env::current_exe().unwrap())
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
         .args([filter, "--test-threads=1"])
-        .env("EDGE_TEST_TARGET_TODO", target)
         .env_remove("EDGE_TEST_TARGET")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
+        .env_remove("EDGE_TEST_TARGET_TODO");
+    // An empty target: a local run.
+    if !target.is_empty() {
+        command.env("EDGE_TEST_TARGET_TODO", target);
+    }
+    let output = command.envs(env.iter().copied()).output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -112,12 +133,13 @@ fn the_suite_runs_against_a_deployment_and_skips_what_needs_a_local_run() {
     let (passed, out) = run_suite(&deployment.url, "suite::", &[]);
 
     assert!(passed, "{out}");
-    assert!(out.contains("test result: ok. 4 passed"), "{out}");
-    // The caching test reached the real origin through the deployment, once.
+    assert!(out.contains("test result: ok. 6 passed"), "{out}");
+    // The caching test reached the real origin through the deployment once, and the test
+    // for deployments only once.
     let after = deployment
         .origin_requests
         .load(std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(after - before, 1, "{out}");
+    assert_eq!(after - before, 2, "origin requests; {out}");
     // Each local-only test is named with what needs a local run, and where it ran.
     let url = &deployment.url;
     for skipped in [
@@ -129,10 +151,30 @@ fn the_suite_runs_against_a_deployment_and_skips_what_needs_a_local_run() {
             "edge-test: SKIPPED e2e::suite::a_bad_id_is_refused_and_logged: reads the \
              invocation's log lines, which only a local run has (e2e mode against {url})"
         ),
+        format!(
+            "edge-test: SKIPPED e2e::suite::the_greeting_is_plain_text: it is marked `e2e = false`: \
+             it never runs against a deployment (e2e mode against {url})"
+        ),
     ] {
         assert!(out.contains(&skipped), "missing {skipped:?} in:\n{out}");
     }
-    assert_eq!(out.matches("edge-test: SKIPPED").count(), 2, "{out}");
+    assert_eq!(out.matches("edge-test: SKIPPED").count(), 3, "{out}");
+}
+
+#[test]
+fn a_test_for_deployments_only_is_skipped_in_a_local_run_saying_how_to_run_it() {
+    let (passed, out) = run_suite("", "suite::", &[]);
+    assert!(passed, "{out}");
+    assert!(out.contains("test result: ok. 6 passed"), "{out}");
+    assert!(
+        out.contains(
+            "edge-test: SKIPPED e2e::suite::the_real_origin_answers_through_the_deployment: it is \
+             marked `e2e = \"only\"`: it runs only against a deployment of `todo` (set \
+             EDGE_TEST_TARGET_TODO to its URL)"
+        ),
+        "{out}"
+    );
+    assert_eq!(out.matches("edge-test: SKIPPED").count(), 1, "{out}");
 }
 
 #[test]
