@@ -6,6 +6,7 @@
 //! a test that uses what only a local run has (mocks, logs, backend calls, cache and store
 //! controls, client facts) is skipped at that call, with the reason written where the run's
 //! output shows it. `EDGE_TEST_E2E_SKIPS=fail` fails such tests instead.
+//! `EDGE_TEST_TARGET_CA` names a PEM file of CA certificates trusted besides the system's.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -16,6 +17,8 @@ use crate::executor::{InvocationReport, InvocationRequest, Outcome, ReceivedResp
 
 const TARGET_ENV: &str = "EDGE_TEST_TARGET";
 const SKIPS_ENV: &str = "EDGE_TEST_E2E_SKIPS";
+/// A PEM file of CA certificates to trust besides the system's, for targets with a private CA.
+const CA_ENV: &str = "EDGE_TEST_TARGET_CA";
 
 /// A deployed service a run's requests go to.
 #[derive(Debug)]
@@ -30,6 +33,8 @@ pub(crate) struct Target {
     port: u16,
     /// The URL's path, prefixed to every request's.
     base_path: String,
+    /// `EDGE_TEST_TARGET_CA`'s certificates (PEM), trusted besides the system's roots.
+    extra_roots: Option<Vec<u8>>,
 }
 
 /// The variable naming `service`'s deployment.
@@ -57,7 +62,18 @@ pub(crate) fn target_for(service: &str) -> Result<Option<Arc<Target>>, EdgeError
             Err(_) => return Ok(None),
         },
     };
-    parse(service, &variable, &url).map(|t| Some(Arc::new(t)))
+    let mut target = parse(service, &variable, &url)?;
+    if let Some(path) = std::env::var_os(CA_ENV) {
+        let pem = std::fs::read(&path).map_err(|e| EdgeError::Host {
+            reason: format!(
+                "{CA_ENV}={} cannot be read ({e}): name a PEM file of the CA certificates that \
+                 sign the deployment's certificate, or unset it",
+                std::path::Path::new(&path).display()
+            ),
+        })?;
+        target.extra_roots = Some(pem);
+    }
+    Ok(Some(Arc::new(target)))
 }
 
 fn parse(service: &str, variable: &str, url: &str) -> Result<Target, EdgeError> {
@@ -90,6 +106,7 @@ fn parse(service: &str, variable: &str, url: &str) -> Result<Target, EdgeError> 
         port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
         host,
         base_path,
+        extra_roots: None,
     })
 }
 
@@ -226,7 +243,8 @@ async fn exchange(
             ))
         })?;
     let sent = if target.tls {
-        crate::outbound::send_tls(target.host.clone(), tcp, outgoing).await
+        let roots = target.extra_roots.as_deref();
+        crate::outbound::send_tls(target.host.clone(), tcp, outgoing, roots).await
     } else {
         crate::outbound::send(tcp, outgoing).await
     };

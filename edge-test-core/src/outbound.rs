@@ -16,14 +16,17 @@ where
     Ok(sender.send_request(request).await?)
 }
 
-/// [`send`] over TLS to `host`; a failed handshake is a [`TlsFailed`].
+/// [`send`] over TLS to `host`, trusting the system's roots and the certificates in
+/// `extra_roots` (PEM); a failed handshake is a [`TlsFailed`].
 #[cfg(not(trybuild))]
 pub(crate) async fn send_tls(
     host: String,
     tcp: tokio::net::TcpStream,
     request: hyper::Request<hyper::Body>,
+    extra_roots: Option<&[u8]>,
 ) -> Result<hyper::Response<hyper::Body>, BoxError> {
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client_config()?));
+    let connector =
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(client_config(extra_roots)?));
     let name = rustls::pki_types::ServerName::try_from(host)?;
     let stream = connector
         .connect(name, tcp)
@@ -38,6 +41,7 @@ pub(crate) async fn send_tls(
     _: String,
     _: tokio::net::TcpStream,
     _: hyper::Request<hyper::Body>,
+    _: Option<&[u8]>,
 ) -> Result<hyper::Response<hyper::Body>, BoxError> {
     Err("no TLS in this build".into())
 }
@@ -55,10 +59,25 @@ impl std::fmt::Display for TlsFailed {
 impl std::error::Error for TlsFailed {}
 
 #[cfg(not(trybuild))]
-fn client_config() -> Result<rustls::ClientConfig, BoxError> {
+fn client_config(extra_roots: Option<&[u8]>) -> Result<rustls::ClientConfig, BoxError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);
+    }
+    if let Some(pem) = extra_roots {
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TlsFailed(format!("the extra roots are not PEM certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(TlsFailed("the extra roots hold no PEM certificate".to_owned()).into());
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| TlsFailed(format!("an extra root is not a usable CA: {e}")))?;
+        }
     }
     Ok(
         rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(

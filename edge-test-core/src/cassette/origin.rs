@@ -56,7 +56,7 @@ async fn exchange(origin: &str, request: &CassetteRequest) -> Result<CassetteRes
     }
     let outgoing = builder.body(hyper::Body::from(request.body.clone()))?;
     let response = if tls {
-        crate::outbound::send_tls(host, tcp, outgoing).await?
+        crate::outbound::send_tls(host, tcp, outgoing, None).await?
     } else {
         crate::outbound::send(tcp, outgoing).await?
     };

@@ -97,6 +97,11 @@ mod suite {
     }
 }
 
+fn tls_front() -> &'static stand_in::TlsFront {
+    static STARTED: OnceLock<stand_in::TlsFront> = OnceLock::new();
+    STARTED.get_or_init(|| stand_in::TlsFront::start(deployment()))
+}
+
 fn deployment() -> &'static stand_in::Deployment {
     static STARTED: OnceLock<stand_in::Deployment> = OnceLock::new();
     STARTED.get_or_init(stand_in::Deployment::start)
@@ -258,6 +263,55 @@ fn a_deployment_that_never_answers_fails_at_the_tests_time_limit() {
             "the deployed service `todo` at {target} (EDGE_TEST_TARGET_TODO): no whole answer \
              within 5s (the test's time limit)"
         )),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_deployment_with_a_private_ca_is_reached_over_tls_once_its_ca_is_named() {
+    let front = tls_front();
+    let ca = front.ca_pem.to_str().unwrap();
+    let (passed, out) = run_suite(
+        &front.url,
+        "suite::the_greeting_comes_from_the_config_store",
+        &[("EDGE_TEST_TARGET_CA", ca)],
+    );
+    assert!(passed, "{out}");
+    assert!(out.contains("test result: ok. 1 passed"), "{out}");
+}
+
+#[test]
+fn a_certificate_this_machine_does_not_trust_fails_naming_the_reason() {
+    let front = tls_front();
+    let (passed, out) = run_suite(
+        &front.url,
+        "suite::the_greeting_comes_from_the_config_store",
+        &[],
+    );
+    assert!(!passed, "{out}");
+    assert!(
+        out.contains(&format!(
+            "the deployed service `todo` at {} (EDGE_TEST_TARGET_TODO): the TLS handshake \
+             failed: invalid peer certificate: UnknownIssuer",
+            front.url
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_ca_file_that_cannot_be_read_is_named_with_the_fix() {
+    let (passed, out) = run_suite(
+        &deployment().url,
+        "suite::the_greeting_comes_from_the_config_store",
+        &[("EDGE_TEST_TARGET_CA", "/nonexistent/ca.pem")],
+    );
+    assert!(!passed, "{out}");
+    assert!(
+        out.contains(
+            "EDGE_TEST_TARGET_CA=/nonexistent/ca.pem cannot be read (No such file or directory \
+             (os error 2)): name a PEM file of the CA certificates"
+        ),
         "{out}"
     );
 }

@@ -110,3 +110,67 @@ fn answer(path: &str) -> hyper::Response<hyper::Body> {
             .unwrap(),
     }
 }
+
+/// The deployment behind TLS, as a real one is: a proxy on loopback that terminates TLS with
+/// a certificate for 127.0.0.1, signed by a CA of its own, and forwards to the stand-in.
+pub struct TlsFront {
+    pub url: String,
+    /// The CA's certificate, as a PEM file: what `EDGE_TEST_TARGET_CA` names.
+    pub ca_pem: std::path::PathBuf,
+}
+
+impl TlsFront {
+    pub fn start(behind: &Deployment) -> Self {
+        use tokio_rustls::rustls;
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        let ca_pem =
+            std::env::temp_dir().join(format!("edge-test-e2e-ca-{}.pem", std::process::id()));
+        std::fs::write(&ca_pem, ca.pem()).unwrap();
+
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let upstream = behind.url.trim_start_matches("http://").to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                while let Ok((tcp, _)) = listener.accept().await {
+                    let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+                    tokio::spawn(async move {
+                        let Ok(mut tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        if let Ok(mut plain) = tokio::net::TcpStream::connect(&upstream).await {
+                            let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                        }
+                    });
+                }
+            });
+        });
+        Self {
+            url: format!("https://{addr}"),
+            ca_pem,
+        }
+    }
+}
