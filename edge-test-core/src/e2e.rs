@@ -13,7 +13,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, Once};
 
 use crate::error::EdgeError;
-use crate::executor::{InvocationReport, InvocationRequest, Outcome, ReceivedResponse};
+use crate::executor::{InvocationReport, InvocationRequest, ReceivedResponse};
 
 const TARGET_ENV: &str = "EDGE_TEST_TARGET";
 const SKIPS_ENV: &str = "EDGE_TEST_E2E_SKIPS";
@@ -130,6 +130,14 @@ pub(crate) fn skip(reason: String) -> ! {
     std::panic::panic_any(Skipped { reason })
 }
 
+/// Skips the running test for `what` it does ("mocks backend `origin`"), which a run against
+/// the deployment at `url` cannot do: the one wording of every local-only skip.
+pub(crate) fn skip_local_only(what: &str, url: &str) -> ! {
+    skip(format!(
+        "{what}, which only a local run has (e2e mode against {url})"
+    ))
+}
+
 /// Says that `test` was skipped, past libtest's capture so that a passing run shows it too;
 /// or fails it, under `EDGE_TEST_E2E_SKIPS=fail`.
 pub(crate) fn report_skip(test: &str, skipped: &Skipped) {
@@ -164,11 +172,7 @@ impl DeployedSession {
             ));
         }
         match tokio::time::timeout(limit, exchange(target, request)).await {
-            Ok(Ok(response)) => InvocationReport {
-                response: Some(response),
-                outcome: Outcome::Completed,
-                ..InvocationReport::not_run("")
-            },
+            Ok(Ok(response)) => InvocationReport::answered(response),
             Ok(Err(Failure::Unreachable(why))) => {
                 let why = self.failed(&why);
                 crate::sync::lock(&UNREACHABLE).insert(target.url.clone(), why.clone());

@@ -62,9 +62,13 @@ impl std::error::Error for TlsFailed {}
 fn client_config(extra_roots: Option<&[u8]>) -> Result<rustls::ClientConfig, BoxError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
+    // Read from the system once per process, not once per request: e2e mode makes one
+    // request after another.
+    static NATIVE: std::sync::OnceLock<Vec<CertificateDer<'static>>> = std::sync::OnceLock::new();
+    let native = NATIVE.get_or_init(|| rustls_native_certs::load_native_certs().certs);
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
+    for cert in native {
+        let _ = roots.add(cert.clone());
     }
     if let Some(pem) = extra_roots {
         let certs = CertificateDer::pem_slice_iter(pem)

@@ -83,9 +83,7 @@ impl Response {
 
     fn local_only(&self, what: &str) {
         if let Some(url) = &self.deployed {
-            crate::e2e::skip(format!(
-                "{what}, which only a local run has (e2e mode against {url})"
-            ));
+            crate::e2e::skip_local_only(what, url);
         }
     }
 

@@ -222,6 +222,16 @@ pub(crate) struct CapturedStdio {
 }
 
 impl InvocationReport {
+    /// The report of a request answered with `response` and nothing else to tell: what a
+    /// deployment's answer is (e2e mode).
+    pub(crate) fn answered(response: ReceivedResponse) -> Self {
+        Self {
+            response: Some(response),
+            outcome: Outcome::Completed,
+            ..Self::not_run("")
+        }
+    }
+
     /// The report of a request that never reached the guest, and why.
     pub(crate) fn not_run(reason: &str) -> Self {
         Self {

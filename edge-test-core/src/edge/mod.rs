@@ -203,16 +203,12 @@ impl Edge {
         self.inner.deployed.as_deref().map(|t| t.url.as_str())
     }
 
-    /// Skips the test in e2e mode: `what` (what the test does, "mounts a mock on backend
+    /// Skips the test in e2e mode: `what` (what the test does, "mocks backend
     /// `origin`") needs a local run.
     #[track_caller]
     pub(crate) fn local_only(&self, what: impl FnOnce() -> String) {
         if let Some(target) = &self.inner.deployed {
-            crate::e2e::skip(format!(
-                "it {}, which only a local run has (e2e mode against {})",
-                what(),
-                target.url
-            ));
+            crate::e2e::skip_local_only(&format!("it {}", what()), &target.url);
         }
     }
 
