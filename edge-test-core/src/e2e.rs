@@ -151,7 +151,15 @@ pub(crate) fn report_skip(test: &str, skipped: &Skipped) {
 /// A test's connection to a deployed service: each request a real HTTP exchange.
 pub(crate) struct DeployedSession {
     target: Arc<Target>,
+    /// Each exchange as text (request, then response or failure), for a failing test's
+    /// output: against a deployment there are no logs, so what was said is the evidence.
+    journal: Mutex<Vec<String>>,
 }
+
+/// How much of a response body a failing test's output shows.
+const JOURNAL_BODY_BYTES: usize = 2048;
+/// How many exchanges a failing test's output shows (the last ones).
+const JOURNAL_EXCHANGES: usize = 10;
 
 /// Targets that could not be reached earlier in this process, with why: later tests fail at
 /// once rather than each waiting out the same failure.
@@ -159,10 +167,34 @@ static UNREACHABLE: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new()
 
 impl DeployedSession {
     pub(crate) fn new(target: Arc<Target>) -> Self {
-        Self { target }
+        Self {
+            target,
+            journal: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The test's exchanges with the deployment, oldest first (the last few).
+    pub(crate) fn exchanges(&self) -> Vec<String> {
+        crate::sync::lock(&self.journal).clone()
     }
 
     pub(crate) async fn run(&self, request: InvocationRequest) -> InvocationReport {
+        let said = describe_request(&self.target, &request);
+        let report = self.exchange_once(request).await;
+        let answer = match (&report.response, &report.outcome) {
+            (Some(response), _) => describe_response(response),
+            (None, crate::wire::Outcome::NotRun { reason }) => format!("no response: {reason}"),
+            (None, _) => "no response".to_owned(),
+        };
+        let mut journal = crate::sync::lock(&self.journal);
+        if journal.len() == JOURNAL_EXCHANGES {
+            journal.remove(0);
+        }
+        journal.push(format!("{said}\n{answer}"));
+        report
+    }
+
+    async fn exchange_once(&self, request: InvocationRequest) -> InvocationReport {
         let limit = request.guest_timeout;
         let target = &self.target;
         if let Some(why) = crate::sync::lock(&UNREACHABLE).get(&target.url) {
@@ -202,6 +234,43 @@ impl DeployedSession {
             target.service, target.url, target.variable
         )
     }
+}
+
+/// `> GET https://host/path` and the request's headers and body size, as sent.
+fn describe_request(target: &Target, request: &InvocationRequest) -> String {
+    let path = request
+        .uri
+        .parse::<hyper::Uri>()
+        .ok()
+        .and_then(|u| u.path_and_query().map(|p| p.as_str().to_owned()))
+        .unwrap_or_else(|| request.uri.clone());
+    let mut text = format!("> {} {}{path}", request.method, target.url);
+    for (name, value) in &request.headers {
+        text.push_str(&format!("\n> {name}: {}", String::from_utf8_lossy(value)));
+    }
+    if !request.body.is_empty() {
+        text.push_str(&format!("\n> ({} body bytes)", request.body.len()));
+    }
+    text
+}
+
+/// `< 503` and the response's headers and the start of its body.
+fn describe_response(response: &ReceivedResponse) -> String {
+    let mut text = format!("< {}", response.status);
+    for (name, value) in &response.headers {
+        text.push_str(&format!("\n< {name}: {}", String::from_utf8_lossy(value)));
+    }
+    if !response.body.is_empty() {
+        let shown = &response.body[..response.body.len().min(JOURNAL_BODY_BYTES)];
+        text.push_str(&format!("\n<\n{}", String::from_utf8_lossy(shown)));
+        if shown.len() < response.body.len() {
+            text.push_str(&format!(
+                "\n< ({} more body bytes not shown)",
+                response.body.len() - shown.len()
+            ));
+        }
+    }
+    text
 }
 
 enum Failure {

@@ -38,5 +38,13 @@ impl Edge {
                 process.last_output(40)
             );
         }
+        let exchanges = self.session().deployed_exchanges();
+        if !exchanges.is_empty() {
+            eprintln!(
+                "edge-test: this test's exchanges with the deployment (the last {}):\n{}",
+                exchanges.len(),
+                exchanges.join("\n\n")
+            );
+        }
     }
 }

@@ -36,6 +36,11 @@ impl Session {
         None
     }
 
+    pub(crate) fn deployed_exchanges(&self) -> Vec<String> {
+        let Session::Deployed(session) = self;
+        session.exchanges()
+    }
+
     pub(crate) fn worker_pid(&self) -> Option<u32> {
         None
     }

@@ -138,6 +138,14 @@ impl Session {
         }
     }
 
+    /// The exchanges with a deployment (e2e mode), as text; none for a local session.
+    pub(crate) fn deployed_exchanges(&self) -> Vec<String> {
+        match self {
+            Session::Deployed(session) => session.exchanges(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The worker process running the guest, when there is one.
     pub(crate) fn worker_pid(&self) -> Option<u32> {
         match self {

@@ -248,6 +248,43 @@ fn a_target_that_is_not_a_url_is_refused_with_the_fix() {
 }
 
 #[test]
+fn a_failing_test_shows_its_requests_to_the_deployment_and_what_came_back() {
+    // A "deployment" that answers every request with the wrong greeting.
+    let wrong = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = format!("http://{}", wrong.local_addr().unwrap());
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut stream in wrong.incoming().flatten() {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let body = "hello from somewhere else";
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\
+                 connection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let (passed, out) = run_suite(
+        &target,
+        "suite::the_greeting_comes_from_the_config_store",
+        &[],
+    );
+    assert!(!passed, "{out}");
+    let shown = format!(
+        "edge-test: this test's exchanges with the deployment (the last 1):\n\
+         > GET {target}/greeting\n"
+    );
+    assert!(out.contains(&shown), "{out}");
+    assert!(
+        out.contains("< 200\n< content-type: text/plain\n")
+            && out.contains("<\nhello from somewhere else"),
+        "{out}"
+    );
+}
+
+#[test]
 fn a_deployment_that_never_answers_fails_at_the_tests_time_limit() {
     // Connections complete in the listener's backlog, and nothing ever reads them.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
