@@ -51,6 +51,8 @@ pub mod __private {
     pub use crate::edge::internals::{template_id, worker_pid};
     /// Builds a guest crate as a registered service's is built: for edge-test's own tests.
     pub use crate::guest_build::build_guest_crate;
+    /// A POST to a real server (http or https): the monitor's webhook.
+    pub use crate::outbound::post;
     pub use crate::service::ServiceRegistration;
     pub use crate::test_runner::{E2e, TestMeta, TestOutput, run_async, run_sync};
     pub use inventory;

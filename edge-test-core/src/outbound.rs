@@ -92,3 +92,53 @@ fn client_config(extra_roots: Option<&[u8]>) -> Result<rustls::ClientConfig, Box
         .with_no_client_auth(),
     )
 }
+
+/// POSTs `body` to `url` (http:// or https://, verified against the system's roots) and
+/// returns the response's status, within `limit`: how edge-test's monitor calls its webhook.
+pub async fn post(
+    url: &str,
+    content_type: &str,
+    body: Vec<u8>,
+    limit: std::time::Duration,
+) -> Result<u16, String> {
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    let tls = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => return Err(format!("`{url}` is not an http:// or https:// URL")),
+    };
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("`{url}` names no host"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let request = hyper::Request::post(path)
+        .header(
+            "host",
+            uri.authority().map_or(host.as_str(), |a| a.as_str()),
+        )
+        .header("content-type", content_type)
+        .header("content-length", body.len())
+        .body(hyper::Body::from(body))
+        .map_err(|e| format!("the request cannot be built: {e}"))?;
+    let exchange = async {
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
+        let response = if tls {
+            send_tls(host.clone(), tcp, request, None).await
+        } else {
+            send(tcp, request).await
+        }
+        .map_err(|e| format!("the exchange with {url} failed: {e}"))?;
+        Ok(response.status().as_u16())
+    };
+    tokio::time::timeout(limit, exchange)
+        .await
+        .map_err(|_| format!("{url} did not answer within {limit:?}"))?
+}
