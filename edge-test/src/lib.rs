@@ -51,6 +51,11 @@ pub use edge_test_core::{
     RequestBuilder, Response, SecretStore, Service, Tls,
 };
 pub use edge_test_core::{cassette, guest_tests, mock, snapshot};
+
+/// The monitor (`edge-test-monitor`, with the `monitor` feature): e2e suites on demand and
+/// on schedules, with a results page, Prometheus metrics and a webhook.
+#[cfg(feature = "monitor")]
+pub mod monitor;
 pub use edge_test_macros::edge_test;
 /// The `http` crate whose types requests and responses use (`Method`, `StatusCode`,
 /// `HeaderMap`), so that tests need not depend on a matching version of it.

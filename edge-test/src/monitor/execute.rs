@@ -1,0 +1,236 @@
+//! Running libtest test binaries: listing their tests, and one test per process (its own
+//! output, duration and time limit), the way nextest does.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::config::Suite;
+
+/// What one attempt at one test came to.
+#[derive(Debug)]
+pub struct AttemptResult {
+    pub outcome: Outcome,
+    pub duration: Duration,
+    /// stdout then stderr, cut to [`OUTPUT_LIMIT`].
+    pub output: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Passed,
+    /// edge-test skipped it (in e2e mode it needs what only a local run has): why.
+    Skipped(String),
+    Failed,
+    TimedOut,
+    /// The monitor is shutting down: the attempt was stopped.
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Passed => "passed",
+            Outcome::Skipped(_) => "skipped",
+            Outcome::Failed => "failed",
+            Outcome::TimedOut => "timed_out",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// How much of an attempt's output is kept: the start and the end of it.
+const OUTPUT_LIMIT: usize = 64 * 1024;
+/// The line edge-test writes for a test it skipped.
+const SKIP_PREFIX: &str = "edge-test: SKIPPED ";
+
+/// The tests of `binary` the suite selects, in the binary's order, within the suite's
+/// partition.
+pub fn list(suite: &Suite, binary: &Path) -> Result<Vec<String>, String> {
+    let listed = |ignored: bool| -> Result<Vec<String>, String> {
+        let mut command = Command::new(binary);
+        command
+            .args(["--list", "--format", "terse"])
+            .envs(&suite.env);
+        if ignored {
+            command.arg("--ignored");
+        }
+        let output = command.output().map_err(|e| {
+            format!(
+                "suite `{}`: cannot run the test binary {}: {e} (build it with `cargo test \
+                 --no-run` and name the path it prints)",
+                suite.name,
+                binary.display()
+            )
+        })?;
+        if !output.status.success() {
+            return Err(format!(
+                "suite `{}`: {} --list failed ({}): {}",
+                suite.name,
+                binary.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|l| l.strip_suffix(": test"))
+            .map(str::to_owned)
+            .collect())
+    };
+    let ignored = listed(true)?;
+    let tests: Vec<String> = listed(false)?
+        .into_iter()
+        .filter(|t| !ignored.contains(t) && suite.selects(t))
+        .collect();
+    Ok(tests
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| suite.partition.is_none_or(|p| p.takes(*i)))
+        .map(|(_, t)| t)
+        .collect())
+}
+
+/// Runs `test` of `binary` alone, within the suite's time limit; stops it early when
+/// `stop` is set.
+pub fn attempt(suite: &Suite, binary: &Path, test: &str, stop: &AtomicBool) -> AttemptResult {
+    let started = Instant::now();
+    let spawned = Command::new(binary)
+        .args([test, "--exact", "--test-threads", "1"])
+        .envs(&suite.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            return AttemptResult {
+                outcome: Outcome::Failed,
+                duration: started.elapsed(),
+                output: format!("cannot run the test binary {}: {e}", binary.display()),
+            };
+        }
+    };
+    let readers = [
+        drain(
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ),
+        drain(
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ),
+    ];
+    let mut stopped = None;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) => {}
+            Err(_) => break None,
+        }
+        if started.elapsed() > suite.test_timeout {
+            stopped = Some(Outcome::TimedOut);
+        } else if stop.load(Ordering::SeqCst) {
+            stopped = Some(Outcome::Interrupted);
+        }
+        if stopped.is_some() {
+            let _ = child.kill();
+            break child.wait().ok();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let duration = started.elapsed();
+    let [stdout, stderr] = readers.map(|r| r.join().unwrap_or_default());
+    let mut output = format!("{stdout}{stderr}");
+    let outcome = match stopped {
+        Some(Outcome::TimedOut) => {
+            output.push_str(&format!(
+                "\nedge-test-monitor: stopped after {:?}, the suite's test_timeout_secs\n",
+                suite.test_timeout
+            ));
+            Outcome::TimedOut
+        }
+        Some(other) => {
+            output.push_str("\nedge-test-monitor: stopped, the monitor is shutting down\n");
+            other
+        }
+        None => match status {
+            Some(s) if s.success() => {
+                let ran = stdout.contains("test result: ok. 1 passed");
+                match stderr.lines().find_map(|l| l.strip_prefix(SKIP_PREFIX)) {
+                    Some(line) => Outcome::Skipped(
+                        line.split_once(": ")
+                            .map_or(line, |(_, why)| why)
+                            .to_owned(),
+                    ),
+                    None if ran => Outcome::Passed,
+                    None => {
+                        output.push_str(
+                            "\nedge-test-monitor: the binary exited 0 without running the \
+                             test (was it renamed or removed?)\n",
+                        );
+                        Outcome::Failed
+                    }
+                }
+            }
+            Some(s) => {
+                output.push_str(&format!(
+                    "\nedge-test-monitor: the test process ended: {s}\n"
+                ));
+                Outcome::Failed
+            }
+            None => Outcome::Failed,
+        },
+    };
+    AttemptResult {
+        outcome,
+        duration,
+        output: cut(output),
+    }
+}
+
+fn drain(stream: Option<Box<dyn Read + Send>>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut stream) = stream {
+            let _ = stream.read_to_end(&mut bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// Keeps the start and the end of a long output (the panic is usually at the end).
+fn cut(output: String) -> String {
+    if output.len() <= OUTPUT_LIMIT {
+        return output;
+    }
+    let half = OUTPUT_LIMIT / 2;
+    let start = output.floor_char_boundary(half);
+    let end = output.ceil_char_boundary(output.len() - half);
+    format!(
+        "{}\n[... {} bytes not kept ...]\n{}",
+        &output[..start],
+        end - start,
+        &output[end..]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_output_keeps_its_start_and_end() {
+        let long = format!("start{}end", "x".repeat(OUTPUT_LIMIT));
+        let kept = cut(long);
+        assert!(kept.starts_with("start") && kept.ends_with("end"));
+        assert!(kept.contains("bytes not kept") && kept.len() < OUTPUT_LIMIT + 100);
+    }
+}
