@@ -804,6 +804,93 @@ fn partitions_split_a_suite_between_monitors_sharing_one_database() {
 }
 
 #[test]
+fn a_test_past_its_time_limit_fails_named_and_a_dead_webhook_does_not_stop_the_monitor() {
+    let shop = Shop::start();
+    let dir = scratch("timeout");
+    // Nothing listens there once the listener is gone.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = configure(
+        &dir,
+        &shop,
+        &["subject::the_report"],
+        &format!("webhook = \"http://{dead}/hook\""),
+        "test_timeout_secs = 1",
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("retries = 1", "retries = 0")).unwrap();
+    let out = monitor_command(&config)
+        .args(["run", "shop"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("failed       subject::the_report_is_slow (timed out)"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "the webhook http://{dead}/hook for failed run 1: cannot connect"
+        )) && stderr.contains("(3 tries)"),
+        "{stderr}"
+    );
+    let served = edge_test::monitor::serve(load(&config)).unwrap();
+    let run = get_json(served.addr(), "/api/runs/1");
+    let attempt = &test_of(&run, "subject::the_report_is_slow")["attempts"][0];
+    assert_eq!(attempt["outcome"], "timed_out");
+    assert!(
+        attempt["output"]
+            .as_str()
+            .unwrap()
+            .contains("stopped after 1s, the suite's test_timeout_secs"),
+        "{attempt}"
+    );
+    served.shutdown();
+}
+
+#[test]
+fn the_environment_overrides_the_file_and_flags_override_the_environment() {
+    let shop = Shop::start();
+    let dir = scratch("overrides");
+    let config = configure(&dir, &shop, &["subject::the_front"], "", "");
+    let run = |env: &[(&str, &Path)], args: &[&str]| {
+        let out = monitor_command(&config)
+            .args(["run", "shop"])
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    let (from_env, from_flag) = (dir.join("env.sqlite"), dir.join("flag.sqlite"));
+    run(&[("EDGE_TEST_MONITOR_DATABASE", &from_env)], &[]);
+    assert!(from_env.exists() && !dir.join("runs.sqlite").exists());
+    run(
+        &[("EDGE_TEST_MONITOR_DATABASE", &from_env)],
+        &["--database", from_flag.to_str().unwrap()],
+    );
+    assert!(from_flag.exists());
+    // The file's own database saw neither run; the environment's saw one.
+    let mut c = load(&config);
+    c.database = from_env;
+    let served = edge_test::monitor::serve(c).unwrap();
+    assert_eq!(
+        get_json(served.addr(), "/api/runs")["runs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    served.shutdown();
+}
+
+#[test]
 fn bad_configurations_and_suites_are_named_with_the_fix() {
     let shop = Shop::start();
     let dir = scratch("bad");
