@@ -12,7 +12,21 @@
 //! edge-test-monitor run staging --config monitor.toml   # one run now; exit 1 if it failed
 //! ```
 //!
-//! See the README, "Against a deployment (e2e mode)", for the configuration.
+//! The same in a program of your own (or a test of the monitor):
+//!
+//! ```no_run
+//! use std::path::Path;
+//!
+//! let config = edge_test::monitor::Config::load(Path::new("monitor.toml"), &[])?;
+//! let served = edge_test::monitor::serve(config)?;
+//! println!("the results page: http://{}/", served.addr());
+//! // ... until it is time to stop: running tests get the configured grace.
+//! served.shutdown();
+//! # Ok::<(), String>(())
+//! ```
+//!
+//! See the README, "From one run against staging to a monitor with a schedule", for the
+//! configuration.
 
 mod config;
 mod execute;
