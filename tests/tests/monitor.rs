@@ -601,6 +601,16 @@ fn start_slow_run(shop: &Shop, addr: SocketAddr) -> i64 {
         .unwrap()
 }
 
+/// Serves `config` from the monitor's binary, starts a run and kills the monitor (SIGKILL)
+/// while the slow test runs: the run's id.
+fn kill_mid_run(shop: &Shop, config: &Path) -> i64 {
+    let (mut child, addr) = spawn_serving(config);
+    let id = start_slow_run(shop, addr);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    id
+}
+
 #[test]
 fn a_monitor_killed_mid_run_resumes_the_run_when_it_starts_again() {
     let shop = Shop::start();
@@ -612,11 +622,7 @@ fn a_monitor_killed_mid_run_resumes_the_run_when_it_starts_again() {
         "",
         "",
     );
-    let (mut child, addr) = spawn_serving(&config);
-    let id = start_slow_run(&shop, addr);
-    child.kill().unwrap();
-    child.wait().unwrap();
-
+    let id = kill_mid_run(&shop, &config);
     let served = edge_test::monitor::serve(load(&config)).unwrap();
     let run = finished_run(served.addr(), id);
     assert_eq!(run["run"]["status"], "passed", "{run}");
@@ -653,11 +659,7 @@ fn a_run_cut_short_is_only_marked_interrupted_when_resuming_is_off() {
         "resume_interrupted = false",
         "",
     );
-    let (mut child, addr) = spawn_serving(&config);
-    let id = start_slow_run(&shop, addr);
-    child.kill().unwrap();
-    child.wait().unwrap();
-
+    let id = kill_mid_run(&shop, &config);
     let served = edge_test::monitor::serve(load(&config)).unwrap();
     let run = get_json(served.addr(), &format!("/api/runs/{id}"));
     assert_eq!(run["run"]["status"], "interrupted");

@@ -141,6 +141,20 @@ fn test_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Test> {
 const TEST_COLUMNS: &str = "id, run_id, binary, name, result, duration_ms, detail";
 
 impl Store {
+    /// Every row `query` gives, each made a `T` by `row`.
+    fn all<T>(
+        &self,
+        query: &str,
+        params: impl rusqlite::Params,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
+        let mut q = self.db.prepare(query).map_err(sql)?;
+        q.query_map(params, row)
+            .map_err(sql)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(sql)
+    }
+
     pub fn open(path: &Path) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
@@ -206,32 +220,26 @@ impl Store {
 
     /// The newest `limit` runs, of one suite or of all.
     pub fn runs(&self, suite: Option<&str>, limit: i64) -> Result<Vec<Run>> {
-        let mut q = self
-            .db
-            .prepare(&format!(
+        self.all(
+            &format!(
                 "SELECT {RUN_COLUMNS} FROM runs WHERE ?1 IS NULL OR suite = ?1
                  ORDER BY id DESC LIMIT ?2"
-            ))
-            .map_err(sql)?;
-        q.query_map(params![suite, limit], run_row)
-            .map_err(sql)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(sql)
+            ),
+            params![suite, limit],
+            run_row,
+        )
     }
 
     /// `owner`'s runs queued or running: after a restart, those it did not finish.
     pub fn unfinished_runs(&self, owner: &str) -> Result<Vec<Run>> {
-        let mut q = self
-            .db
-            .prepare(&format!(
+        self.all(
+            &format!(
                 "SELECT {RUN_COLUMNS} FROM runs WHERE status IN ('queued', 'running')
                  AND owner = ?1 ORDER BY id"
-            ))
-            .map_err(sql)?;
-        q.query_map([owner], run_row)
-            .map_err(sql)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(sql)
+            ),
+            [owner],
+            run_row,
+        )
     }
 
     pub fn set_owner(&self, id: i64, owner: &str) -> Result<()> {
@@ -307,16 +315,11 @@ impl Store {
     }
 
     pub fn tests(&self, run_id: i64) -> Result<Vec<Test>> {
-        let mut q = self
-            .db
-            .prepare(&format!(
-                "SELECT {TEST_COLUMNS} FROM tests WHERE run_id = ?1 ORDER BY id"
-            ))
-            .map_err(sql)?;
-        q.query_map([run_id], test_row)
-            .map_err(sql)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(sql)
+        self.all(
+            &format!("SELECT {TEST_COLUMNS} FROM tests WHERE run_id = ?1 ORDER BY id"),
+            [run_id],
+            test_row,
+        )
     }
 
     pub fn set_result(
@@ -338,16 +341,11 @@ impl Store {
     /// Tests a monitor left running when it stopped: each gets an `interrupted` attempt
     /// saying so, and is pending again (to be resumed) or interrupted.
     pub fn recover_tests(&self, run_id: i64, resume: bool, now: i64) -> Result<()> {
-        let running: Vec<i64> = {
-            let mut q = self
-                .db
-                .prepare("SELECT id FROM tests WHERE run_id = ?1 AND result = 'running'")
-                .map_err(sql)?;
-            q.query_map([run_id], |r| r.get(0))
-                .map_err(sql)?
-                .collect::<rusqlite::Result<_>>()
-                .map_err(sql)?
-        };
+        let running: Vec<i64> = self.all(
+            "SELECT id FROM tests WHERE run_id = ?1 AND result = 'running'",
+            [run_id],
+            |r| r.get(0),
+        )?;
         for test in running {
             let number = self.attempts(test)?.len() as i64 + 1;
             self.add_attempt(
@@ -391,40 +389,30 @@ impl Store {
     }
 
     pub fn attempts(&self, test_id: i64) -> Result<Vec<Attempt>> {
-        let mut q = self
-            .db
-            .prepare(
-                "SELECT number, outcome, duration_ms, output, started_at FROM attempts
+        self.all(
+            "SELECT number, outcome, duration_ms, output, started_at FROM attempts
                  WHERE test_id = ?1 ORDER BY number",
-            )
-            .map_err(sql)?;
-        q.query_map([test_id], |r| {
-            Ok(Attempt {
-                number: r.get(0)?,
-                outcome: r.get(1)?,
-                duration_ms: r.get(2)?,
-                output: r.get(3)?,
-                started_at: r.get(4)?,
-            })
-        })
-        .map_err(sql)?
-        .collect::<rusqlite::Result<_>>()
-        .map_err(sql)
+            [test_id],
+            |r| {
+                Ok(Attempt {
+                    number: r.get(0)?,
+                    outcome: r.get(1)?,
+                    duration_ms: r.get(2)?,
+                    output: r.get(3)?,
+                    started_at: r.get(4)?,
+                })
+            },
+        )
     }
 
     pub fn counts(&self, run_id: i64) -> Result<Counts> {
         let mut counts = Counts::default();
-        let mut q = self
-            .db
-            .prepare("SELECT result, COUNT(*) FROM tests WHERE run_id = ?1 GROUP BY result")
-            .map_err(sql)?;
-        let rows = q
-            .query_map([run_id], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-            })
-            .map_err(sql)?;
-        for row in rows {
-            let (result, n) = row.map_err(sql)?;
+        let rows: Vec<(String, i64)> = self.all(
+            "SELECT result, COUNT(*) FROM tests WHERE run_id = ?1 GROUP BY result",
+            [run_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        for (result, n) in rows {
             match result.as_str() {
                 "passed" => counts.passed = n,
                 "failed" => counts.failed = n,
@@ -441,34 +429,22 @@ impl Store {
     /// A test's results over its suite's newest `limit` runs, newest first: (run, test
     /// id, result).
     pub fn history(&self, suite: &str, name: &str, limit: i64) -> Result<Vec<(i64, i64, String)>> {
-        let mut q = self
-            .db
-            .prepare(
-                "SELECT t.run_id, t.id, t.result FROM tests t JOIN runs r ON r.id = t.run_id
-                 WHERE r.suite = ?1 AND t.name = ?2 ORDER BY t.run_id DESC LIMIT ?3",
-            )
-            .map_err(sql)?;
-        q.query_map(params![suite, name, limit], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .map_err(sql)?
-        .collect::<rusqlite::Result<_>>()
-        .map_err(sql)
+        self.all(
+            "SELECT t.run_id, t.id, t.result FROM tests t JOIN runs r ON r.id = t.run_id
+             WHERE r.suite = ?1 AND t.name = ?2 ORDER BY t.run_id DESC LIMIT ?3",
+            params![suite, name, limit],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
     }
 
     /// The names of the tests a suite has run, most recently run first.
     pub fn test_names(&self, suite: &str) -> Result<Vec<String>> {
-        let mut q = self
-            .db
-            .prepare(
-                "SELECT t.name FROM tests t JOIN runs r ON r.id = t.run_id WHERE r.suite = ?1
+        self.all(
+            "SELECT t.name FROM tests t JOIN runs r ON r.id = t.run_id WHERE r.suite = ?1
                  GROUP BY t.name ORDER BY MAX(t.run_id) DESC, t.name",
-            )
-            .map_err(sql)?;
-        q.query_map([suite], |r| r.get(0))
-            .map_err(sql)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(sql)
+            [suite],
+            |r| r.get(0),
+        )
     }
 
     /// Of a test's finished results over its suite's newest 100 runs, the share that was
