@@ -62,81 +62,72 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         self.with(|m| {
-            let mut out = String::new();
-            family(
-                &mut out,
+            let mut out = Family::default();
+            out.start(
                 "handoff_testsuites_running",
                 "gauge",
                 "Runs of a suite going on now.",
             );
             for (suite, n) in &m.running {
-                let _ = writeln!(
-                    out,
-                    "handoff_testsuites_running{{suite=\"{}\"}} {n}",
-                    esc(suite)
-                );
+                out.sample(&[("suite", suite)], *n as f64);
             }
-            family(
-                &mut out,
+            out.start(
                 "handoff_testsuites_started_total",
                 "counter",
                 "Runs of a suite started since the monitor started.",
             );
             for (suite, n) in &m.started {
-                let _ = writeln!(
-                    out,
-                    "handoff_testsuites_started_total{{suite=\"{}\"}} {n}",
-                    esc(suite)
-                );
+                out.sample(&[("suite", suite)], *n as f64);
             }
-            family(
-                &mut out,
+            out.start(
                 "handoff_tests_run_total",
                 "counter",
                 "Tests run to an end, by result (passed, failed, flaky, soft_failed, skipped).",
             );
             for ((suite, result), n) in &m.tests_run {
-                let _ = writeln!(
-                    out,
-                    "handoff_tests_run_total{{suite=\"{}\",result=\"{}\"}} {n}",
-                    esc(suite),
-                    esc(result)
-                );
+                out.sample(&[("suite", suite), ("result", result)], *n as f64);
             }
-            family(
-                &mut out,
+            out.start(
                 "handoff_test_duration_seconds",
                 "gauge",
                 "How long a test's last attempt took.",
             );
             for ((suite, test), seconds) in &m.duration {
-                let _ = writeln!(
-                    out,
-                    "handoff_test_duration_seconds{{suite=\"{}\",test=\"{}\"}} {seconds}",
-                    esc(suite),
-                    esc(test)
-                );
+                out.sample(&[("suite", suite), ("test", test)], *seconds);
             }
-            family(
-                &mut out,
+            out.start(
                 "edge_test_monitor_schedule_skipped_total",
                 "counter",
                 "Scheduled runs not started because the suite's previous run had not ended.",
             );
             for (suite, n) in &m.schedule_skipped {
-                let _ = writeln!(
-                    out,
-                    "edge_test_monitor_schedule_skipped_total{{suite=\"{}\"}} {n}",
-                    esc(suite)
-                );
+                out.sample(&[("suite", suite)], *n as f64);
             }
-            out
+            out.text
         })
     }
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+/// The text format, one metric family after another.
+#[derive(Default)]
+struct Family {
+    text: String,
+    name: String,
+}
+
+impl Family {
+    fn start(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        self.name = name.to_owned();
+    }
+
+    fn sample(&mut self, labels: &[(&str, &str)], value: f64) {
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", esc(v)))
+            .collect();
+        let _ = writeln!(self.text, "{}{{{}}} {value}", self.name, labels.join(","));
+    }
 }
 
 /// A label value as Prometheus's text format writes it.
@@ -145,4 +136,24 @@ fn esc(value: &str) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_are_prometheus_text_with_escaped_labels() {
+        let m = Metrics::default();
+        m.know_suite("staging");
+        m.run_started("staging");
+        m.test_ran("staging", "odd \"name\"\\", "flaky", 0.25);
+        let text = m.render();
+        assert!(text.contains("# TYPE handoff_testsuites_running gauge\n"));
+        assert!(text.contains("handoff_testsuites_running{suite=\"staging\"} 1\n"));
+        assert!(text.contains("handoff_tests_run_total{suite=\"staging\",result=\"flaky\"} 1\n"));
+        assert!(text.contains(
+            "handoff_test_duration_seconds{suite=\"staging\",test=\"odd \\\"name\\\"\\\\\"} 0.25\n"
+        ));
+    }
 }
