@@ -941,6 +941,42 @@ fn bad_configurations_and_suites_are_named_with_the_fix() {
             && out.contains("cargo test --no-run"),
         "{out}"
     );
+
+    // A "test binary" whose listing never ends: stopped at the suite's time limit.
+    let hangs = dir.join("hangs.sh");
+    std::fs::write(&hangs, "#!/bin/sh\nexec sleep 60\n").unwrap();
+    std::fs::set_permissions(&hangs, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = configure(&dir, &shop, QUICK, "", "test_timeout_secs = 1");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace(&exe, &format!("{hangs:?}"))).unwrap();
+    let (code, out) = run(&config, &["run", "shop"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains("hangs.sh --list did not end within 1s (the suite's test_timeout_secs)"),
+        "{out}"
+    );
+
+    // One whose listing ends at once but leaves a process holding its stdout: the run goes
+    // on (here to say the binary lists no test), not waiting for that process.
+    let holds = dir.join("holds.sh");
+    std::fs::write(&holds, "#!/bin/sh\nsleep 60 &\nexit 0\n").unwrap();
+    std::fs::set_permissions(&holds, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = configure(&dir, &shop, QUICK, "", "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace(&exe, &format!("{holds:?}"))).unwrap();
+    let started = Instant::now();
+    let (code, out) = run(&config, &["run", "shop"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains("suite `shop` selects no test in its binaries"),
+        "{out}"
+    );
+    // A bound, not a timing: the held pipe would keep it for the sleep's 60 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(45),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// The browser the page test drives: `EDGE_TEST_CHROMIUM`, or Debian's chromium.

@@ -48,16 +48,13 @@ const SKIP_PREFIX: &str = "edge-test: SKIPPED ";
 
 /// The tests of `binary` the suite selects, in the binary's order, within the suite's
 /// partition.
-pub fn list(suite: &Suite, binary: &Path) -> Result<Vec<String>, String> {
+pub fn list(suite: &Suite, binary: &Path, stop: &AtomicBool) -> Result<Vec<String>, String> {
     let listed = |ignored: bool| -> Result<Vec<String>, String> {
-        let mut command = Command::new(binary);
-        command
-            .args(["--list", "--format", "terse"])
-            .envs(&suite.env);
+        let mut args = vec!["--list", "--format", "terse"];
         if ignored {
-            command.arg("--ignored");
+            args.push("--ignored");
         }
-        let output = command.output().map_err(|e| {
+        let ran = run_bounded(suite, binary, &args, stop).map_err(|e| {
             format!(
                 "suite `{}`: cannot run the test binary {}: {e} (build it with `cargo test \
                  --no-run` and name the path it prints)",
@@ -65,20 +62,27 @@ pub fn list(suite: &Suite, binary: &Path) -> Result<Vec<String>, String> {
                 binary.display()
             )
         })?;
-        if !output.status.success() {
-            return Err(format!(
-                "suite `{}`: {} --list failed ({}): {}",
+        match ran.status {
+            Some(status) if status.success() => Ok(ran
+                .stdout
+                .lines()
+                .filter_map(|l| l.strip_suffix(": test"))
+                .map(str::to_owned)
+                .collect()),
+            Some(status) => Err(format!(
+                "suite `{}`: {} --list failed ({status}): {}",
                 suite.name,
                 binary.display(),
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            ));
+                ran.stderr.trim()
+            )),
+            None => Err(format!(
+                "suite `{}`: {} --list did not end within {:?} (the suite's \
+                 test_timeout_secs), or the monitor is shutting down",
+                suite.name,
+                binary.display(),
+                suite.test_timeout
+            )),
         }
-        Ok(String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter_map(|l| l.strip_suffix(": test"))
-            .map(str::to_owned)
-            .collect())
     };
     let ignored = listed(true)?;
     let tests: Vec<String> = listed(false)?
@@ -93,35 +97,39 @@ pub fn list(suite: &Suite, binary: &Path) -> Result<Vec<String>, String> {
         .collect())
 }
 
-/// Runs `test` of `binary` alone, within the suite's time limit; stops it early when
-/// `stop` is set.
-pub fn attempt(suite: &Suite, binary: &Path, test: &str, stop: &AtomicBool) -> AttemptResult {
+/// A test binary's process, run to its end or stopped.
+struct Ran {
+    /// `None`: stopped (`stopped` says why) or lost.
+    status: Option<std::process::ExitStatus>,
+    stopped: Option<Outcome>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `binary` with `args` and the suite's environment, killed past the suite's time
+/// limit (`TimedOut`) or once `stop` is set (`Interrupted`).
+fn run_bounded(
+    suite: &Suite,
+    binary: &Path,
+    args: &[&str],
+    stop: &AtomicBool,
+) -> std::io::Result<Ran> {
     let started = Instant::now();
-    let spawned = Command::new(binary)
-        .args([test, "--exact", "--test-threads", "1"])
+    let mut child = Command::new(binary)
+        .args(args)
         .envs(&suite.env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(e) => {
-            return AttemptResult {
-                outcome: Outcome::Failed,
-                duration: started.elapsed(),
-                output: format!("cannot run the test binary {}: {e}", binary.display()),
-            };
-        }
-    };
+        .spawn()?;
     let readers = [
-        drain(
+        Drain::start(
             child
                 .stdout
                 .take()
                 .map(|s| Box::new(s) as Box<dyn Read + Send>),
         ),
-        drain(
+        Drain::start(
             child
                 .stderr
                 .take()
@@ -142,14 +150,46 @@ pub fn attempt(suite: &Suite, binary: &Path, test: &str, stop: &AtomicBool) -> A
         }
         if stopped.is_some() {
             let _ = child.kill();
-            break child.wait().ok();
+            let _ = child.wait();
+            break None;
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    // A process the test started may hold the pipes past the test's end: what it wrote
+    // by then is kept, and the run goes on.
+    let deadline = Instant::now() + PIPE_GRACE;
+    let [stdout, stderr] = readers.map(|r| r.finish(deadline));
+    Ok(Ran {
+        status,
+        stopped,
+        stdout,
+        stderr,
+    })
+}
+
+/// Runs `test` of `binary` alone, within the suite's time limit; stops it early when
+/// `stop` is set.
+pub fn attempt(suite: &Suite, binary: &Path, test: &str, stop: &AtomicBool) -> AttemptResult {
+    let started = Instant::now();
+    let ran = run_bounded(
+        suite,
+        binary,
+        &[test, "--exact", "--test-threads", "1"],
+        stop,
+    );
     let duration = started.elapsed();
-    let [stdout, stderr] = readers.map(|r| r.join().unwrap_or_default());
-    let mut output = format!("{stdout}{stderr}");
-    let outcome = match stopped {
+    let ran = match ran {
+        Ok(ran) => ran,
+        Err(e) => {
+            return AttemptResult {
+                outcome: Outcome::Failed,
+                duration,
+                output: format!("cannot run the test binary {}: {e}", binary.display()),
+            };
+        }
+    };
+    let mut output = format!("{}{}", ran.stdout, ran.stderr);
+    let outcome = match ran.stopped {
         Some(Outcome::TimedOut) => {
             output.push_str(&format!(
                 "\nedge-test-monitor: stopped after {:?}, the suite's test_timeout_secs\n",
@@ -161,16 +201,16 @@ pub fn attempt(suite: &Suite, binary: &Path, test: &str, stop: &AtomicBool) -> A
             output.push_str("\nedge-test-monitor: stopped, the monitor is shutting down\n");
             other
         }
-        None => match status {
+        None => match ran.status {
             Some(s) if s.success() => {
-                let ran = stdout.contains("test result: ok. 1 passed");
-                match stderr.lines().find_map(|l| l.strip_prefix(SKIP_PREFIX)) {
+                let ran_one = ran.stdout.contains("test result: ok. 1 passed");
+                match ran.stderr.lines().find_map(|l| l.strip_prefix(SKIP_PREFIX)) {
                     Some(line) => Outcome::Skipped(
                         line.split_once(": ")
                             .map_or(line, |(_, why)| why)
                             .to_owned(),
                     ),
-                    None if ran => Outcome::Passed,
+                    None if ran_one => Outcome::Passed,
                     None => {
                         output.push_str(
                             "\nedge-test-monitor: the binary exited 0 without running the \
@@ -196,14 +236,40 @@ pub fn attempt(suite: &Suite, binary: &Path, test: &str, stop: &AtomicBool) -> A
     }
 }
 
-fn drain(stream: Option<Box<dyn Read + Send>>) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        if let Some(mut stream) = stream {
-            let _ = stream.read_to_end(&mut bytes);
+/// How long a pipe may stay open once its test process has ended.
+const PIPE_GRACE: Duration = Duration::from_secs(2);
+
+/// A pipe read to its end on a thread of its own.
+struct Drain {
+    read: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Drain {
+    fn start(stream: Option<Box<dyn Read + Send>>) -> Self {
+        let read = std::sync::Arc::<std::sync::Mutex<Vec<u8>>>::default();
+        let sink = read.clone();
+        let thread = std::thread::spawn(move || {
+            let Some(mut stream) = stream else { return };
+            let mut chunk = [0u8; 8192];
+            while let Ok(n @ 1..) = stream.read(&mut chunk) {
+                sink.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend_from_slice(&chunk[..n]);
+            }
+        });
+        Self { read, thread }
+    }
+
+    /// What was read: all of it, or what had come by `deadline` if the pipe is still open
+    /// then (its thread is left to end with the pipe).
+    fn finish(self, deadline: Instant) -> String {
+        while !self.thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
         }
+        let bytes = self.read.lock().unwrap_or_else(|p| p.into_inner());
         String::from_utf8_lossy(&bytes).into_owned()
-    })
+    }
 }
 
 /// Keeps the start and the end of a long output (the panic is usually at the end).

@@ -68,7 +68,7 @@ fn run_tests(monitor: &Monitor, id: i64, suite: &Suite) -> Result<Option<Ended>,
     if tests.is_empty() {
         let mut listed = Vec::new();
         for binary in &suite.binaries {
-            for name in execute::list(suite, binary)? {
+            for name in execute::list(suite, binary, &monitor.stop_now)? {
                 listed.push((binary.display().to_string(), name));
             }
         }
