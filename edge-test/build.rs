@@ -1,0 +1,11 @@
+//! The binaries (edge-test-runner above all: nextest starts one per test) are linked as
+//! fixed-address executables on Linux: a position-independent one of this size spends most
+//! of its start applying relocations, each a page fault and a copy. See BENCHMARKS.md,
+//! "Unit tests inside the guest".
+fn main() {
+    let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
+    if os == "linux" && env == "gnu" {
+        println!("cargo:rustc-link-arg-bins=-no-pie");
+    }
+}
