@@ -818,7 +818,7 @@ fn a_test_past_its_time_limit_fails_named_and_a_dead_webhook_does_not_stop_the_m
         &dir,
         &shop,
         &["subject::the_report"],
-        &format!("webhook = \"http://{dead}/hook\""),
+        &format!("webhook = \"http://{dead}/hook\"\nwebhook_timeout_secs = 1"),
         "test_timeout_secs = 1",
     );
     let text = std::fs::read_to_string(&config).unwrap();
@@ -854,6 +854,30 @@ fn a_test_past_its_time_limit_fails_named_and_a_dead_webhook_does_not_stop_the_m
         "{attempt}"
     );
     served.shutdown();
+
+    // A webhook that takes the connection and never answers: each try ends at the limit.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(&dead.to_string(), &silent_addr.to_string()),
+    )
+    .unwrap();
+    let out = monitor_command(&config)
+        .args(["run", "shop"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the webhook http://{silent_addr}/hook for failed run 2: http://{silent_addr}/hook \
+             did not answer within 1s (3 tries)"
+        )),
+        "{stderr}"
+    );
+    drop(silent);
 }
 
 #[test]

@@ -18,6 +18,8 @@ pub struct Config {
     pub listen: String,
     /// POSTed a JSON summary of each failed run.
     pub webhook: Option<String>,
+    /// How long one try of the webhook may take.
+    pub webhook_timeout: Duration,
     /// The page's address as the webhook's readers reach it (links in its summary).
     pub public_url: Option<String>,
     /// After a restart, runs that were going on are resumed (`true`) or only marked
@@ -117,6 +119,7 @@ struct File {
     database: Option<PathBuf>,
     listen: Option<String>,
     webhook: Option<String>,
+    webhook_timeout_secs: Option<u64>,
     public_url: Option<String>,
     resume_interrupted: Option<bool>,
     shutdown_grace_secs: Option<u64>,
@@ -198,6 +201,7 @@ impl Config {
             ),
             listen: file.listen.unwrap_or_else(|| "127.0.0.1:7878".to_owned()),
             webhook: file.webhook,
+            webhook_timeout: Duration::from_secs(file.webhook_timeout_secs.unwrap_or(10)),
             public_url: file.public_url,
             resume_interrupted: file.resume_interrupted.unwrap_or(true),
             shutdown_grace: Duration::from_secs(file.shutdown_grace_secs.unwrap_or(30)),

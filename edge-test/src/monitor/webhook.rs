@@ -87,7 +87,7 @@ pub(crate) fn notify(monitor: &Monitor, id: i64) {
             &url,
             "application/json",
             body.clone(),
-            Duration::from_secs(10),
+            monitor.config.webhook_timeout,
         ));
         match sent {
             Ok(status) if (200..300).contains(&status) => return,
