@@ -347,7 +347,7 @@ fn a_run_from_the_command_line_records_each_test_its_attempts_and_its_output() {
         "skipped      subject::the_cart_is_mocked (it mocks backend `cart`, which only a local \
          run has",
         "passed       subject::the_front_page_welcomes",
-        "failed       subject::the_price_is_in_euros",
+        "failed       subject::the_price_is_in_euros\n               the price: 12 USD\n",
         "flaky        subject::the_stock_is_counted",
         "run #1 of `shop`: failed (1 passed, 1 failed, 1 flaky, 1 soft failed, 1 skipped)",
     ] {

@@ -326,6 +326,13 @@ fn serve_until_signalled(config: Config) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The first line of the panic message in a libtest failure's output.
+fn panic_message(output: &str) -> Option<&str> {
+    let mut lines = output.lines();
+    lines.find(|l| l.starts_with("thread '") && l.contains("panicked at"))?;
+    lines.next().map(str::trim).filter(|l| !l.is_empty())
+}
+
 fn say(line: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stdout(), "{line}");
@@ -349,8 +356,18 @@ fn run_once(config: Config, suite: &str, key: Option<&str>) -> Result<ExitCode, 
     }
     let ended = runner::execute(&monitor, run.id)?;
     for test in monitor.store(|s| s.tests(run.id))? {
-        let detail = test.detail.map(|d| format!(" ({d})")).unwrap_or_default();
+        let detail = test
+            .detail
+            .clone()
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default();
         println!("{:<12} {}{detail}", test.result, test.name);
+        if matches!(test.result.as_str(), "failed" | "soft_failed") {
+            let attempts = monitor.store(|s| s.attempts(test.id))?;
+            if let Some(why) = attempts.last().and_then(|a| panic_message(&a.output)) {
+                println!("{:<12}   {why}", "");
+            }
+        }
     }
     if let Some(note) = monitor.store(|s| s.run(run.id))?.and_then(|r| r.note) {
         println!("note: {note}");
