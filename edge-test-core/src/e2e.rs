@@ -8,7 +8,7 @@
 //! output shows it. `EDGE_TEST_E2E_SKIPS=fail` fails such tests instead.
 //! `EDGE_TEST_TARGET_CA` names a PEM file of CA certificates trusted besides the system's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::sync::{Arc, Mutex, Once};
 
@@ -153,7 +153,7 @@ pub(crate) struct DeployedSession {
     target: Arc<Target>,
     /// Each exchange as text (request, then response or failure), for a failing test's
     /// output: against a deployment there are no logs, so what was said is the evidence.
-    journal: Mutex<Vec<String>>,
+    journal: Mutex<VecDeque<String>>,
 }
 
 /// How much of a response body a failing test's output shows.
@@ -169,13 +169,13 @@ impl DeployedSession {
     pub(crate) fn new(target: Arc<Target>) -> Self {
         Self {
             target,
-            journal: Mutex::new(Vec::new()),
+            journal: Mutex::new(VecDeque::new()),
         }
     }
 
     /// The test's exchanges with the deployment, oldest first (the last few).
     pub(crate) fn exchanges(&self) -> Vec<String> {
-        crate::sync::lock(&self.journal).clone()
+        crate::sync::lock(&self.journal).iter().cloned().collect()
     }
 
     pub(crate) async fn run(&self, request: InvocationRequest) -> InvocationReport {
@@ -188,9 +188,9 @@ impl DeployedSession {
         };
         let mut journal = crate::sync::lock(&self.journal);
         if journal.len() == JOURNAL_EXCHANGES {
-            journal.remove(0);
+            journal.pop_front();
         }
-        journal.push(format!("{said}\n{answer}"));
+        journal.push_back(format!("{said}\n{answer}"));
         report
     }
 

@@ -51,26 +51,24 @@ impl<E: std::fmt::Debug> TestOutput for Result<(), E> {
 }
 
 fn start(meta: &TestMeta) -> Edge {
-    let only_deployed = || {
+    // Before a local edge is started (its guest built) only to be thrown away. A target
+    // that is set but bad is Edge::start's to report.
+    if matches!(meta.e2e, E2e::Only) && matches!(crate::e2e::target_for(meta.service), Ok(None)) {
         crate::e2e::skip(format!(
             "it is marked `e2e = \"only\"`: it runs only against a deployment of `{}` \
              (set {} to its URL)",
             meta.service,
             crate::e2e::service_variable(meta.service)
-        ))
-    };
-    // Before a local edge is started (its guest built) only to be thrown away.
-    if matches!(meta.e2e, E2e::Only) && matches!(crate::e2e::target_for(meta.service), Ok(None)) {
-        only_deployed();
+        ));
     }
     let edge = Edge::start(meta.service, meta.name).unwrap_or_else(|e| panic!("{e}"));
-    match (meta.e2e, edge.deployed_url()) {
-        (E2e::Never, Some(url)) => crate::e2e::skip(format!(
+    if matches!(meta.e2e, E2e::Never)
+        && let Some(url) = edge.deployed_url()
+    {
+        crate::e2e::skip(format!(
             "it is marked `e2e = false`: it never runs against a deployment (e2e mode \
              against {url})"
-        )),
-        (E2e::Only, None) => only_deployed(),
-        _ => {}
+        ));
     }
     if let Some(ms) = meta.guest_timeout_ms {
         edge.set_guest_timeout(Duration::from_millis(ms));
