@@ -79,11 +79,14 @@ impl Monitor {
         }
         let partition = partition.or(suite.partition).map(|p| p.to_string());
         let (run, created) = self.store(|s| {
-            let made = s.create_run(&suite.name, key, trigger, partition.as_deref(), now_ms())?;
-            if made.1 {
-                s.set_owner(made.0.id, &self.owner)?;
-            }
-            Ok(made)
+            s.create_run(
+                &suite.name,
+                key,
+                trigger,
+                partition.as_deref(),
+                &self.owner,
+                now_ms(),
+            )
         })?;
         if created {
             self.enqueue(&suite.name, run.id);

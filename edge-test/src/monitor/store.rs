@@ -170,30 +170,33 @@ impl Store {
         Ok(Self { db })
     }
 
-    /// A new queued run, or the run `key` already names (`false`): a key makes a request
-    /// to run idempotent.
+    /// A new queued run of `owner`'s, or the run `key` already names (`false`): a key
+    /// makes a request to run idempotent, also between monitors sharing the database.
     pub fn create_run(
         &self,
         suite: &str,
         key: Option<&str>,
         trigger: &str,
         partition: Option<&str>,
+        owner: &str,
         now: i64,
     ) -> Result<(Run, bool)> {
-        if let Some(key) = key
-            && let Some(run) = self.run_by_key(key)?
-        {
-            return Ok((run, false));
-        }
-        self.db
+        let inserted = self
+            .db
             .execute(
-                "INSERT INTO runs (suite, key, trigger, partition, status, queued_at)
-                 VALUES (?1, ?2, ?3, ?4, 'queued', ?5)",
-                params![suite, key, trigger, partition, now],
+                "INSERT INTO runs (suite, key, trigger, partition, owner, status, queued_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6) ON CONFLICT (key) DO NOTHING",
+                params![suite, key, trigger, partition, owner, now],
             )
             .map_err(sql)?;
-        let id = self.db.last_insert_rowid();
-        Ok((self.run(id)?.expect("the run just inserted"), true))
+        let run = match (inserted, key) {
+            (0, Some(key)) => self.run_by_key(key)?,
+            _ => self.run(self.db.last_insert_rowid())?,
+        };
+        Ok((
+            run.ok_or("the run just written is not in the database")?,
+            inserted == 1,
+        ))
     }
 
     fn run_by_key(&self, key: &str) -> Result<Option<Run>> {
@@ -240,16 +243,6 @@ impl Store {
             [owner],
             run_row,
         )
-    }
-
-    pub fn set_owner(&self, id: i64, owner: &str) -> Result<()> {
-        self.db
-            .execute(
-                "UPDATE runs SET owner = ?2 WHERE id = ?1",
-                params![id, owner],
-            )
-            .map(drop)
-            .map_err(sql)
     }
 
     /// Whether `owner` has a run of `suite` queued or going on.
@@ -507,12 +500,14 @@ mod tests {
     #[test]
     fn a_key_names_one_run() {
         let (s, _dir) = store();
-        let (a, created) = s.create_run("x", Some("k1"), "api", None, 1).unwrap();
+        let (a, created) = s.create_run("x", Some("k1"), "api", None, "me", 1).unwrap();
         assert!(created);
-        let (b, again) = s.create_run("x", Some("k1"), "api", None, 2).unwrap();
+        let (b, again) = s
+            .create_run("x", Some("k1"), "api", None, "other", 2)
+            .unwrap();
         assert!(!again);
         assert_eq!(a.id, b.id);
-        let (c, _) = s.create_run("x", None, "cli", None, 3).unwrap();
+        let (c, _) = s.create_run("x", None, "cli", None, "me", 3).unwrap();
         assert_ne!(c.id, a.id);
     }
 
@@ -522,14 +517,14 @@ mod tests {
         let day = 86_400_000;
         let mut ids = Vec::new();
         for (i, queued) in [0, 5 * day, 20 * day, 21 * day].into_iter().enumerate() {
-            let (run, _) = s.create_run("x", None, "cli", None, queued).unwrap();
+            let (run, _) = s.create_run("x", None, "cli", None, "me", queued).unwrap();
             s.add_tests(run.id, &[("b".into(), format!("t{i}"))])
                 .unwrap();
             s.finish_run(run.id, "passed", None, queued).unwrap();
             ids.push(run.id);
         }
         // One still running, however old, is kept.
-        let (running, _) = s.create_run("x", None, "cli", None, 0).unwrap();
+        let (running, _) = s.create_run("x", None, "cli", None, "me", 0).unwrap();
         s.start_run(running.id, 0).unwrap();
 
         let by_age = Retention {
