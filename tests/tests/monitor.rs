@@ -691,10 +691,16 @@ fn a_stopped_monitor_shuts_down_within_its_grace_and_its_next_start_finishes_the
     );
     let (mut child, addr) = spawn_serving(&config);
     let id = start_slow_run(&shop, addr);
+    // A client that starts a request and never finishes it does not hold the shutdown.
+    let mut stalled = TcpStream::connect(addr).unwrap();
+    stalled
+        .write_all(b"GET /runs/1 HTTP/1.1\r\nhost: monitor\r\n")
+        .unwrap();
     // SAFETY: kill(2) on the child's pid, which is ours to signal until we reap it.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     let status = wait_for("the monitor to exit", || child.try_wait().unwrap());
     assert!(status.success(), "{status}");
+    drop(stalled);
 
     let served = edge_test::monitor::serve(load(&config)).unwrap();
     let run = finished_run(served.addr(), id);

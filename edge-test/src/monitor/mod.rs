@@ -59,6 +59,8 @@ pub struct Served {
     addr: SocketAddr,
     monitor: Arc<Monitor>,
     server_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Ends the server at once: connections still open after the grace are dropped.
+    server_force: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
 }
@@ -91,6 +93,7 @@ pub fn serve(mut config: Config) -> Result<Served, String> {
 
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let (server_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (server_force, forced) = tokio::sync::oneshot::channel::<()>();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -117,9 +120,18 @@ pub fn serve(mut config: Config) -> Result<Served, String> {
     let server = std::thread::Builder::new()
         .name("monitor-http".into())
         .spawn(move || {
-            if let Err(e) = runtime.block_on(server) {
+            // A graceful stop waits for open requests, which a client may never finish.
+            let ended = runtime.block_on(async {
+                tokio::select! {
+                    ended = server => ended,
+                    _ = forced => Ok(()),
+                }
+            });
+            if let Err(e) = ended {
                 eprintln!("edge-test-monitor: the server stopped: {e}");
             }
+            // Connections left: dropped with their tasks, not waited for.
+            runtime.shutdown_background();
         })
         .map_err(|e| e.to_string())?;
 
@@ -136,6 +148,7 @@ pub fn serve(mut config: Config) -> Result<Served, String> {
         addr,
         monitor,
         server_stop: Some(server_stop),
+        server_force: Some(server_force),
         server: Some(server),
         workers,
     })
@@ -169,6 +182,13 @@ impl Served {
             let _ = worker.join();
         }
         if let Some(server) = self.server.take() {
+            let deadline = deadline.max(Instant::now() + Duration::from_secs(1));
+            while !server.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if let Some(force) = self.server_force.take() {
+                let _ = force.send(());
+            }
             let _ = server.join();
         }
     }
