@@ -217,7 +217,8 @@ pub(crate) struct InvocationReport {
 pub(crate) struct CapturedStdio {
     #[serde(with = "as_bytes")]
     pub bytes: Vec<u8>,
-    /// Bytes written past the cap, dropped unread.
+    /// Bytes written past the cap, dropped unread: a forked worker refuses writes past the
+    /// cap and one more byte, so there, at least this many.
     pub dropped: u64,
 }
 

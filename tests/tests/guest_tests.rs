@@ -156,7 +156,7 @@ fn passing_tests_pass_each_in_a_pristine_instance() {
     }
     ran.assert_has("test passing::ignored_but_passes ... ignored");
     ran.assert_has("running 8 tests");
-    ran.assert_has("test result: ok. 7 passed; 0 failed; 1 ignored; 0 measured; 9 filtered out");
+    ran.assert_has("test result: ok. 7 passed; 0 failed; 1 ignored; 0 measured; 10 filtered out");
     // Output is shown for failures only, as libtest does.
     assert!(
         !ran.stdout.contains("printed by prints_and_logs"),
@@ -178,7 +178,7 @@ fn each_failure_fails_its_test_alone_and_says_how() {
     ran.assert_has("test passing::kv_second ... ok");
     ran.assert_has("test backends::reaches_the_local_server_fastly_toml_names ... ok");
     ran.assert_has(
-        "test result: FAILED. 8 passed; 7 failed; 1 ignored; 0 measured; 1 filtered out",
+        "test result: FAILED. 8 passed; 7 failed; 1 ignored; 0 measured; 2 filtered out",
     );
 
     let panics = ran.failure_of("failing::panics");
@@ -222,7 +222,7 @@ fn each_failure_fails_its_test_alone_and_says_how() {
 
 #[test]
 fn a_test_that_loops_is_stopped_at_its_time_limit() {
-    let ran = run(&["--guest-timeout-ms", "300"], &["slow"]);
+    let ran = run(&["--guest-timeout-ms", "300"], &["slow::loops"]);
     assert_eq!(ran.code, Some(101), "{}{}", ran.stdout, ran.stderr);
     ran.assert_has("test slow::loops_forever ... FAILED");
     let failure = ran.failure_of("slow::loops_forever");
@@ -233,11 +233,36 @@ fn a_test_that_loops_is_stopped_at_its_time_limit() {
 }
 
 #[test]
+fn a_test_that_floods_its_output_fails_at_the_cap_not_at_its_time_limit() {
+    // A minute: were the output not bounded, the test would be stopped there instead, and
+    // this one would fail on the message.
+    let ran = run(
+        &["--guest-timeout-ms", "60000"],
+        &["slow::floods"],
+    );
+    assert_eq!(ran.code, Some(101), "{}", ran.stderr);
+    ran.assert_has("test slow::floods_stdout ... FAILED");
+    let failure = ran.failure_of("slow::floods_stdout");
+    assert!(
+        failure.contains(
+            "the test wrote more than 33554432 bytes to stdout and stderr; its writes past \
+             that failed, and only the first 33554432 bytes are kept"
+        ),
+        "{}",
+        &failure[failure.len().saturating_sub(2000)..]
+    );
+    assert!(!failure.contains("time limit"));
+    // What it wrote first is shown, up to the cap.
+    assert!(failure.contains(&"x".repeat(64 << 10)));
+    assert!(ran.stdout.len() < 34 << 20, "{} bytes", ran.stdout.len());
+}
+
+#[test]
 fn ignored_tests_run_with_ignored_and_include_ignored() {
     let ran = run(&[], &["--ignored"]);
     assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
     ran.assert_has("test passing::ignored_but_passes ... ok");
-    ran.assert_has("test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 16 filtered out");
+    ran.assert_has("test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 17 filtered out");
 
     let ran = run(&[], &["passing::", "--include-ignored", "--nocapture"]);
     assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
@@ -255,7 +280,7 @@ fn filters_exact_and_skip_select_as_libtest_does() {
     assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
     ran.assert_has("test passing::kv_first ... ok");
     assert!(!ran.stdout.contains("kv_second"), "{}", ran.stdout);
-    ran.assert_has("test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 16 filtered out");
+    ran.assert_has("test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 17 filtered out");
 
     // Two exact names (one exact name is nextest's call, below).
     let ran = run(&[], &["passing::greets", "passing::kv", "--exact"]);
@@ -270,7 +295,7 @@ fn the_listing_is_the_guests_own() {
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
     let mut listed: Vec<&str> = ran.stdout.lines().collect();
     listed.sort();
-    assert_eq!(listed.len(), 17, "{listed:?}");
+    assert_eq!(listed.len(), 18, "{listed:?}");
     assert!(listed.contains(&"passing::kv_first: test"), "{listed:?}");
     let ran = run(&[], &["--list", "--format", "terse", "--ignored"]);
     assert_eq!(ran.stdout, "passing::ignored_but_passes: test\n");
@@ -384,7 +409,7 @@ fn cargo_test_runs_the_guests_tests_through_it() {
         .unwrap();
     let ran = Ran::from(output);
     assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
-    ran.assert_has("test result: ok. 8 passed; 0 failed; 1 ignored; 0 measured; 8 filtered out");
+    ran.assert_has("test result: ok. 8 passed; 0 failed; 1 ignored; 0 measured; 9 filtered out");
 }
 
 /// The runner as nextest's target runner: its listing, one process per test, its retries'

@@ -353,11 +353,18 @@ impl Suite {
                  the backends fastly.toml points at local servers"
             )
         }));
-        let dropped = report.dropped_log_bytes + report.stdio.as_ref().map_or(0, |s| s.dropped);
-        if dropped > 0 {
+        let cap = crate::service::DEFAULT_MAX_LOG_BYTES;
+        if report.dropped_log_bytes > 0 {
             broken.push(format!(
-                "the test's output passed {} bytes; {dropped} bytes were dropped",
-                crate::service::DEFAULT_MAX_LOG_BYTES,
+                "the test's log output passed {cap} bytes; {} bytes were dropped",
+                report.dropped_log_bytes
+            ));
+        }
+        if report.stdio.as_ref().is_some_and(|stdio| stdio.dropped > 0) {
+            // The worker's file size limit refused the rest: the guest's writes failed.
+            broken.push(format!(
+                "the test wrote more than {cap} bytes to stdout and stderr; its writes past \
+                 that failed, and only the first {cap} bytes are kept"
             ));
         }
         let failure = match &report.outcome {

@@ -1,59 +1,95 @@
 //! A worker's stdout and stderr, caught while its guest runs a command
 //! (`SessionSpec::capture_stdio`): the guest writes to the process's own (its context
-//! inherits them), which point at a pipe meanwhile. A worker is alone in its process, so
-//! nothing else writes there; in process the guest's output goes to the log sink instead.
+//! inherits them), which point at an anonymous memory file meanwhile. A worker is alone in
+//! its process, so nothing else writes there; in process the guest's output goes to the log
+//! sink instead.
 //!
-//! A thread drains the pipe as the guest writes, so a guest printing in a loop never blocks
-//! on a full pipe, and keeps at most the invocation's cap; the rest is counted and dropped.
+//! A file, not a pipe: a pipe needs a thread to drain it as the guest writes (or a guest
+//! printing more than the pipe holds blocks forever), and a second thread running in the
+//! worker makes every copy-on-write fault of its guest a TLB shootdown on the other core.
+//! The file is bounded instead: the worker's file size limit (`RLIMIT_FSIZE`) is the cap
+//! plus one byte while the command runs, so a guest printing in a loop gets `EFBIG` (its
+//! `println!` panics) once it has written past the cap, and never fills memory.
 
-use std::io::{PipeReader, Read, Write};
+use std::io::{Read, Seek, Write};
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
-use std::thread::JoinHandle;
+
+use rustix::fs::{MemfdFlags, memfd_create};
+use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
 use crate::wire::CapturedStdio;
 
-/// The descriptors a capture points at its pipe.
+/// The descriptors a capture points at its file.
 const STDOUT: i32 = 1;
 const STDERR: i32 = 2;
 
 pub(super) struct StdioCapture {
+    file: std::fs::File,
+    cap: usize,
     saved_stdout: OwnedFd,
     saved_stderr: OwnedFd,
-    reader: JoinHandle<CapturedStdio>,
+    saved_limit: Rlimit,
 }
 
 impl StdioCapture {
-    /// Points stdout and stderr at a pipe, keeping at most `cap` bytes of what arrives.
+    /// Points stdout and stderr at a memory file that takes `cap` bytes and one more.
     pub(super) fn begin(cap: usize) -> std::io::Result<Self> {
-        let (read, write) = std::io::pipe()?;
+        let file = std::fs::File::from(memfd_create("edge-test stdio", MemfdFlags::CLOEXEC)?);
+        let saved_limit = getrlimit(Resource::Fsize);
+        ignore_file_size_signal();
+        // One byte past the cap tells a guest that reached it from one that stopped at it.
+        let limit = u64::try_from(cap).unwrap_or(u64::MAX).saturating_add(1);
+        setrlimit(
+            Resource::Fsize,
+            Rlimit {
+                current: Some(limit),
+                maximum: saved_limit.maximum,
+            },
+        )?;
         let saved_stdout = rustix::io::dup(std::io::stdout().as_fd())?;
         let saved_stderr = rustix::io::dup(std::io::stderr().as_fd())?;
-        point(STDOUT, write.as_fd())?;
-        point(STDERR, write.as_fd())?;
-        // Only descriptors 1 and 2 now write to the pipe: restoring them ends it.
-        drop(write);
-        let reader = std::thread::Builder::new()
-            .name("edge-test stdio".into())
-            .spawn(move || drain(read, cap))?;
+        point(STDOUT, file.as_fd())?;
+        point(STDERR, file.as_fd())?;
         Ok(Self {
+            file,
+            cap,
             saved_stdout,
             saved_stderr,
-            reader,
+            saved_limit,
         })
     }
 
     /// Gives stdout and stderr back, and what the guest wrote to them.
-    pub(super) fn finish(self) -> std::io::Result<CapturedStdio> {
+    pub(super) fn finish(mut self) -> std::io::Result<CapturedStdio> {
         // wasmtime-wasi writes a guest's output through std's handles: what they buffered
         // is the guest's too.
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
         point(STDOUT, self.saved_stdout.as_fd())?;
         point(STDERR, self.saved_stderr.as_fd())?;
-        self.reader
-            .join()
-            .map_err(|_| std::io::Error::other("the thread reading the guest's output panicked"))
+        setrlimit(Resource::Fsize, self.saved_limit)?;
+        let written = self.file.metadata()?.len();
+        let kept = written.min(self.cap as u64);
+        let mut bytes = Vec::with_capacity(kept as usize);
+        self.file.rewind()?;
+        (&mut self.file).take(kept).read_to_end(&mut bytes)?;
+        Ok(CapturedStdio {
+            bytes,
+            // The limit refused the rest: at least this much was written past the cap.
+            dropped: written - kept,
+        })
+    }
+}
+
+/// A write past the file size limit raises SIGXFSZ, which ends the process unless ignored;
+/// ignored, the write fails with `EFBIG`, which the guest sees.
+fn ignore_file_size_signal() {
+    // SAFETY: SIG_IGN installs no handler code; a worker runs no code of its own that
+    // expects SIGXFSZ (it only ever writes files through this capture's limit).
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }
 
@@ -66,21 +102,4 @@ fn point(target: i32, source: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()
     let mut target = ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(target) });
     rustix::io::dup2(source, &mut target)?;
     Ok(())
-}
-
-fn drain(mut pipe: PipeReader, cap: usize) -> CapturedStdio {
-    let mut captured = CapturedStdio::default();
-    let mut buffer = [0u8; 16 << 10];
-    loop {
-        match pipe.read(&mut buffer) {
-            Ok(0) => return captured,
-            Ok(n) => {
-                let room = cap.saturating_sub(captured.bytes.len()).min(n);
-                captured.bytes.extend_from_slice(&buffer[..room]);
-                captured.dropped += (n - room) as u64;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return captured,
-        }
-    }
 }

@@ -172,6 +172,14 @@ mod backends {
 #[cfg(test)]
 mod slow {
     #[test]
+    fn floods_stdout() {
+        let line = "x".repeat(64 << 10);
+        loop {
+            println!("{line}");
+        }
+    }
+
+    #[test]
     fn loops_forever() {
         #[allow(clippy::empty_loop)]
         loop {
