@@ -236,10 +236,7 @@ fn a_test_that_loops_is_stopped_at_its_time_limit() {
 fn a_test_that_floods_its_output_fails_at_the_cap_not_at_its_time_limit() {
     // A minute: were the output not bounded, the test would be stopped there instead, and
     // this one would fail on the message.
-    let ran = run(
-        &["--guest-timeout-ms", "60000"],
-        &["slow::floods"],
-    );
+    let ran = run(&["--guest-timeout-ms", "60000"], &["slow::floods"]);
     assert_eq!(ran.code, Some(101), "{}", ran.stderr);
     ran.assert_has("test slow::floods_stdout ... FAILED");
     let failure = ran.failure_of("slow::floods_stdout");

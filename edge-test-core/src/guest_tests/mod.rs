@@ -77,9 +77,9 @@ fn run(args: &[String]) -> u8 {
     let (suite, args) = suite;
     let libtest = &args.libtest;
     let outcome = if libtest.list {
-        suite.pass_through(&listing_args(libtest))
+        suite.pass_through("(listing)", &listing_args(libtest))
     } else if libtest.is_single_exact() {
-        suite.pass_through(&libtest.for_single_run())
+        suite.pass_through(&libtest.filters[0], &libtest.for_single_run())
     } else {
         suite.run_selected(libtest)
     };
@@ -286,10 +286,10 @@ impl Suite {
     }
 
     /// Runs the guest's libtest with `args` in one instance, its output and exit status
-    /// passed through: a listing, or one test as nextest runs it.
-    fn pass_through(&self, args: &[String]) -> Result<u8, String> {
-        let name = args.first().cloned().unwrap_or_default();
-        let ran = self.run(&self.session(&name)?, &name, args);
+    /// passed through: a listing, or one test as nextest runs it. `test` names the session
+    /// (in the host's log).
+    fn pass_through(&self, test: &str, args: &[String]) -> Result<u8, String> {
+        let ran = self.run(&self.session(test)?, test, args);
         report::print_output(&ran.output, report::Filter::Nothing);
         match ran.verdict {
             Verdict::Passed | Verdict::Ignored => Ok(0),
