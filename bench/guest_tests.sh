@@ -7,6 +7,7 @@
 # first; every timed run finds it built).
 #
 #   bench/guest_tests.sh [RUNS]
+#   BENCH_RUNNER_PROFILE=release bench/guest_tests.sh [RUNS]
 #
 # Needs the viceroy CLI, version 0.22.0 like edge-test's viceroy-lib: $VICEROY, else
 # `viceroy` on PATH (`cargo install viceroy --version 0.22.0 --locked`). The crates are
@@ -27,8 +28,11 @@ if [ -z "$viceroy" ] || ! "$viceroy" --version | grep -q ' 0\.22\.'; then
 fi
 . "$root/bench/crate.sh"
 
-cargo build -q -p edge-test --bin edge-test-runner
-runner="$target/debug/edge-test-runner"
+# The runner as `cargo install` builds it (BENCH_RUNNER_PROFILE=release) or, by default, the
+# workspace's dev build (its dependencies optimized, edge-test's own code not).
+profile="${BENCH_RUNNER_PROFILE:-dev}"
+cargo build -q -p edge-test --bin edge-test-runner --profile "$profile"
+runner="$target/$([ "$profile" = dev ] && echo debug || echo "$profile")/edge-test-runner"
 
 # guest_crate DIR TESTS: a guest crate with TESTS unit tests.
 guest_crate() {
