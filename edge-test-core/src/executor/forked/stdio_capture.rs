@@ -33,10 +33,17 @@ pub(super) struct StdioCapture {
 }
 
 impl StdioCapture {
-    /// Points stdout and stderr at a memory file that takes `cap` bytes and one more.
+    /// Points stdout and stderr at a memory file that takes `cap` bytes and one more. On
+    /// `Err` stdout, stderr and the file size limit are as they were.
     pub(super) fn begin(cap: usize) -> std::io::Result<Self> {
         let file = std::fs::File::from(memfd_create("edge-test stdio", MemfdFlags::CLOEXEC)?);
-        let saved_limit = getrlimit(Resource::Fsize);
+        let capture = Self {
+            file,
+            cap,
+            saved_stdout: rustix::io::dup(std::io::stdout().as_fd())?,
+            saved_stderr: rustix::io::dup(std::io::stderr().as_fd())?,
+            saved_limit: getrlimit(Resource::Fsize),
+        };
         ignore_file_size_signal();
         // One byte past the cap tells a guest that reached it from one that stopped at it.
         let limit = u64::try_from(cap).unwrap_or(u64::MAX).saturating_add(1);
@@ -44,20 +51,16 @@ impl StdioCapture {
             Resource::Fsize,
             Rlimit {
                 current: Some(limit),
-                maximum: saved_limit.maximum,
+                maximum: capture.saved_limit.maximum,
             },
         )?;
-        let saved_stdout = rustix::io::dup(std::io::stdout().as_fd())?;
-        let saved_stderr = rustix::io::dup(std::io::stderr().as_fd())?;
-        point(STDOUT, file.as_fd())?;
-        point(STDERR, file.as_fd())?;
-        Ok(Self {
-            file,
-            cap,
-            saved_stdout,
-            saved_stderr,
-            saved_limit,
-        })
+        let pointed =
+            point(STDOUT, capture.file.as_fd()).and_then(|()| point(STDERR, capture.file.as_fd()));
+        if let Err(e) = pointed {
+            let _ = capture.restore();
+            return Err(e);
+        }
+        Ok(capture)
     }
 
     /// Gives stdout and stderr back, and what the guest wrote to them.
@@ -66,9 +69,7 @@ impl StdioCapture {
         // is the guest's too.
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
-        point(STDOUT, self.saved_stdout.as_fd())?;
-        point(STDERR, self.saved_stderr.as_fd())?;
-        setrlimit(Resource::Fsize, self.saved_limit)?;
+        self.restore()?;
         let written = self.file.metadata()?.len();
         let kept = written.min(self.cap as u64);
         let mut bytes = Vec::with_capacity(kept as usize);
@@ -79,6 +80,13 @@ impl StdioCapture {
             // The limit refused the rest: at least this much was written past the cap.
             dropped: written - kept,
         })
+    }
+
+    /// The file size limit, stdout and stderr as they were before the capture.
+    fn restore(&self) -> std::io::Result<()> {
+        setrlimit(Resource::Fsize, self.saved_limit)?;
+        point(STDOUT, self.saved_stdout.as_fd())?;
+        point(STDERR, self.saved_stderr.as_fd())
     }
 }
 
