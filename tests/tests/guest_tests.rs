@@ -40,8 +40,12 @@ fn guest_target_dir() -> PathBuf {
 }
 
 fn cargo_in_guest() -> Command {
+    cargo_in(&guest_dir())
+}
+
+fn cargo_in(crate_dir: &Path) -> Command {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()));
-    command.current_dir(guest_dir());
+    command.current_dir(crate_dir);
     for var in CARGO_VARS {
         command.env_remove(var);
     }
@@ -53,8 +57,13 @@ fn cargo_in_guest() -> Command {
 /// processes quick).
 fn module() -> &'static Path {
     static MODULE: OnceLock<PathBuf> = OnceLock::new();
-    MODULE.get_or_init(|| {
-        let output = cargo_in_guest()
+    MODULE.get_or_init(|| test_module_of(&guest_dir()))
+}
+
+/// The test module of the guest crate at `crate_dir`, built.
+fn test_module_of(crate_dir: &Path) -> PathBuf {
+    {
+        let output = cargo_in(crate_dir)
             .args(["test", "--no-run", "--target", "wasm32-wasip1"])
             .arg("--message-format=json-render-diagnostics")
             .output()
@@ -69,7 +78,7 @@ fn module() -> &'static Path {
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
             .find_map(|msg| Some(PathBuf::from(msg["executable"].as_str()?)))
             .expect("cargo names the test module")
-    })
+    }
 }
 
 /// A copy of the guest's `fastly.toml` whose `local` backend is `origin`.
@@ -218,6 +227,39 @@ fn each_failure_fails_its_test_alone_and_says_how() {
         "{dynamic}"
     );
     assert_eq!(origin.requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// The compiled module has no DWARF (every fork would copy it); a trap's frames get their
+/// files and lines from the module on disk, as wasmtime would have written them. The guest
+/// imports nothing edge-test rewrites, so its code is cargo's own.
+#[test]
+fn a_trap_names_the_file_and_line_of_each_frame() {
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("guests/plain-unit-tests");
+    let ran = Ran::from(
+        Command::new(RUNNER)
+            .arg(test_module_of(&crate_dir))
+            .env("CARGO_MANIFEST_DIR", &crate_dir)
+            .current_dir(&crate_dir)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(ran.code, Some(101), "{}", ran.stdout);
+    ran.assert_has("test tests::sums ... ok");
+    let failure = ran.failure_of("tests::traps_in_a_helper");
+    let source = crate_dir.join("src/main.rs");
+    let frame = failure
+        .lines()
+        .position(|l| l.contains("!plain_unit_tests::checksum::"))
+        .unwrap_or_else(|| panic!("no frame for the helper:\n{failure}"));
+    assert_eq!(
+        failure.lines().nth(frame + 1).map(str::trim),
+        Some(format!("at {}:8:9", source.display()).as_str()),
+        "the helper's frame is followed by its line (the `unreachable` call):\n{failure}"
+    );
+    assert!(
+        failure.contains(&format!("at {}:24:9", source.display())),
+        "the test's own frame names its line:\n{failure}"
+    );
 }
 
 #[test]

@@ -109,6 +109,19 @@ pub(super) fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Makes malloc give every allocation of a megabyte or more a mapping of its own, returned
+/// to the kernel when it is freed. By default the threshold rises to the largest block freed
+/// so far: after one module file is read and dropped, the next read of it (17 MB for a debug
+/// test module) comes from an arena, whose freed top `malloc_trim` leaves resident outside
+/// the main arena, and every fork would copy it.
+pub(super) fn map_large_allocations_alone() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets malloc's tunables; called before the host starts a thread.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 /// Compiling leaves megabytes of freed memory in malloc's arenas. Every fork copies the page
 /// tables of all of it, and every worker's exit tears them down again: hand it back first.
 pub(super) fn give_back_free_memory() {

@@ -102,6 +102,7 @@ pub(super) fn run(socket: PathBuf) -> ! {
         std::env::remove_var(super::HOST_SOCKET_ENV)
     };
     super::name_this_process(c"edge-test host");
+    fork::map_large_allocations_alone();
     let _ = std::fs::remove_file(&socket);
     let listener = match UnixListener::bind(&socket) {
         Ok(listener) => listener,

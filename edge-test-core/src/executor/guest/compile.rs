@@ -35,6 +35,8 @@ pub(crate) struct CompiledGuest {
     pub(super) kv: Option<Arc<KvGuest>>,
     /// Why the module's dynamic backends are not redirected to mocks, when they are not.
     pub(super) unredirected: Option<String>,
+    /// A file whose DWARF describes its code, for a trap's source lines (`trap_lines`).
+    pub(super) dwarf: Option<std::path::PathBuf>,
     /// Its stdout and stderr go to the process's own (`SessionSpec::capture_stdio`), for a
     /// forked worker to catch, rather than to the log sink.
     pub(crate) capture_stdio: bool,
@@ -70,15 +72,22 @@ impl CompiledGuest {
                      `Service::http_cache(false)` runs it without one (every send passes)"
                 )));
             }
-            Err(why) => (spec.wasm.clone(), Some(why)),
+            Err(why) => (
+                super::module_rewrite::ModuleToCompile {
+                    path: spec.wasm.clone(),
+                    dwarf: None,
+                },
+                Some(why),
+            ),
         };
-        let ctx = build_context(spec, &module, config, settings, &logs)?;
+        let ctx = build_context(spec, &module.path, config, settings, &logs)?;
         let kv = match &spec.kv_guest {
             Some(wasm) => Some(Arc::new(KvGuest::compile(wasm, &ctx).map_err(load_error)?)),
             None => None,
         };
         Ok(Self {
             unredirected,
+            dwarf: module.dwarf,
             capture_stdio: spec.capture_stdio,
             kv,
             ctx,

@@ -13,6 +13,7 @@ pub(crate) mod network_fence;
 mod platform_files;
 mod runner;
 mod trap_capture;
+mod trap_lines;
 pub(crate) mod viceroy_compat;
 
 pub(crate) use compile::CompiledGuest;

@@ -37,6 +37,8 @@ pub(crate) struct GuestRunner {
     ledger: CacheLedger,
     /// Why the module's dynamic backends are not redirected, when they are not.
     unredirected: Option<String>,
+    /// Where a trap's source lines are read from (`trap_lines`).
+    dwarf: Option<std::path::PathBuf>,
     traps: TrapCollector,
     runtime: Option<tokio::runtime::Runtime>,
     /// `Err` (why) where the kernel will not fence the guest: it then runs unfenced.
@@ -73,6 +75,7 @@ impl GuestRunner {
             dynamic,
             ledger,
             unredirected: guest.unredirected,
+            dwarf: guest.dwarf,
             traps,
             runtime: Some(runtime),
             fence,
@@ -135,6 +138,9 @@ impl GuestRunner {
                 }
             }
         };
+        if let (Outcome::Trapped { message }, Some(dwarf)) = (&mut report.outcome, &self.dwarf) {
+            *message = super::trap_lines::with_source_lines(message, dwarf);
+        }
         match &self.fence {
             Ok(fence) => report.refused_connections = fence.take_refused(),
             Err(why) => {

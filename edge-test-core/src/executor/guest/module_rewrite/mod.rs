@@ -38,6 +38,7 @@
 
 mod cache_calls;
 mod downstream;
+pub(crate) mod dwarf;
 mod dynamic_backend;
 mod http_cache;
 mod ir;
@@ -55,14 +56,40 @@ use dynamic_backend::DynamicWrapper;
 pub(crate) use dynamic_backend::{REPORT_ENDPOINT, SLOT_IP};
 use ir::{Ir, Shared};
 
-/// The module viceroy should compile for `wasm`: `wasm` itself, or a rewritten copy (cached
-/// under the system's temporary directory by content) when it imports a call edge-test
-/// wraps, or (given `http_cache_shim`) Fastly's HTTP cache calls.
+/// The module viceroy should compile for a guest's, and where its DWARF is.
+#[derive(Debug, PartialEq)]
+pub(crate) struct ModuleToCompile {
+    pub(crate) path: PathBuf,
+    /// A file whose DWARF describes the compiled code (the guest's own module, when only its
+    /// DWARF was left out), for a trap's file and line (`trap_lines`).
+    pub(crate) dwarf: Option<PathBuf>,
+}
+
+/// The module viceroy should compile for `wasm`: `wasm` itself, or a copy (cached under the
+/// system's temporary directory by content) without its DWARF (`dwarf`), rewritten when it
+/// imports a call edge-test wraps or (given `http_cache_shim`) Fastly's HTTP cache calls.
 /// `Err` says why it could not be rewritten; the caller then compiles it as it is.
-pub(crate) fn module_for(wasm: &Path, http_cache_shim: Option<&Path>) -> Result<PathBuf, String> {
+pub(crate) fn module_for(
+    wasm: &Path,
+    http_cache_shim: Option<&Path>,
+) -> Result<ModuleToCompile, String> {
+    let as_it_is = || ModuleToCompile {
+        path: wasm.to_owned(),
+        dwarf: None,
+    };
     let bytes = std::fs::read(wasm).map_err(|e| format!("cannot read {}: {e}", wasm.display()))?;
+    let bytes = if wasm.extension().is_some_and(|e| e == "wat") {
+        wat::parse_bytes(&bytes)
+            .map_err(|e| format!("{} does not parse: {e}", wasm.display()))?
+            .into_owned()
+    } else {
+        bytes
+    };
+    let stripped = dwarf::without_dwarf(&bytes);
+    // Searched without the DWARF, whose strings name calls the code may never import.
+    let code = stripped.as_deref().unwrap_or(&bytes);
     let shim = match http_cache_shim {
-        Some(path) if contains(&bytes, http_cache::HTTP_CACHE_MODULE.as_bytes()) => {
+        Some(path) if contains(code, http_cache::HTTP_CACHE_MODULE.as_bytes()) => {
             Some(std::fs::read(path).map_err(|e| {
                 format!(
                     "cannot read edge-test's HTTP cache shim ({}): {e}",
@@ -72,47 +99,65 @@ pub(crate) fn module_for(wasm: &Path, http_cache_shim: Option<&Path>) -> Result<
         }
         _ => None,
     };
-    if !imports_dynamic_backends(&bytes) && shim.is_none() {
-        return Ok(wasm.to_owned());
+    let wraps = imports_dynamic_backends(code) || shim.is_some();
+    if !wraps && stripped.is_none() {
+        return Ok(as_it_is());
     }
-    let bytes = if wasm.extension().is_some_and(|e| e == "wat") {
-        wat::parse_bytes(&bytes)
-            .map_err(|e| format!("{} does not parse: {e}", wasm.display()))?
-            .into_owned()
-    } else {
-        bytes
-    };
-    if viceroy_lib::adapt::is_component(&bytes) {
+    if wraps && viceroy_lib::adapt::is_component(&bytes) {
         return Err("it is a component, which edge-test does not rewrite".to_owned());
     }
     let dir =
         std::env::temp_dir().join(format!("edge-test-{}", rustix::process::getuid().as_raw()));
     let hash = content_hash(&bytes) ^ shim.as_deref().map_or(0, content_hash).rotate_left(1);
-    let cached = dir.join(format!("{hash:016x}-rewritten.wasm"));
-    if cached.is_file() {
-        return Ok(cached);
+    let rewritten_file = dir.join(format!("{hash:016x}-rewritten.wasm"));
+    // Only the DWARF left out: the code, and its offsets, are the guest's own.
+    let stripped_file = dir.join(format!("{hash:016x}-stripped.wasm"));
+    let stripped_only = |path: PathBuf| ModuleToCompile {
+        path,
+        dwarf: Some(wasm.to_owned()),
+    };
+    if rewritten_file.is_file() {
+        return Ok(ModuleToCompile {
+            path: rewritten_file,
+            dwarf: None,
+        });
     }
-    // A panic here is a bug of edge-test's (walrus refuses IR the rewrite got wrong): named,
-    // it fails the load rather than the thread compiling the template.
-    let rewritten =
-        std::panic::catch_unwind(|| rewrite(&bytes, shim.as_deref())).unwrap_or_else(|panic| {
+    if stripped_file.is_file() {
+        return Ok(stripped_only(stripped_file));
+    }
+    let rewritten = if wraps {
+        // A panic here is a bug of edge-test's (walrus refuses IR the rewrite got wrong):
+        // named, it fails the load rather than the thread compiling the template.
+        std::panic::catch_unwind(|| rewrite(code, shim.as_deref())).unwrap_or_else(|panic| {
             Err(format!(
                 "the module rewrite panicked, a bug in edge-test (please report it): {}",
                 crate::mock::server::panic_message(&panic)
             ))
-        })?;
+        })?
+    } else {
+        None
+    };
     // The names were only in its bytes (a debug build's symbol names, say), not among its
-    // imports: there is nothing to wrap.
-    let Some(rewritten) = rewritten else {
-        return Ok(wasm.to_owned());
+    // imports: there is nothing to wrap, and only the DWARF to leave out.
+    let (module, file, is_rewritten) = match (rewritten, stripped) {
+        (Some(rewritten), _) => (rewritten, rewritten_file, true),
+        (None, Some(stripped)) => (stripped, stripped_file, false),
+        (None, None) => return Ok(as_it_is()),
     };
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     // Written whole, then renamed: a concurrent compile sees the old name or the whole file.
     let partial = dir.join(format!(".{}-{hash:016x}.partial", std::process::id()));
-    std::fs::write(&partial, rewritten)
-        .and_then(|()| std::fs::rename(&partial, &cached))
-        .map_err(|e| format!("cannot write {}: {e}", cached.display()))?;
-    Ok(cached)
+    std::fs::write(&partial, module)
+        .and_then(|()| std::fs::rename(&partial, &file))
+        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    Ok(if is_rewritten {
+        ModuleToCompile {
+            path: file,
+            dwarf: None,
+        }
+    } else {
+        stripped_only(file)
+    })
 }
 
 fn content_hash(bytes: &[u8]) -> u64 {
@@ -377,7 +422,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let plain = dir.join("plain.wat");
         std::fs::write(&plain, "(module (memory (export \"memory\") 1))").unwrap();
-        assert_eq!(module_for(&plain, None).unwrap(), plain);
+        let as_it_is = |path: &Path| ModuleToCompile {
+            path: path.to_owned(),
+            dwarf: None,
+        };
+        assert_eq!(module_for(&plain, None).unwrap(), as_it_is(&plain));
         // The names of calls edge-test wraps in its bytes (a debug build's symbol names),
         // none among its imports: nothing to rewrite, with the HTTP cache shim or without.
         let named = dir.join("named.wat");
@@ -389,15 +438,39 @@ mod tests {
         .unwrap();
         let shim = dir.join("shim.wasm");
         std::fs::write(&shim, b"never read as a module").unwrap();
-        assert_eq!(module_for(&named, None).unwrap(), named);
-        assert_eq!(module_for(&named, Some(&shim)).unwrap(), named);
+        assert_eq!(module_for(&named, None).unwrap(), as_it_is(&named));
+        assert_eq!(module_for(&named, Some(&shim)).unwrap(), as_it_is(&named));
         let guest = dir.join("guest.wat");
         std::fs::write(&guest, GUEST).unwrap();
         let rewritten = module_for(&guest, None).unwrap();
-        assert_ne!(rewritten, guest);
+        assert_ne!(rewritten.path, guest);
+        assert_eq!(rewritten.dwarf, None, "walrus wrote other code offsets");
         assert_eq!(
             module_for(&guest, None).unwrap(),
             rewritten,
+            "cached by content"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_module_with_dwarf_is_compiled_without_it_and_its_own_file_keeps_the_lines() {
+        let dir = std::env::temp_dir().join(format!("edge-test-dwarf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut bytes = wat::parse_str("(module (func (export \"f\")))").unwrap();
+        let debug_info = b"\x0b.debug_info\x01\x02\x03";
+        bytes.extend_from_slice(&[0, debug_info.len() as u8]);
+        bytes.extend_from_slice(debug_info);
+        let guest = dir.join("debug.wasm");
+        std::fs::write(&guest, &bytes).unwrap();
+        let compiled = module_for(&guest, None).unwrap();
+        assert_eq!(compiled.dwarf.as_deref(), Some(guest.as_path()));
+        let without = std::fs::read(&compiled.path).unwrap();
+        assert!(!contains(&without, b".debug_info"), "its DWARF is left out");
+        assert_eq!(without, bytes[..bytes.len() - debug_info.len() - 2]);
+        assert_eq!(
+            module_for(&guest, None).unwrap(),
+            compiled,
             "cached by content"
         );
         std::fs::remove_dir_all(&dir).unwrap();
