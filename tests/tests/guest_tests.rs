@@ -81,8 +81,9 @@ fn test_module_of(crate_dir: &Path) -> PathBuf {
     }
 }
 
-/// A copy of the guest's `fastly.toml` whose `local` backend is `origin`.
-fn manifest_for(origin: &Origin, name: &str) -> PathBuf {
+/// A copy of the guest's `fastly.toml` whose `local` backend is `origin`, removed when the
+/// test is done with it.
+fn manifest_for(origin: &Origin, name: &str) -> TempManifest {
     let text = std::fs::read_to_string(guest_dir().join("fastly.toml")).unwrap();
     let text = text.replace("http://127.0.0.1:9", &origin.url());
     let path = std::env::temp_dir().join(format!(
@@ -90,7 +91,22 @@ fn manifest_for(origin: &Origin, name: &str) -> PathBuf {
         std::process::id()
     ));
     std::fs::write(&path, text).unwrap();
-    path
+    TempManifest(path)
+}
+
+struct TempManifest(PathBuf);
+
+impl std::ops::Deref for TempManifest {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempManifest {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 struct Ran {
@@ -443,7 +459,7 @@ fn cargo_test_runs_the_guests_tests_through_it() {
             "failing",
         ])
         .env("CARGO_TARGET_WASM32_WASIP1_RUNNER", RUNNER)
-        .env("EDGE_TEST_FASTLY_TOML", &manifest)
+        .env("EDGE_TEST_FASTLY_TOML", &*manifest)
         .output()
         .unwrap();
     let ran = Ran::from(output);
@@ -482,7 +498,7 @@ fn cargo_nextest_runs_the_guests_tests_through_it() {
             .args(["--run-ignored", "all", "--color", "never"])
             .args(filters)
             .env("CARGO_TARGET_WASM32_WASIP1_RUNNER", RUNNER)
-            .env("EDGE_TEST_FASTLY_TOML", &manifest)
+            .env("EDGE_TEST_FASTLY_TOML", &*manifest)
             .output()
             .unwrap();
         Ran::from(output)

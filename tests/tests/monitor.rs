@@ -170,9 +170,11 @@ fn webhook() -> (String, Arc<Mutex<Vec<Value>>>) {
     (url, received)
 }
 
-/// A fresh directory for one test's configuration and database.
+/// A fresh directory for one test's configuration and database, under cargo's directory for
+/// tests' files (kept after the test, for a look at a failed run's database).
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("edge-test-monitor-{name}-{}", std::process::id()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("edge-test-monitor-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir

@@ -487,14 +487,30 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn store() -> (Store, std::path::PathBuf) {
+    fn store() -> (Store, Scratch) {
         let dir = std::env::temp_dir().join(format!(
             "edge-test-monitor-store-{}-{:?}",
             std::process::id(),
             std::thread::current().id()
         ));
         let _ = std::fs::remove_dir_all(&dir);
-        (Store::open(&dir.join("m.sqlite")).unwrap(), dir)
+        (Store::open(&dir.join("m.sqlite")).unwrap(), Scratch(dir))
+    }
+
+    /// A test's database directory, removed when the test is done with it.
+    struct Scratch(std::path::PathBuf);
+
+    impl std::ops::Deref for Scratch {
+        type Target = std::path::Path;
+        fn deref(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     #[test]

@@ -131,8 +131,10 @@ impl TlsFront {
             .unwrap()
             .signed_by(&key, &ca, &ca_key)
             .unwrap();
-        let ca_pem =
-            std::env::temp_dir().join(format!("edge-test-e2e-ca-{}.pem", std::process::id()));
+        // Under cargo's directory for tests' files, not the system's: the front lives in a
+        // static, so the file outlives the process (one a test process under nextest).
+        let ca_pem = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("edge-test-e2e-ca-{}.pem", std::process::id()));
         std::fs::write(&ca_pem, ca.pem()).unwrap();
 
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(
