@@ -7,7 +7,9 @@
 //!
 //! - **The gate.** Work that takes process-wide locks a worker needs later runs inside
 //!   [`outside_forks`]; [`fork_worker`] waits until no such work is in progress and keeps
-//!   new work out until the child exists. The work that matters is compiling a template:
+//!   new work out until the child exists. Writing the host's log is such work (std's stderr
+//!   lock: a worker takes it to flush its captured output, a guest to write to stderr). The
+//!   other that matters is compiling a template:
 //!   wasmtime write-locks its process-global code registry while it registers a module, and
 //!   its trap handler read-locks that registry, so a worker forked mid-registration would
 //!   hang at its guest's first trap (and be reported as a time-out). Compiles can still run

@@ -87,10 +87,14 @@ struct Host {
 const HELLO_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Writes a line to the host's log. Never panics (as `eprintln!` does when the write
-/// fails, on a full disk): the host runs before `main`, where a panic is an abort.
+/// fails, on a full disk): the host runs before `main`, where a panic is an abort. Never
+/// during a fork: std's stderr is one process-wide lock, and a worker forked while another
+/// thread held it would hang at its first use of stderr (see `fork`).
 fn say(line: std::fmt::Arguments) {
     use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{line}");
+    fork::outside_forks(|| {
+        let _ = writeln!(std::io::stderr(), "{line}");
+    });
 }
 
 pub(super) fn run(socket: PathBuf) -> ! {
@@ -531,6 +535,46 @@ fn spawn_idle_exit(host: Arc<Host>, socket: PathBuf) {
 
 #[cfg(test)]
 mod tests {
+    /// A worker forked while another thread of the host held std's stderr lock (writing to
+    /// the log) would inherit it held by a thread it does not have, and hang at its first
+    /// use of stderr: its stdio capture's flush, or a guest writing to stderr. A test then
+    /// failed at its time limit (once, in CI). The fork waits for the write.
+    #[test]
+    fn no_worker_is_forked_while_another_thread_holds_stderr() {
+        use std::io::{Read, Write};
+        let (held, holding) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            fork::outside_forks(|| {
+                let _stderr = std::io::stderr().lock();
+                held.send(()).unwrap();
+                std::thread::sleep(Duration::from_millis(300));
+            })
+        });
+        holding.recv().unwrap();
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        match fork::fork_worker(theirs.as_fd()).unwrap() {
+            Forked::Child => {
+                drop(std::io::stderr().lock());
+                let _ = (&theirs).write_all(b"k");
+                fork::exit_now(0)
+            }
+            Forked::Parent { child } => {
+                ours.set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let mut answer = [0u8; 1];
+                let read = (&ours).read(&mut answer);
+                let pid = rustix::process::Pid::from_raw(child as i32).unwrap();
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+                assert!(
+                    matches!(read, Ok(1)),
+                    "the forked child could not take stderr: {read:?}"
+                );
+            }
+        }
+        writer.join().unwrap();
+    }
+
     #[test]
     fn a_panicking_compile_is_an_error_naming_it() {
         let error = caught::<()>("compiling the template", || panic!("walrus lost a block"))
