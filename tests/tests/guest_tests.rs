@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use support::origin::Origin;
+use support::process::{ScratchDir, scratch_dir};
 
 const RUNNER: &str = env!("CARGO_BIN_EXE_guest-test-runner");
 
@@ -81,32 +82,15 @@ fn test_module_of(crate_dir: &Path) -> PathBuf {
     }
 }
 
-/// A copy of the guest's `fastly.toml` whose `local` backend is `origin`, removed when the
-/// test is done with it.
-fn manifest_for(origin: &Origin, name: &str) -> TempManifest {
+/// A copy of the guest's `fastly.toml` whose `local` backend is `origin`, in a directory
+/// removed when the test drops it.
+fn manifest_for(origin: &Origin, name: &str) -> (ScratchDir, PathBuf) {
     let text = std::fs::read_to_string(guest_dir().join("fastly.toml")).unwrap();
     let text = text.replace("http://127.0.0.1:9", &origin.url());
-    let path = std::env::temp_dir().join(format!(
-        "edge-test-guest-tests-{}-{name}.toml",
-        std::process::id()
-    ));
+    let dir = scratch_dir(&format!("guest-tests-{name}"));
+    let path = dir.join("fastly.toml");
     std::fs::write(&path, text).unwrap();
-    TempManifest(path)
-}
-
-struct TempManifest(PathBuf);
-
-impl std::ops::Deref for TempManifest {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempManifest {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+    (dir, path)
 }
 
 struct Ran {
@@ -163,7 +147,7 @@ fn run(options: &[&str], libtest: &[&str]) -> Ran {
 #[test]
 fn passing_tests_pass_each_in_a_pristine_instance() {
     let origin = Origin::start();
-    let manifest = manifest_for(&origin, "passing");
+    let (_scratch, manifest) = manifest_for(&origin, "passing");
     let ran = run(&["--fastly-toml", manifest.to_str().unwrap()], &["passing"]);
     assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
     // Both halves of each pair find the store and the cache as declared: neither sees the
@@ -193,7 +177,7 @@ fn passing_tests_pass_each_in_a_pristine_instance() {
 #[test]
 fn each_failure_fails_its_test_alone_and_says_how() {
     let origin = Origin::start();
-    let manifest = manifest_for(&origin, "failing");
+    let (_scratch, manifest) = manifest_for(&origin, "failing");
     let ran = run(
         &["--fastly-toml", manifest.to_str().unwrap()],
         &["--skip", "slow"],
@@ -262,18 +246,20 @@ fn a_trap_names_the_file_and_line_of_each_frame() {
     assert_eq!(ran.code, Some(101), "{}", ran.stdout);
     ran.assert_has("test tests::sums ... ok");
     let failure = ran.failure_of("tests::traps_in_a_helper");
-    let source = crate_dir.join("src/main.rs");
+    // The DWARF names the source as cargo saw it when it built the module (another checkout's
+    // path, if that one built it into the shared target directory last).
+    let source = "plain-unit-tests/src/main.rs";
     let frame = failure
         .lines()
         .position(|l| l.contains("!plain_unit_tests::checksum::"))
         .unwrap_or_else(|| panic!("no frame for the helper:\n{failure}"));
-    assert_eq!(
-        failure.lines().nth(frame + 1).map(str::trim),
-        Some(format!("at {}:8:9", source.display()).as_str()),
+    let next = failure.lines().nth(frame + 1).unwrap_or_default().trim();
+    assert!(
+        next.starts_with("at /") && next.ends_with(&format!("{source}:8:9")),
         "the helper's frame is followed by its line (the `unreachable` call):\n{failure}"
     );
     assert!(
-        failure.contains(&format!("at {}:24:9", source.display())),
+        failure.contains(&format!("{source}:24:9\n")),
         "the test's own frame names its line:\n{failure}"
     );
 }
@@ -446,7 +432,7 @@ fn bad_input_is_named_with_the_fix() {
 #[test]
 fn cargo_test_runs_the_guests_tests_through_it() {
     let origin = Origin::start();
-    let manifest = manifest_for(&origin, "cargo-test");
+    let (_scratch, manifest) = manifest_for(&origin, "cargo-test");
     let output = cargo_in_guest()
         .args([
             "test",
@@ -459,7 +445,7 @@ fn cargo_test_runs_the_guests_tests_through_it() {
             "failing",
         ])
         .env("CARGO_TARGET_WASM32_WASIP1_RUNNER", RUNNER)
-        .env("EDGE_TEST_FASTLY_TOML", &*manifest)
+        .env("EDGE_TEST_FASTLY_TOML", &manifest)
         .output()
         .unwrap();
     let ran = Ran::from(output);
@@ -485,7 +471,7 @@ fn cargo_nextest_runs_the_guests_tests_through_it() {
         return;
     }
     let origin = Origin::start();
-    let manifest = manifest_for(&origin, "nextest");
+    let (_scratch, manifest) = manifest_for(&origin, "nextest");
     let nextest = |filters: &[&str]| {
         let output = cargo_in_guest()
             .args([
@@ -498,7 +484,7 @@ fn cargo_nextest_runs_the_guests_tests_through_it() {
             .args(["--run-ignored", "all", "--color", "never"])
             .args(filters)
             .env("CARGO_TARGET_WASM32_WASIP1_RUNNER", RUNNER)
-            .env("EDGE_TEST_FASTLY_TOML", &*manifest)
+            .env("EDGE_TEST_FASTLY_TOML", &manifest)
             .output()
             .unwrap();
         Ran::from(output)
