@@ -537,8 +537,8 @@ fn spawn_idle_exit(host: Arc<Host>, socket: PathBuf) {
 mod tests {
     /// A worker forked while another thread of the host held std's stderr lock (writing to
     /// the log) would inherit it held by a thread it does not have, and hang at its first
-    /// use of stderr: its stdio capture's flush, or a guest writing to stderr. A test then
-    /// failed at its time limit (once, in CI). The fork waits for the write.
+    /// use of stderr: its stdio capture's flush, or a guest writing to stderr, and its test
+    /// would fail at its time limit (as one did once, in CI). The fork waits for the write.
     #[test]
     fn no_worker_is_forked_while_another_thread_holds_stderr() {
         use std::io::{Read, Write};
