@@ -73,10 +73,7 @@ impl CompiledGuest {
                 )));
             }
             Err(why) => (
-                super::module_rewrite::ModuleToCompile {
-                    path: spec.wasm.clone(),
-                    dwarf: None,
-                },
+                super::module_rewrite::ModuleToCompile::as_it_is(&spec.wasm),
                 Some(why),
             ),
         };

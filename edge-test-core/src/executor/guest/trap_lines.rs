@@ -83,20 +83,14 @@ struct DebugSections<'a> {
 
 impl<'a> DebugSections<'a> {
     fn of(bytes: &'a [u8]) -> Option<Self> {
-        let mut sections = HashMap::new();
-        let mut code_start = None;
-        for section in dwarf::sections(bytes)? {
-            match section.custom {
-                _ if section.id == dwarf::CODE => code_start = Some(section.contents_at),
-                Some((name, body)) if name.starts_with(".debug_") => {
-                    sections.insert(name, body);
-                }
-                _ => {}
-            }
-        }
+        let sections: HashMap<&str, &[u8]> = dwarf::sections(bytes)?
+            .into_iter()
+            .filter_map(|section| section.custom)
+            .filter(|(name, _)| name.starts_with(".debug_"))
+            .collect();
         (!sections.is_empty()).then_some(Self {
             sections,
-            code_start: code_start? as u64,
+            code_start: dwarf::code_at(bytes)? as u64,
         })
     }
 

@@ -9,7 +9,8 @@
 //! (`trap_lines`).
 //!
 //! Only custom sections are dropped, and they follow the code in a module rustc or wasm-ld
-//! wrote, so the code keeps its offsets: the DWARF on disk still describes the compiled code.
+//! wrote, so the code keeps its offsets: the DWARF on disk still describes the compiled code
+//! (`module_for` checks, with [`code_at`]).
 
 /// `bytes` without its `.debug_*` custom sections; `None` when it has none, or is not a core
 /// module this can walk (a component, or malformed: compiled as it is, wasmtime says why).
@@ -41,7 +42,7 @@ pub(crate) struct Section<'a> {
     pub(crate) custom: Option<(&'a str, &'a [u8])>,
 }
 
-pub(crate) const CODE: u8 = 10;
+const CODE: u8 = 10;
 const CUSTOM: u8 = 0;
 const CORE_MODULE: [u8; 8] = *b"\0asm\x01\0\0\0";
 
@@ -77,6 +78,14 @@ pub(crate) fn sections(bytes: &[u8]) -> Option<Vec<Section<'_>>> {
         at = end;
     }
     Some(sections)
+}
+
+/// Where the code section's contents begin: DWARF addresses in wasm count from there.
+pub(crate) fn code_at(bytes: &[u8]) -> Option<usize> {
+    sections(bytes)?
+        .into_iter()
+        .find(|section| section.id == CODE)
+        .map(|section| section.contents_at)
 }
 
 /// The unsigned LEB128 number at `bytes[at..]` and the offset just past it.
@@ -138,6 +147,18 @@ mod tests {
         let module = walrus::Module::from_buffer(module).expect("a valid module");
         assert!(module.exports.iter().any(|e| e.name == "f"));
         assert_eq!(module.funcs.iter().count(), 1);
+    }
+
+    #[test]
+    fn a_debug_section_before_the_code_moves_it() {
+        let module = module_with(&[]);
+        let at = code_at(&module).expect("it has code");
+        let debug = custom(".debug_info", &[1; 10]);
+        let mut before = module[..8].to_vec();
+        before.extend_from_slice(&debug);
+        before.extend_from_slice(&module[8..]);
+        assert_eq!(code_at(&before), Some(at + debug.len()));
+        assert_eq!(code_at(&without_dwarf(&before).unwrap()), Some(at));
     }
 
     #[test]

@@ -65,6 +65,16 @@ pub(crate) struct ModuleToCompile {
     pub(crate) dwarf: Option<PathBuf>,
 }
 
+impl ModuleToCompile {
+    /// `path` compiled as it is (no DWARF to read lines from).
+    pub(crate) fn as_it_is(path: &Path) -> Self {
+        Self {
+            path: path.to_owned(),
+            dwarf: None,
+        }
+    }
+}
+
 /// The module viceroy should compile for `wasm`: `wasm` itself, or a copy (cached under the
 /// system's temporary directory by content) without its DWARF (`dwarf`), rewritten when it
 /// imports a call edge-test wraps or (given `http_cache_shim`) Fastly's HTTP cache calls.
@@ -73,10 +83,6 @@ pub(crate) fn module_for(
     wasm: &Path,
     http_cache_shim: Option<&Path>,
 ) -> Result<ModuleToCompile, String> {
-    let as_it_is = || ModuleToCompile {
-        path: wasm.to_owned(),
-        dwarf: None,
-    };
     let bytes = std::fs::read(wasm).map_err(|e| format!("cannot read {}: {e}", wasm.display()))?;
     let bytes = if wasm.extension().is_some_and(|e| e == "wat") {
         wat::parse_bytes(&bytes)
@@ -101,7 +107,7 @@ pub(crate) fn module_for(
     };
     let wraps = imports_dynamic_backends(code) || shim.is_some();
     if !wraps && stripped.is_none() {
-        return Ok(as_it_is());
+        return Ok(ModuleToCompile::as_it_is(wasm));
     }
     if wraps && viceroy_lib::adapt::is_component(&bytes) {
         return Err("it is a component, which edge-test does not rewrite".to_owned());
@@ -110,11 +116,15 @@ pub(crate) fn module_for(
         std::env::temp_dir().join(format!("edge-test-{}", rustix::process::getuid().as_raw()));
     let hash = content_hash(&bytes) ^ shim.as_deref().map_or(0, content_hash).rotate_left(1);
     let rewritten_file = dir.join(format!("{hash:016x}-rewritten.wasm"));
-    // Only the DWARF left out: the code, and its offsets, are the guest's own.
+    // Only the DWARF left out: the code is the guest's own, and so are its offsets unless
+    // a debug section came before it (no lines then: they would be another code's).
     let stripped_file = dir.join(format!("{hash:016x}-stripped.wasm"));
+    let same_offsets = stripped.as_deref().is_some_and(|s| {
+        dwarf::code_at(s).is_some() && dwarf::code_at(s) == dwarf::code_at(&bytes)
+    });
     let stripped_only = |path: PathBuf| ModuleToCompile {
         path,
-        dwarf: Some(wasm.to_owned()),
+        dwarf: same_offsets.then(|| wasm.to_owned()),
     };
     if rewritten_file.is_file() {
         return Ok(ModuleToCompile {
@@ -142,7 +152,7 @@ pub(crate) fn module_for(
     let (module, file, is_rewritten) = match (rewritten, stripped) {
         (Some(rewritten), _) => (rewritten, rewritten_file, true),
         (None, Some(stripped)) => (stripped, stripped_file, false),
-        (None, None) => return Ok(as_it_is()),
+        (None, None) => return Ok(ModuleToCompile::as_it_is(wasm)),
     };
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     // Written whole, then renamed: a concurrent compile sees the old name or the whole file.
@@ -422,10 +432,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let plain = dir.join("plain.wat");
         std::fs::write(&plain, "(module (memory (export \"memory\") 1))").unwrap();
-        let as_it_is = |path: &Path| ModuleToCompile {
-            path: path.to_owned(),
-            dwarf: None,
-        };
+        let as_it_is = ModuleToCompile::as_it_is;
         assert_eq!(module_for(&plain, None).unwrap(), as_it_is(&plain));
         // The names of calls edge-test wraps in its bytes (a debug build's symbol names),
         // none among its imports: nothing to rewrite, with the HTTP cache shim or without.
@@ -473,6 +480,17 @@ mod tests {
             compiled,
             "cached by content"
         );
+        // DWARF before the code: leaving it out moves the code, and the file's lines would
+        // be another code's.
+        let mut first = bytes[..8].to_vec();
+        first.extend_from_slice(&[0, debug_info.len() as u8]);
+        first.extend_from_slice(debug_info);
+        first.extend_from_slice(&bytes[8..bytes.len() - debug_info.len() - 2]);
+        let early = dir.join("early.wasm");
+        std::fs::write(&early, &first).unwrap();
+        let compiled = module_for(&early, None).unwrap();
+        assert_ne!(compiled.path, early, "its DWARF is left out too");
+        assert_eq!(compiled.dwarf, None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
