@@ -36,7 +36,7 @@ pub(crate) struct CompiledGuest {
     /// Why the module's dynamic backends are not redirected to mocks, when they are not.
     pub(super) unredirected: Option<String>,
     /// A file whose DWARF describes its code, for a trap's source lines (`trap_lines`).
-    pub(super) dwarf: Option<std::path::PathBuf>,
+    pub(super) dwarf: Option<super::module_rewrite::DwarfFile>,
     /// Its stdout and stderr go to the process's own (`SessionSpec::capture_stdio`), for a
     /// forked worker to catch, rather than to the log sink.
     pub(crate) capture_stdio: bool,

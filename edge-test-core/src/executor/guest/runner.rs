@@ -38,7 +38,7 @@ pub(crate) struct GuestRunner {
     /// Why the module's dynamic backends are not redirected, when they are not.
     unredirected: Option<String>,
     /// Where a trap's source lines are read from (`trap_lines`).
-    dwarf: Option<std::path::PathBuf>,
+    dwarf: Option<super::module_rewrite::DwarfFile>,
     traps: TrapCollector,
     runtime: Option<tokio::runtime::Runtime>,
     /// `Err` (why) where the kernel will not fence the guest: it then runs unfenced.

@@ -8,19 +8,19 @@
 //! rewrote has other code offsets, and its frames stay as wasmtime wrote them.
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use gimli::{EndianSlice, LittleEndian};
 
-use super::module_rewrite::dwarf;
+use super::module_rewrite::{DwarfFile, dwarf};
 
 /// `message` (a trap, with wasmtime's backtrace) with each frame's source lines from the
-/// DWARF of `module`; as it is when the module cannot be read or has no DWARF for a frame.
-pub(crate) fn with_source_lines(message: &str, module: &Path) -> String {
+/// DWARF of `module`; as it is when the module cannot be read, is no longer the one compiled,
+/// or has no DWARF for a frame.
+pub(crate) fn with_source_lines(message: &str, module: &DwarfFile) -> String {
     if !message.contains("wasm backtrace:") {
         return message.to_owned();
     }
-    let Ok(bytes) = std::fs::read(module) else {
+    let Some(bytes) = module.read() else {
         return message.to_owned();
     };
     let Some(debug) = DebugSections::of(&bytes) else {
@@ -126,17 +126,21 @@ mod tests {
     }
 
     #[test]
-    fn a_module_without_dwarf_leaves_the_message_as_it_is() {
+    fn a_module_without_dwarf_or_not_the_one_compiled_leaves_the_message_as_it_is() {
         let dir = crate::private_dir::private_dir().unwrap();
-        let module = dir.join(format!("trap-lines-{}.wasm", std::process::id()));
-        std::fs::write(&module, wat::parse_str("(module (func))").unwrap()).unwrap();
+        let path = dir.join(format!("trap-lines-{}.wasm", std::process::id()));
+        let bytes = wat::parse_str("(module (func))").unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+        let module = DwarfFile::new(&path, &bytes);
         let message =
             "error while executing at wasm backtrace:\n    0:   0x1a - <unknown>!<wasm function 0>";
         assert_eq!(with_source_lines(message, &module), message);
-        assert_eq!(
-            with_source_lines(message, Path::new("/nonexistent.wasm")),
-            message
-        );
-        let _ = std::fs::remove_file(module);
+        assert_eq!(module.read().as_deref(), Some(&bytes[..]));
+        // Rebuilt since it was compiled: its lines would be another code's.
+        std::fs::write(&path, wat::parse_str("(module (func) (func))").unwrap()).unwrap();
+        assert_eq!(module.read(), None);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(module.read(), None, "gone");
+        assert_eq!(with_source_lines(message, &module), message);
     }
 }

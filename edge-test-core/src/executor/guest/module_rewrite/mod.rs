@@ -62,7 +62,31 @@ pub(crate) struct ModuleToCompile {
     pub(crate) path: PathBuf,
     /// A file whose DWARF describes the compiled code (the guest's own module, when only its
     /// DWARF was left out), for a trap's file and line (`trap_lines`).
-    pub(crate) dwarf: Option<PathBuf>,
+    pub(crate) dwarf: Option<DwarfFile>,
+}
+
+/// The module file a trap's lines are read from, as it was when it was compiled.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct DwarfFile {
+    pub(crate) path: PathBuf,
+    content_hash: u64,
+}
+
+impl DwarfFile {
+    /// The file at `path`, whose content is `bytes` now.
+    pub(crate) fn new(path: &Path, bytes: &[u8]) -> Self {
+        Self {
+            path: path.to_owned(),
+            content_hash: content_hash(bytes),
+        }
+    }
+
+    /// The file's bytes, if they are still the ones compiled (a guest rebuilt meanwhile has
+    /// other code, whose lines would be wrong).
+    pub(crate) fn read(&self) -> Option<Vec<u8>> {
+        let bytes = std::fs::read(&self.path).ok()?;
+        (content_hash(&bytes) == self.content_hash).then_some(bytes)
+    }
 }
 
 impl ModuleToCompile {
@@ -124,7 +148,7 @@ pub(crate) fn module_for(
     });
     let stripped_only = |path: PathBuf| ModuleToCompile {
         path,
-        dwarf: same_offsets.then(|| wasm.to_owned()),
+        dwarf: same_offsets.then(|| DwarfFile::new(wasm, &bytes)),
     };
     if rewritten_file.is_file() {
         return Ok(ModuleToCompile {
@@ -471,7 +495,9 @@ mod tests {
         let guest = dir.join("debug.wasm");
         std::fs::write(&guest, &bytes).unwrap();
         let compiled = module_for(&guest, None).unwrap();
-        assert_eq!(compiled.dwarf.as_deref(), Some(guest.as_path()));
+        let lines_from = compiled.dwarf.clone().expect("the lines are the file's");
+        assert_eq!(lines_from.path, guest);
+        assert_eq!(lines_from.read().as_deref(), Some(&bytes[..]));
         let without = std::fs::read(&compiled.path).unwrap();
         assert!(!contains(&without, b".debug_info"), "its DWARF is left out");
         assert_eq!(without, bytes[..bytes.len() - debug_info.len() - 2]);
