@@ -63,23 +63,21 @@ fn module() -> &'static Path {
 
 /// The test module of the guest crate at `crate_dir`, built.
 fn test_module_of(crate_dir: &Path) -> PathBuf {
-    {
-        let output = cargo_in(crate_dir)
-            .args(["test", "--no-run", "--target", "wasm32-wasip1"])
-            .arg("--message-format=json-render-diagnostics")
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "building the guest's tests failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .find_map(|msg| Some(PathBuf::from(msg["executable"].as_str()?)))
-            .expect("cargo names the test module")
-    }
+    let output = cargo_in(crate_dir)
+        .args(["test", "--no-run", "--target", "wasm32-wasip1"])
+        .arg("--message-format=json-render-diagnostics")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "building the guest's tests failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find_map(|msg| Some(PathBuf::from(msg["executable"].as_str()?)))
+        .expect("cargo names the test module")
 }
 
 /// A copy of the guest's `fastly.toml` whose `local` backend is `origin`, in a directory

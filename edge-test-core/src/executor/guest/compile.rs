@@ -73,7 +73,7 @@ impl CompiledGuest {
                 )));
             }
             Err(why) => (
-                super::module_rewrite::ModuleToCompile::as_it_is(&spec.wasm),
+                super::module_rewrite::ModuleToCompile::without_lines(&spec.wasm),
                 Some(why),
             ),
         };

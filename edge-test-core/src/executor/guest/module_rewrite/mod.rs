@@ -73,7 +73,8 @@ pub(crate) struct DwarfFile {
 }
 
 impl DwarfFile {
-    /// The file at `path`, whose content is `bytes` now.
+    /// The file at `path`, whose content is `bytes` now (`module_for` has the hash already).
+    #[cfg(test)]
     pub(crate) fn new(path: &Path, bytes: &[u8]) -> Self {
         Self {
             path: path.to_owned(),
@@ -90,8 +91,9 @@ impl DwarfFile {
 }
 
 impl ModuleToCompile {
-    /// `path` compiled as it is (no DWARF to read lines from).
-    pub(crate) fn as_it_is(path: &Path) -> Self {
+    /// `path`, with no DWARF to read a trap's lines from (the guest's module as it is, or a
+    /// rewrite, whose code offsets are walrus's).
+    pub(crate) fn without_lines(path: &Path) -> Self {
         Self {
             path: path.to_owned(),
             dwarf: None,
@@ -131,30 +133,31 @@ pub(crate) fn module_for(
     };
     let wraps = imports_dynamic_backends(code) || shim.is_some();
     if !wraps && stripped.is_none() {
-        return Ok(ModuleToCompile::as_it_is(wasm));
+        return Ok(ModuleToCompile::without_lines(wasm));
     }
     if wraps && viceroy_lib::adapt::is_component(&bytes) {
         return Err("it is a component, which edge-test does not rewrite".to_owned());
     }
     let dir =
         std::env::temp_dir().join(format!("edge-test-{}", rustix::process::getuid().as_raw()));
-    let hash = content_hash(&bytes) ^ shim.as_deref().map_or(0, content_hash).rotate_left(1);
+    let module_hash = content_hash(&bytes);
+    let hash = module_hash ^ shim.as_deref().map_or(0, content_hash).rotate_left(1);
     let rewritten_file = dir.join(format!("{hash:016x}-rewritten.wasm"));
     // Only the DWARF left out: the code is the guest's own, and so are its offsets unless
     // a debug section came before it (no lines then: they would be another code's).
     let stripped_file = dir.join(format!("{hash:016x}-stripped.wasm"));
-    let same_offsets = stripped.as_deref().is_some_and(|s| {
-        dwarf::code_at(s).is_some() && dwarf::code_at(s) == dwarf::code_at(&bytes)
-    });
+    let same_offsets = stripped
+        .as_deref()
+        .is_some_and(|s| dwarf::code_at(s).is_some_and(|at| Some(at) == dwarf::code_at(&bytes)));
     let stripped_only = |path: PathBuf| ModuleToCompile {
         path,
-        dwarf: same_offsets.then(|| DwarfFile::new(wasm, &bytes)),
+        dwarf: same_offsets.then(|| DwarfFile {
+            path: wasm.to_owned(),
+            content_hash: module_hash,
+        }),
     };
     if rewritten_file.is_file() {
-        return Ok(ModuleToCompile {
-            path: rewritten_file,
-            dwarf: None,
-        });
+        return Ok(ModuleToCompile::without_lines(&rewritten_file));
     }
     if stripped_file.is_file() {
         return Ok(stripped_only(stripped_file));
@@ -176,7 +179,7 @@ pub(crate) fn module_for(
     let (module, file, is_rewritten) = match (rewritten, stripped) {
         (Some(rewritten), _) => (rewritten, rewritten_file, true),
         (None, Some(stripped)) => (stripped, stripped_file, false),
-        (None, None) => return Ok(ModuleToCompile::as_it_is(wasm)),
+        (None, None) => return Ok(ModuleToCompile::without_lines(wasm)),
     };
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     // Written whole, then renamed: a concurrent compile sees the old name or the whole file.
@@ -185,10 +188,7 @@ pub(crate) fn module_for(
         .and_then(|()| std::fs::rename(&partial, &file))
         .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
     Ok(if is_rewritten {
-        ModuleToCompile {
-            path: file,
-            dwarf: None,
-        }
+        ModuleToCompile::without_lines(&file)
     } else {
         stripped_only(file)
     })
@@ -456,7 +456,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let plain = dir.join("plain.wat");
         std::fs::write(&plain, "(module (memory (export \"memory\") 1))").unwrap();
-        let as_it_is = ModuleToCompile::as_it_is;
+        let as_it_is = ModuleToCompile::without_lines;
         assert_eq!(module_for(&plain, None).unwrap(), as_it_is(&plain));
         // The names of calls edge-test wraps in its bytes (a debug build's symbol names),
         // none among its imports: nothing to rewrite, with the HTTP cache shim or without.
