@@ -68,7 +68,10 @@ pub(crate) struct MockHub {
     addrs: BTreeMap<String, SocketAddr>,
     /// Where redirected dynamic-backend connections arrive (`executor::guest::dynamic_backends`).
     dynamic_addr: SocketAddr,
+    /// The hub's own runtime, or none when it serves on one that outlives it.
     runtime: Option<tokio::runtime::Runtime>,
+    /// Its listeners' tasks, stopped when it is dropped (on a runtime it does not own).
+    listeners: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// One backend of the service under test, served by the test's mocks.
@@ -97,8 +100,21 @@ impl MockHub {
             .enable_all()
             .build()
             .map_err(|e| EdgeError::io("cannot start the mock servers' runtime", e))?;
+        let mut hub = Self::start_on(runtime.handle(), backends)?;
+        hub.runtime = Some(runtime);
+        Ok(hub)
+    }
+
+    /// A hub served on `runtime`, which outlives it (the host's, for the guest unit tests it
+    /// runs on a thin runner's behalf: a runtime per test would be two threads per test).
+    /// Its listeners stop when it is dropped.
+    pub(crate) fn start_on(
+        runtime: &tokio::runtime::Handle,
+        backends: &[String],
+    ) -> Result<Self, EdgeError> {
         let state = Arc::new(Mutex::new(MockState::default()));
         let mut addrs = BTreeMap::new();
+        let mut listeners = Vec::new();
         for name in backends {
             lock(&state)
                 .backends
@@ -132,15 +148,20 @@ impl MockHub {
                     }))
                 }
             });
-            runtime.spawn(server.serve(service));
+            let served = server.serve(service);
+            listeners.push(runtime.spawn(async move {
+                let _ = served.await;
+            }));
             addrs.insert(name.clone(), addr);
         }
-        let dynamic_addr = start_dynamic_dispatcher(&runtime, state.clone())?;
+        let (dynamic_addr, dispatcher) = start_dynamic_dispatcher(runtime, state.clone())?;
+        listeners.push(dispatcher);
         Ok(Self {
             state,
             addrs,
             dynamic_addr,
-            runtime: Some(runtime),
+            runtime: None,
+            listeners,
         })
     }
 
@@ -257,6 +278,9 @@ fn seen(request: &BackendRequest) -> Seen {
 
 impl Drop for MockHub {
     fn drop(&mut self) {
+        for listener in &self.listeners {
+            listener.abort();
+        }
         // Hanging mocks would keep a blocking shutdown waiting forever.
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
@@ -319,9 +343,9 @@ async fn serve(
 /// The listener redirected dynamic-backend connections reach: each starts with one JSON
 /// line saying which registration it is for, then carries the guest's HTTP/1 requests.
 fn start_dynamic_dispatcher(
-    runtime: &tokio::runtime::Runtime,
+    runtime: &tokio::runtime::Handle,
     state: Arc<Mutex<MockState>>,
-) -> Result<SocketAddr, EdgeError> {
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), EdgeError> {
     let listener = TcpListener::bind(("127.0.0.1", 0))
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|e| EdgeError::io("cannot bind a loopback port for dynamic backends", e))?;
@@ -333,12 +357,12 @@ fn start_dynamic_dispatcher(
         tokio::net::TcpListener::from_std(listener)
             .map_err(|e| EdgeError::io("cannot serve dynamic backends", e))?
     };
-    runtime.spawn(async move {
+    let accepting = runtime.spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(serve_dynamic(state.clone(), stream));
         }
     });
-    Ok(addr)
+    Ok((addr, accepting))
 }
 
 async fn serve_dynamic(state: Arc<Mutex<MockState>>, stream: tokio::net::TcpStream) {
