@@ -497,3 +497,244 @@ fn cargo_nextest_runs_the_guests_tests_through_it() {
     ran.assert_has("edge-test-runner: the test panicked: boom in a unit test");
     ran.assert_has("edge-test-runner: the guest's libtest exited with status 3");
 }
+
+/// The thin runner and the whole one it runs, copied into `dir`: a runner server of their
+/// own (its socket is named after the whole runner's file), which a test may stop or kill
+/// without touching the other tests' server.
+fn runners_in(dir: &Path) -> (PathBuf, PathBuf) {
+    let thin = dir.join("guest-test-runner");
+    let whole = dir.join("guest-test-runner-host");
+    std::fs::copy(RUNNER, &thin).unwrap();
+    std::fs::copy(format!("{RUNNER}-host"), &whole).unwrap();
+    (thin, whole)
+}
+
+/// The log of the runner server serving the whole runner `whole`, once one has started.
+fn server_log_of(whole: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").unwrap().uid();
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(runtime) if !runtime.is_empty() => PathBuf::from(runtime).join("edge-test"),
+        _ => std::env::temp_dir().join(format!("edge-test-{uid}")),
+    };
+    let meta = std::fs::metadata(whole).unwrap();
+    let named = format!("runner-{:x}-{:x}-", meta.dev(), meta.ino());
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| {
+            path.extension().is_some_and(|ext| ext == "log")
+                && path
+                    .file_name()
+                    .and_then(|name| name.to_str())
+                    .is_some_and(|name| name.starts_with(&named))
+        })
+}
+
+/// The pid of the server whose log is `log` (its first line says it).
+fn server_pid(log: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let first = text.lines().next()?;
+    first
+        .strip_prefix("edge-test runner server ")?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn run_with(runner: &Path, libtest: &[&str], vars: &[(&str, &str)]) -> Ran {
+    let mut command = Command::new(runner);
+    command
+        .arg(module())
+        .args(libtest)
+        .envs(vars.iter().copied())
+        .env("CARGO_MANIFEST_DIR", guest_dir())
+        .current_dir(guest_dir());
+    Ran::from(command.output().unwrap())
+}
+
+/// Waits, within a bound, for the server of `whole` to have logged `text`.
+#[track_caller]
+fn wait_for_server_log(whole: &Path, text: &str) -> PathBuf {
+    for _ in 0..200 {
+        if let Some(log) = server_log_of(whole)
+            && std::fs::read_to_string(&log).is_ok_and(|t| t.contains(text))
+        {
+            return log;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!(
+        "the runner server of {} never logged {text:?}",
+        whole.display()
+    );
+}
+
+/// nextest's calls (a listing, one test named exactly) go to the runner server once the
+/// first has started it, and are answered as the whole runner answers them: output, the
+/// failure's reason, the exit status, off-loopback and dynamic backends named.
+#[test]
+fn nextests_calls_are_served_by_the_runner_server_as_the_whole_runner_serves_them() {
+    let dir = scratch_dir("runner-server-serves");
+    let (thin, whole) = runners_in(&dir);
+    // The first call finds no server: the whole runner runs it and starts one.
+    let first = run_with(&thin, &["passing::greets", "--exact"], &[]);
+    assert_eq!(first.code, Some(0), "{}{}", first.stdout, first.stderr);
+    wait_for_server_log(&whole, "listening on");
+
+    let listed = run_with(&thin, &["--list", "--format", "terse"], &[]);
+    assert_eq!(listed.code, Some(0), "{}", listed.stderr);
+    listed.assert_has("passing::greets: test");
+    let printed = run_with(
+        &thin,
+        &["passing::prints_and_logs", "--exact", "--nocapture"],
+        &[],
+    );
+    assert_eq!(
+        printed.code,
+        Some(0),
+        "{}{}",
+        printed.stdout,
+        printed.stderr
+    );
+    printed.assert_has("printed by prints_and_logs");
+    printed.assert_has("audit :: logged by prints_and_logs");
+    let panicked = run_with(&thin, &["failing::panics", "--exact", "--nocapture"], &[]);
+    assert_eq!(
+        panicked.code,
+        Some(101),
+        "{}{}",
+        panicked.stdout,
+        panicked.stderr
+    );
+    panicked.assert_has("edge-test-runner: the test panicked: boom in a unit test");
+    let off = run_with(
+        &thin,
+        &["failing::calls_a_backend_off_loopback", "--exact"],
+        &[],
+    );
+    assert_eq!(off.code, Some(101), "{}{}", off.stdout, off.stderr);
+    off.assert_has("the guest sent GET /v1 to backend `remote`, whose url in fastly.toml");
+    let dynamic = run_with(&thin, &["failing::calls_a_dynamic_backend", "--exact"], &[]);
+    assert_eq!(
+        dynamic.code,
+        Some(101),
+        "{}{}",
+        dynamic.stdout,
+        dynamic.stderr
+    );
+    dynamic.assert_has("the guest sent GET /u/ada.png to dynamic backend `avatars`");
+    let bad = run_with(&thin, &["passing::greets", "--exact", "--bogus"], &[]);
+    assert_ne!(bad.code, Some(0), "{}{}", bad.stdout, bad.stderr);
+    bad.assert_has("bogus");
+
+    // Each of those was the server's, not a whole runner's of its own.
+    let log = server_log_of(&whole).unwrap();
+    let served = std::fs::read_to_string(&log).unwrap();
+    for call in [
+        "--list --format terse`: exit status 0",
+        "passing::prints_and_logs --exact --nocapture`: exit status 0",
+        "failing::panics --exact --nocapture`: exit status 101",
+        "failing::calls_a_backend_off_loopback --exact`: exit status 101",
+        "failing::calls_a_dynamic_backend --exact`: exit status 101",
+    ] {
+        assert!(
+            served.contains(call),
+            "{call:?} not in the server's log:\n{served}"
+        );
+    }
+    kill_servers_from(&dir);
+}
+
+/// Kills every process running a binary in `dir` (the servers of copied runners), so that
+/// none is left for its idle limit.
+fn kill_servers_from(dir: &Path) {
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let exe = std::fs::read_link(entry.path().join("exe")).unwrap_or_default();
+        if exe.starts_with(dir) {
+            // SAFETY: a signal to a process of a binary this test copied and ran.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// A server stopped (SIGSTOP) is passed by within the answer limit and replaced; one killed
+/// while it runs a test leaves that test to the whole runner, which runs it again from the
+/// start: the call still ends with the test's own result, not a hang or a lost report.
+#[test]
+fn a_stopped_or_killed_runner_server_leaves_the_call_to_the_whole_runner() {
+    let dir = scratch_dir("runner-server-faults");
+    let (thin, whole) = runners_in(&dir);
+    let first = run_with(&thin, &["passing::greets", "--exact"], &[]);
+    assert_eq!(first.code, Some(0), "{}{}", first.stdout, first.stderr);
+    let log = wait_for_server_log(&whole, "listening on");
+    let stopped = server_pid(&log).unwrap();
+
+    // SAFETY: signals to a process this test started.
+    unsafe { libc::kill(stopped, libc::SIGSTOP) };
+    let passed_by = run_with(
+        &thin,
+        &["passing::greets", "--exact"],
+        &[("EDGE_TEST_HOST_ANSWER_MS", "300")],
+    );
+    unsafe { libc::kill(stopped, libc::SIGKILL) };
+    assert_eq!(
+        passed_by.code,
+        Some(0),
+        "{}{}",
+        passed_by.stdout,
+        passed_by.stderr
+    );
+    passed_by.assert_has("test result: ok. 1 passed");
+    // The whole runner started a server in its place.
+    let replaced = (0..200)
+        .find_map(|_| {
+            let pid = server_log_of(&whole).as_deref().and_then(server_pid);
+            if pid.is_some_and(|pid| pid != stopped) {
+                return pid;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            None
+        })
+        .expect("a new runner server");
+
+    // Killed mid-test: a loop with a short limit, the server killed while it runs.
+    let looping = {
+        let thin = thin.clone();
+        std::thread::spawn(move || {
+            run_with(
+                &thin,
+                &["slow::loops_forever", "--exact"],
+                &[("EDGE_TEST_GUEST_TIMEOUT_MS", "1500")],
+            )
+        })
+    };
+    wait_for_server_log(&whole, "slow::loops_forever --exact`");
+    unsafe { libc::kill(replaced, libc::SIGKILL) };
+    let ran = looping.join().unwrap();
+    assert_eq!(ran.code, Some(101), "{}{}", ran.stdout, ran.stderr);
+    ran.assert_has("the test ran past its time limit of 1.5s and was stopped");
+    kill_servers_from(&dir);
+}
+
+/// The thin runner alone, without the whole runner beside it: an error saying how to
+/// install both.
+#[test]
+fn the_thin_runner_without_the_whole_one_names_the_fix() {
+    let dir = scratch_dir("runner-alone");
+    let thin = dir.join("guest-test-runner");
+    std::fs::copy(RUNNER, &thin).unwrap();
+    let ran = run_with(&thin, &["passing::greets", "--exact"], &[]);
+    assert_eq!(ran.code, Some(2), "{}{}", ran.stdout, ran.stderr);
+    ran.assert_has("guest-test-runner-host is not there");
+    ran.assert_has("cargo install edge-test");
+}

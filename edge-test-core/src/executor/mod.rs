@@ -40,6 +40,10 @@ pub(crate) fn warn(message: &str) {
     let _ = writeln!(std::io::stderr(), "edge-test: warning: {message}");
 }
 
+/// How long a template may take to compile (a large guest on a loaded machine takes
+/// seconds; far beyond that the host is not compiling but stuck).
+pub(crate) const TEMPLATE_COMPILE_LIMIT: std::time::Duration = std::time::Duration::from_secs(180);
+
 /// How much memory viceroy-lib 0.22 lets a guest have (its store limits, `linking.rs`):
 /// named when a guest runs out of it.
 pub(crate) const GUEST_MEMORY_MIB: usize = 128;

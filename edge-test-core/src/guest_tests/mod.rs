@@ -18,8 +18,10 @@
 
 mod args;
 mod report;
+pub(crate) mod thin_runner;
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -29,6 +31,7 @@ use crate::executor::{InvocationReport, InvocationRequest, Outcome, Session, Ses
 use crate::manifest::Manifest;
 use crate::mock::server::MockHub;
 use args::{Ignored, LibtestArgs, RunnerArgs};
+pub(crate) use report::Streams;
 use report::{Output, TestResult, Verdict};
 
 /// Set to a `fastly.toml` to use instead of the crate's own (`--fastly-toml` wins).
@@ -61,32 +64,86 @@ pub fn main() -> ExitCode {
             return ExitCode::from(CANNOT_RUN);
         }
     };
-    ExitCode::from(run(&args))
+    thin_runner::serve_if_asked();
+    thin_runner::start_server_for_thin_runner();
+    let env = CallEnv::of_this_process();
+    let mut streams = Streams::of_this_process();
+    let code = match prepare(&args, &env, None) {
+        Ok((suite, args)) if !is_passed_through(&args.libtest) => suite
+            .run_selected(&args.libtest)
+            .unwrap_or_else(|why| cannot_run(&why, &mut streams)),
+        prepared => pass_through_call(&prepared, &mut streams),
+    };
+    ExitCode::from(code)
 }
 
-/// Runs the tests `args` (the runner's arguments, after its program name) ask for; the
-/// exit status.
-fn run(args: &[String]) -> u8 {
-    let suite = match args::parse(args).and_then(|args| Suite::new(&args).map(|s| (s, args))) {
-        Ok(ready) => ready,
-        Err(why) => {
-            eprintln!("edge-test-runner: error: {why}");
-            return CANNOT_RUN;
+/// What the runner sees of the process that called it: its environment and working
+/// directory. Its own, or, when the host runs a call for a thin runner, the thin runner's.
+#[derive(Debug)]
+pub(crate) struct CallEnv {
+    vars: BTreeMap<String, String>,
+    cwd: PathBuf,
+}
+
+impl CallEnv {
+    pub(crate) fn new(vars: BTreeMap<String, String>, cwd: PathBuf) -> Self {
+        Self { vars, cwd }
+    }
+
+    fn of_this_process() -> Self {
+        Self {
+            vars: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
+            cwd: std::env::current_dir().unwrap_or_default(),
         }
+    }
+
+    fn var(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str)
+    }
+
+    /// `path` as the caller meant it: relative to its working directory.
+    fn path(&self, path: &Path) -> PathBuf {
+        self.cwd.join(path)
+    }
+}
+
+/// Whether a call is one the guest's libtest answers in a single instance, its output and
+/// status passed through: a listing, or one test named exactly (nextest's two calls).
+fn is_passed_through(libtest: &LibtestArgs) -> bool {
+    libtest.list || libtest.is_single_exact()
+}
+
+/// The arguments read and the suite ready, or why not.
+fn prepare(
+    args: &[String],
+    env: &CallEnv,
+    server: Option<&'static thin_runner::ServerParts>,
+) -> Result<(Suite, RunnerArgs), String> {
+    let args = args::parse(args)?;
+    let suite = Suite::new(&args, env, server)?;
+    Ok((suite, args))
+}
+
+/// Runs a listing or a single test (or reports why it cannot), its output to `streams`.
+fn pass_through_call(prepared: &Result<(Suite, RunnerArgs), String>, streams: &mut Streams) -> u8 {
+    let (suite, args) = match prepared {
+        Ok(ready) => ready,
+        Err(why) => return cannot_run(why, streams),
     };
-    let (suite, args) = suite;
     let libtest = &args.libtest;
     let outcome = if libtest.list {
-        suite.pass_through("(listing)", &listing_args(libtest))
-    } else if libtest.is_single_exact() {
-        suite.pass_through(&libtest.filters[0], &libtest.for_single_run())
+        suite.pass_through("(listing)", &listing_args(libtest), streams)
     } else {
-        suite.run_selected(libtest)
+        suite.pass_through(&libtest.filters[0], &libtest.for_single_run(), streams)
     };
-    outcome.unwrap_or_else(|why| {
-        eprintln!("edge-test-runner: error: {why}");
-        CANNOT_RUN
-    })
+    outcome.unwrap_or_else(|why| cannot_run(&why, streams))
+}
+
+fn cannot_run(why: &str, streams: &mut Streams) -> u8 {
+    let _ = writeln!(streams.err, "edge-test-runner: error: {why}");
+    CANNOT_RUN
 }
 
 /// The guest's own `--list`, with the arguments given (`--format`, filters, `--ignored`).
@@ -111,11 +168,18 @@ struct Suite {
     /// the test fails naming them (nothing leaves loopback).
     off_loopback: BTreeMap<String, String>,
     timeout: Duration,
+    /// What the runner server lends the suite when it runs the call (its mock hubs' runtime,
+    /// instances forked ahead); else each hub has a runtime of its own.
+    server: Option<&'static thin_runner::ServerParts>,
 }
 
 impl Suite {
-    fn new(args: &RunnerArgs) -> Result<Self, String> {
-        let module = &args.module;
+    fn new(
+        args: &RunnerArgs,
+        env: &CallEnv,
+        server: Option<&'static thin_runner::ServerParts>,
+    ) -> Result<Self, String> {
+        let module = &env.path(&args.module);
         let program = module
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -136,16 +200,16 @@ impl Suite {
                 ));
             }
         }
-        let manifest_path = fastly_toml(args.fastly_toml.as_deref())?;
+        let manifest_path = fastly_toml(args.fastly_toml.as_deref(), env)?;
         let manifest = Manifest::read(&program, &manifest_path).map_err(|e| e.to_string())?;
         let (loopback, off_loopback) = backend_targets(&manifest)?;
         let timeout = match args.timeout {
             Some(limit) => limit,
-            None => match std::env::var(TIMEOUT_ENV) {
-                Ok(text) => Duration::from_millis(text.parse().map_err(|_| {
+            None => match env.var(TIMEOUT_ENV) {
+                Some(text) => Duration::from_millis(text.parse().map_err(|_| {
                     format!("{TIMEOUT_ENV} takes a whole number of milliseconds, not {text:?}")
                 })?),
-                Err(_) => args::DEFAULT_TEST_TIMEOUT,
+                None => args::DEFAULT_TEST_TIMEOUT,
             },
         };
         let http_cache_shim = if args.no_http_cache {
@@ -170,6 +234,7 @@ impl Suite {
             loopback,
             off_loopback,
             timeout,
+            server,
         })
     }
 
@@ -254,7 +319,11 @@ impl Suite {
         args.extend(which.flag().map(str::to_owned));
         let listed = self.run(lister, "(listing)", &args);
         if let Verdict::Failed(why) = &listed.verdict {
-            report::print_output(&listed.output, report::Filter::Nothing);
+            report::print_output(
+                &listed.output,
+                report::Filter::Nothing,
+                &mut Streams::of_this_process(),
+            );
             return Err(format!(
                 "the guest's libtest could not list its tests: {why}"
             ));
@@ -288,13 +357,13 @@ impl Suite {
     /// Runs the guest's libtest with `args` in one instance, its output and exit status
     /// passed through: a listing, or one test as nextest runs it. `test` names the session
     /// (in the host's log).
-    fn pass_through(&self, test: &str, args: &[String]) -> Result<u8, String> {
+    fn pass_through(&self, test: &str, args: &[String], to: &mut Streams) -> Result<u8, String> {
         let ran = self.run(&self.session(test)?, test, args);
-        report::print_output(&ran.output, report::Filter::Nothing);
+        report::print_output(&ran.output, report::Filter::Nothing, to);
         match ran.verdict {
             Verdict::Passed | Verdict::Ignored => Ok(0),
             Verdict::Failed(why) => {
-                eprintln!("edge-test-runner: {why}");
+                let _ = writeln!(to.err, "edge-test-runner: {why}");
                 Ok(match ran.outcome {
                     Outcome::Exited { code } => u8::try_from(code).unwrap_or(TESTS_FAILED),
                     _ => TESTS_FAILED,
@@ -306,8 +375,22 @@ impl Suite {
     /// A pristine guest of the module, with its off-loopback backends answered by
     /// edge-test. `Err`: none could be had (the module does not load, say).
     fn session(&self, test: &str) -> Result<Instance, String> {
+        let spare = self
+            .server
+            .and_then(|server| server.spares.take(&self.spare_key().ok()?));
+        if let Some(spare) = spare {
+            return Ok(spare);
+        }
+        self.new_session(test)
+    }
+
+    fn new_session(&self, test: &str) -> Result<Instance, String> {
         let off_loopback: Vec<String> = self.off_loopback.keys().cloned().collect();
-        let hub = MockHub::start(&off_loopback).map_err(|e| e.to_string())?;
+        let hub = match self.server {
+            Some(server) => MockHub::start_on(&server.mocks, &off_loopback),
+            None => MockHub::start(&off_loopback),
+        }
+        .map_err(|e| e.to_string())?;
         let mut spec = self.spec.clone();
         spec.test = test.to_owned();
         spec.backend_addrs = self.loopback.clone();
@@ -315,6 +398,41 @@ impl Suite {
             .extend(hub.addrs().iter().map(|(k, v)| (k.clone(), *v)));
         let session = Session::start(spec).map_err(|e| e.to_string())?;
         Ok(Instance { session, hub })
+    }
+
+    /// In the runner server, after a call: forks the instance the next call of this suite
+    /// will take (nextest's next test), while nothing waits for it. Each is as pristine as
+    /// one forked on demand: from the same template, never run.
+    fn lay_spare(&self) {
+        let (Some(server), Ok(key)) = (self.server, self.spare_key()) else {
+            return;
+        };
+        if server.spares.wants(&key)
+            && let Ok(spare) = self.new_session("(the next test, forked ahead)")
+        {
+            server.spares.keep(key, spare);
+        }
+    }
+
+    /// What an instance laid ahead must have been made from to serve this suite: the module
+    /// file as it is now (a rebuilt one is another) and everything its session is given.
+    fn spare_key(&self) -> Result<Vec<u8>, String> {
+        use std::os::unix::fs::MetadataExt;
+        let module = std::fs::metadata(&self.spec.wasm).map_err(|e| e.to_string())?;
+        let file = (
+            module.dev(),
+            module.ino(),
+            module.len(),
+            module.mtime(),
+            module.mtime_nsec(),
+        );
+        let key = (
+            file,
+            &self.spec,
+            &self.loopback,
+            self.off_loopback.keys().collect::<Vec<_>>(),
+        );
+        postcard::to_allocvec(&key).map_err(|e| e.to_string())
     }
 
     /// Runs the guest's libtest with `args` (each run is an instance of its own), and judges
@@ -458,10 +576,10 @@ fn guest_stopped(trap: &str, output: &Output) -> String {
 /// The manifest to use: `--fastly-toml`, else `EDGE_TEST_FASTLY_TOML`, else the crate's
 /// own `fastly.toml` (cargo runs tests in the crate's directory and names it in
 /// `CARGO_MANIFEST_DIR`).
-fn fastly_toml(given: Option<&Path>) -> Result<PathBuf, String> {
+fn fastly_toml(given: Option<&Path>, env: &CallEnv) -> Result<PathBuf, String> {
     let named = given
-        .map(Path::to_owned)
-        .or_else(|| std::env::var_os(FASTLY_TOML_ENV).map(PathBuf::from));
+        .or_else(|| env.var(FASTLY_TOML_ENV).map(Path::new))
+        .map(|path| env.path(path));
     if let Some(path) = named {
         return if path.is_file() {
             Ok(path)
@@ -472,10 +590,9 @@ fn fastly_toml(given: Option<&Path>) -> Result<PathBuf, String> {
             ))
         };
     }
-    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::current_dir().ok())
-        .unwrap_or_default();
+    let crate_dir = env
+        .var("CARGO_MANIFEST_DIR")
+        .map_or_else(|| env.cwd.clone(), |dir| env.path(Path::new(dir)));
     let path = crate_dir.join("fastly.toml");
     if path.is_file() {
         Ok(path)

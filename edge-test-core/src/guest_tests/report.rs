@@ -9,6 +9,22 @@ use super::args::LibtestArgs;
 use crate::executor::Outcome;
 use crate::logs::LogLine;
 
+/// Where a run's output goes: the runner's own stdout and stderr, or frames to a thin
+/// runner, which writes them to its own (`thin_runner`).
+pub(crate) struct Streams<'w> {
+    pub out: Box<dyn Write + 'w>,
+    pub err: Box<dyn Write + 'w>,
+}
+
+impl Streams<'_> {
+    pub(crate) fn of_this_process() -> Self {
+        Streams {
+            out: Box::new(std::io::stdout()),
+            err: Box::new(std::io::stderr()),
+        }
+    }
+}
+
 /// How one test (or one listing) ended.
 #[derive(Debug, Clone)]
 pub(super) struct TestResult {
@@ -126,8 +142,11 @@ fn is_framing(line: &LogLine) -> bool {
 /// Writes a guest's output where it wrote it: its stdio as it was (to stdout when caught
 /// together, else stdout lines to stdout and stderr lines to stderr), log endpoints to
 /// stdout as viceroy writes them (`<endpoint> :: <message>`).
-pub(super) fn print_output(output: &Output, filter: Filter) {
-    let (mut stdout, mut stderr) = (std::io::stdout().lock(), std::io::stderr().lock());
+pub(super) fn print_output(output: &Output, filter: Filter, to: &mut Streams) {
+    let Streams {
+        out: stdout,
+        err: stderr,
+    } = to;
     if let Some(stdio) = &output.stdio {
         let shown = match filter {
             Filter::Nothing => stdio.as_str(),
@@ -207,7 +226,11 @@ impl Printer {
 
     pub(super) fn print(&mut self, result: TestResult) {
         if self.nocapture {
-            print_output(&result.output, Filter::LibtestFraming);
+            print_output(
+                &result.output,
+                Filter::LibtestFraming,
+                &mut Streams::of_this_process(),
+            );
         }
         let (word, mark) = match &result.verdict {
             Verdict::Passed => ("ok", "."),

@@ -27,7 +27,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::{InvocationReport, InvocationRequest, SessionSpec};
+use super::{InvocationReport, InvocationRequest, SessionSpec, TEMPLATE_COMPILE_LIMIT};
 use crate::error::EdgeError;
 use crate::sync::poll_until;
 use protocol::{Accepted, Hello, Welcome};
@@ -108,9 +108,6 @@ impl StartError {
 /// replaced: it answers from a thread of its own before any compile, so only a stopped,
 /// frozen or wedged host misses this (`EDGE_TEST_HOST_ANSWER_MS` shortens it for tests).
 const DEFAULT_HOST_ANSWER: Duration = Duration::from_secs(20);
-/// How long a template may take to compile (a large guest on a loaded machine takes
-/// seconds; far beyond that the host is not compiling but stuck).
-const TEMPLATE_COMPILE_LIMIT: Duration = Duration::from_secs(180);
 /// How long a test process waits for another one that is starting the host, in answer
 /// limits: starting a host is spawning it and waiting for it to listen, nothing more.
 const START_LOCK_ANSWERS: u32 = 3;
