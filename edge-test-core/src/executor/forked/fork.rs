@@ -1,7 +1,11 @@
 //! The only place the host forks, and the contract its workers live by.
 //!
-//! The host is multi-threaded: an accept loop, a thread per arriving test (which may be
-//! compiling a template), a proxy thread per backend connection, a reaper, an idle clock.
+//! The host is multi-threaded: threads that accept arriving tests and serve them (one of
+//! them may be compiling a template), a proxy thread per backend connection, a reaper, an
+//! idle clock. It runs no async runtime: tokio keeps process-wide descriptors (its signal
+//! pipe) that a worker, which closes every descriptor it was not given, would inherit as
+//! dangling, and its own runtime could not start (the thin runner's server, which runs mock
+//! hubs, is therefore a process of its own: `guest_tests::thin_runner`).
 //! `fork` copies only the calling thread, and every lock another thread held at that moment
 //! stays held in the child forever. So:
 //!

@@ -26,12 +26,6 @@ pub(super) fn run(
     }
     let capture_stdio = guest.capture_stdio;
     let engine = guest.ctx.engine().clone();
-    std::thread::spawn(move || {
-        loop {
-            std::thread::sleep(crate::executor::guest::viceroy_compat::WORKER_EPOCH_TICK);
-            engine.increment_epoch();
-        }
-    });
     let mut runner = match GuestRunner::new(guest) {
         Ok(runner) => runner,
         Err(reason) => {
@@ -55,7 +49,7 @@ pub(super) fn run(
     let Ok(reader) = writer.try_clone() else {
         exit(1)
     };
-    exit_when_the_test_hangs_up(&writer);
+    tick_until_the_test_hangs_up(&writer, move || engine.increment_epoch());
 
     // Requests are read and run on this thread: a hop to another thread per request would
     // cost more than the guest itself.
@@ -121,20 +115,31 @@ fn inject_fault_when_asked() {
     }
 }
 
-/// A test process that dies mid-request takes its worker along, even while a guest runs:
-/// a thread waits for the peer to hang up (without reading what it sends) and exits.
-fn exit_when_the_test_hangs_up(stream: &UnixStream) {
-    use rustix::event::{PollFd, PollFlags, poll};
+/// One thread, for two things a guest needs from outside while it runs: wasmtime's epoch
+/// advanced every tick (viceroy's own epoch thread does not survive a fork, and without
+/// ticks a guest never yields, so it could never be stopped), and a test process that dies
+/// mid-request taking its worker along: the thread waits a tick at a time for the peer to
+/// hang up (without reading what it sends), and exits. One thread rather than two: every
+/// thread of a worker is one more start and exit, and one more CPU its copy-on-write faults
+/// must flush.
+fn tick_until_the_test_hangs_up(stream: &UnixStream, advance_epoch: impl Fn() + Send + 'static) {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
     let Ok(watched) = stream.try_clone() else {
         exit(1)
+    };
+    let tick = crate::executor::guest::viceroy_compat::WORKER_EPOCH_TICK;
+    let tick = Timespec {
+        tv_sec: 0,
+        tv_nsec: i64::from(tick.subsec_nanos()),
     };
     std::thread::spawn(move || {
         let gone = PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR;
         loop {
             let mut watch = [PollFd::new(&watched, PollFlags::RDHUP)];
-            if poll(&mut watch, None).is_ok() && watch[0].revents().intersects(gone) {
+            if poll(&mut watch, Some(&tick)).is_ok() && watch[0].revents().intersects(gone) {
                 exit(0);
             }
+            advance_epoch();
         }
     });
 }
