@@ -21,6 +21,19 @@ pub(crate) struct Manifest {
 
 impl Manifest {
     pub(crate) fn read(service: &str, path: &Path) -> Result<Self, EdgeError> {
+        let base = std::env::current_dir().unwrap_or_default();
+        Self::read_for(service, path, &base, &|name| std::env::var(name).ok())
+    }
+
+    /// [`read`](Self::read) for another process: relative paths resolved against its working
+    /// directory `base`, `env = ..` secrets read from its environment `var` (the runner
+    /// server reads a thin runner's manifest so).
+    pub(crate) fn read_for(
+        service: &str,
+        path: &Path,
+        base: &Path,
+        var: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, EdgeError> {
         let error = |reason: String| EdgeError::Manifest {
             service: service.to_owned(),
             path: path.to_owned(),
@@ -30,14 +43,12 @@ impl Manifest {
             std::fs::read_to_string(path).map_err(|e| error(format!("cannot read it: {e}")))?;
         // Before viceroy reads them: its error for a missing file names neither the file
         // nor where a relative path was looked for.
-        if let Ok(table) = text.parse::<toml::Table>() {
-            let base = std::env::current_dir().unwrap_or_default();
-            if let Some(missing) = missing_files(&table, &base).into_iter().next() {
-                return Err(error(missing));
-            }
+        if let Ok(table) = text.parse::<toml::Table>()
+            && let Some(missing) = missing_files(&table, base).into_iter().next()
+        {
+            return Err(error(missing));
         }
-        let text =
-            self_contained(&text, &std::env::current_dir().unwrap_or_default()).map_err(error)?;
+        let text = self_contained(&text, base, var).map_err(error)?;
         let (mut backends, mut config_stores) = declared(&text).map_err(error)?;
         backends.sort();
         config_stores.sort();
@@ -102,8 +113,17 @@ fn declared_stores(text: &str, sections: &[&str]) -> Vec<String> {
 /// directory, as viceroy would resolve them), and secrets read from the environment
 /// (`env = ..`) given as data. The shared host reads it, whatever its own directory and
 /// environment. Unchanged text when there is nothing to resolve.
-fn self_contained(text: &str, base: &Path) -> Result<String, String> {
-    fn walk(value: &mut toml::Value, base: &Path, changed: &mut bool) {
+fn self_contained(
+    text: &str,
+    base: &Path,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
+    fn walk(
+        value: &mut toml::Value,
+        base: &Path,
+        var: &dyn Fn(&str) -> Option<String>,
+        changed: &mut bool,
+    ) {
         match value {
             toml::Value::Table(table) => {
                 for (key, value) in table.iter_mut() {
@@ -115,11 +135,11 @@ fn self_contained(text: &str, base: &Path) -> Result<String, String> {
                             *file = base.join(file.as_str()).display().to_string();
                             *changed = true;
                         }
-                        _ => walk(value, base, changed),
+                        _ => walk(value, base, var, changed),
                     }
                 }
-                if let Some(toml::Value::String(var)) = table.get("env")
-                    && let Ok(secret) = std::env::var(var)
+                if let Some(toml::Value::String(name)) = table.get("env")
+                    && let Some(secret) = var(name)
                 {
                     table.remove("env");
                     table.insert("data".to_owned(), toml::Value::String(secret));
@@ -128,7 +148,7 @@ fn self_contained(text: &str, base: &Path) -> Result<String, String> {
             }
             toml::Value::Array(items) => {
                 for item in items {
-                    walk(item, base, changed);
+                    walk(item, base, var, changed);
                 }
             }
             _ => {}
@@ -140,7 +160,7 @@ fn self_contained(text: &str, base: &Path) -> Result<String, String> {
     };
     let mut changed = false;
     if let Some(local) = table.get_mut("local_server") {
-        walk(local, base, &mut changed);
+        walk(local, base, var, &mut changed);
     }
     Ok(if changed {
         table.to_string()
@@ -208,7 +228,9 @@ mod tests {
             [local_server.secret_stores]
             keys = [{ key = "home", env = "HOME" }, { key = "abs", file = "/etc/hostname" }]
         "#;
-        let resolved: toml::Table = self_contained(text, Path::new("/work/crate"))
+        // The environment of the process the manifest is read for, not this one's.
+        let var = |name: &str| (name == "HOME").then(|| "/home/caller".to_owned());
+        let resolved: toml::Table = self_contained(text, Path::new("/work/crate"), &var)
             .unwrap()
             .parse()
             .unwrap();
@@ -218,14 +240,11 @@ mod tests {
             Some("/work/crate/data/settings.json")
         );
         let keys = local["secret_stores"]["keys"].as_array().unwrap();
-        assert_eq!(
-            keys[0]["data"].as_str(),
-            std::env::var("HOME").ok().as_deref()
-        );
+        assert_eq!(keys[0]["data"].as_str(), Some("/home/caller"));
         assert!(keys[0].get("env").is_none());
         assert_eq!(keys[1]["file"].as_str(), Some("/etc/hostname"));
         let plain = "[local_server.backends.api]\nurl = \"https://x\"\n";
-        assert_eq!(self_contained(plain, Path::new("/x")).unwrap(), plain);
+        assert_eq!(self_contained(plain, Path::new("/x"), &var).unwrap(), plain);
     }
 
     #[test]

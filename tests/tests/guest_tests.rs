@@ -517,8 +517,17 @@ fn server_log_of(whole: &Path) -> Option<PathBuf> {
         Some(runtime) if !runtime.is_empty() => PathBuf::from(runtime).join("edge-test"),
         _ => std::env::temp_dir().join(format!("edge-test-{uid}")),
     };
+    // As the thin runner names it, up to the settings' hash: an inode of a copy removed
+    // earlier may be this copy's again.
     let meta = std::fs::metadata(whole).unwrap();
-    let named = format!("runner-{:x}-{:x}-", meta.dev(), meta.ino());
+    let named = format!(
+        "runner-{:x}-{:x}-{:x}-{:x}.{:x}-",
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    );
     std::fs::read_dir(dir)
         .ok()?
         .flatten()
@@ -737,4 +746,59 @@ fn the_thin_runner_without_the_whole_one_names_the_fix() {
     assert_eq!(ran.code, Some(2), "{}{}", ran.stdout, ran.stderr);
     ran.assert_has("guest-test-runner-host is not there");
     ran.assert_has("cargo install edge-test");
+}
+
+/// The server reads a call's manifest as the caller's own process would: `--fastly-toml`
+/// and the store files it names relative to the caller's working directory, not the
+/// server's. A store that moved to a file changes the module's template too: the answer is
+/// the file's.
+#[test]
+fn the_runner_server_reads_a_manifest_relative_to_the_callers_directory() {
+    let dir = scratch_dir("runner-server-relative");
+    let text = std::fs::read_to_string(guest_dir().join("fastly.toml")).unwrap();
+    let inline = "    format = \"inline-toml\"\n    [local_server.config_stores.settings.contents]\n    greeting = \"hello from fastly.toml\"\n";
+    assert!(
+        text.contains(inline),
+        "the guest's manifest changed:\n{text}"
+    );
+    let text = text.replace(
+        inline,
+        "    format = \"json\"\n    file = \"store/settings.json\"\n",
+    );
+    std::fs::write(dir.join("fastly.toml"), text).unwrap();
+    std::fs::create_dir(dir.join("store")).unwrap();
+    std::fs::write(
+        dir.join("store/settings.json"),
+        r#"{ "greeting": "hello from fastly.toml" }"#,
+    )
+    .unwrap();
+    let test = "passing::reads_the_config_store_fastly_toml_declares";
+    let call = || {
+        Ran::from(
+            Command::new(RUNNER)
+                .args(["--fastly-toml", "fastly.toml"])
+                .arg(module())
+                .args([test, "--exact"])
+                .env("CARGO_MANIFEST_DIR", &*dir)
+                .current_dir(&*dir)
+                .output()
+                .unwrap(),
+        )
+    };
+    // The first may find no server (the whole runner runs it); the second is the server's.
+    let first = call();
+    assert_eq!(first.code, Some(0), "{}{}", first.stdout, first.stderr);
+    wait_for_server_log(Path::new(&format!("{RUNNER}-host")), "listening on");
+    let second = call();
+    assert_eq!(second.code, Some(0), "{}{}", second.stdout, second.stderr);
+    second.assert_has("test result: ok. 1 passed");
+    let log = server_log_of(Path::new(&format!("{RUNNER}-host"))).unwrap();
+    let served = std::fs::read_to_string(log).unwrap();
+    assert!(
+        served.contains(&format!(
+            "--fastly-toml fastly.toml {} {test} --exact`: exit status 0",
+            module().display()
+        )),
+        "the server did not run it:\n{served}"
+    );
 }

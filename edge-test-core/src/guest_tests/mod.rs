@@ -201,7 +201,11 @@ impl Suite {
             }
         }
         let manifest_path = fastly_toml(args.fastly_toml.as_deref(), env)?;
-        let manifest = Manifest::read(&program, &manifest_path).map_err(|e| e.to_string())?;
+        // As the caller's own process would read it: its directory, its environment.
+        let manifest = Manifest::read_for(&program, &manifest_path, &env.cwd, &|name| {
+            env.var(name).map(str::to_owned)
+        })
+        .map_err(|e| e.to_string())?;
         let (loopback, off_loopback) = backend_targets(&manifest)?;
         let timeout = match args.timeout {
             Some(limit) => limit,
