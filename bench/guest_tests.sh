@@ -31,7 +31,8 @@ fi
 # The runner as `cargo install` builds it (BENCH_RUNNER_PROFILE=release) or, by default, the
 # workspace's dev build (its dependencies optimized, edge-test's own code not).
 profile="${BENCH_RUNNER_PROFILE:-dev}"
-cargo build -q -p edge-test --bin edge-test-runner --profile "$profile"
+# The thin runner and the whole one beside it, which it runs and which starts its server.
+cargo build -q -p edge-test --bin edge-test-runner --bin edge-test-runner-host --profile "$profile"
 runner="$target/$([ "$profile" = dev ] && echo debug || echo "$profile")/edge-test-runner"
 
 # guest_crate DIR TESTS: a guest crate with TESTS unit tests.
