@@ -587,6 +587,7 @@ fn wait_for_server_log(whole: &Path, text: &str) -> PathBuf {
 #[test]
 fn nextests_calls_are_served_by_the_runner_server_as_the_whole_runner_serves_them() {
     let dir = scratch_dir("runner-server-serves");
+    let _servers = KillServersFrom(&dir);
     let (thin, whole) = runners_in(&dir);
     // The first call finds no server: the whole runner runs it and starts one.
     let first = run_with(&thin, &["passing::greets", "--exact"], &[]);
@@ -654,11 +655,19 @@ fn nextests_calls_are_served_by_the_runner_server_as_the_whole_runner_serves_the
             "{call:?} not in the server's log:\n{served}"
         );
     }
-    kill_servers_from(&dir);
 }
 
-/// Kills every process running a binary in `dir` (the servers of copied runners), so that
-/// none is left for its idle limit.
+/// Kills the servers of the runners copied into a directory when dropped, the test passed
+/// or not: none is left for its idle limit.
+struct KillServersFrom<'d>(&'d Path);
+
+impl Drop for KillServersFrom<'_> {
+    fn drop(&mut self) {
+        kill_servers_from(self.0);
+    }
+}
+
+/// Kills every process running a binary in `dir` (the servers of copied runners).
 fn kill_servers_from(dir: &Path) {
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = entry
@@ -682,6 +691,7 @@ fn kill_servers_from(dir: &Path) {
 #[test]
 fn a_stopped_or_killed_runner_server_leaves_the_call_to_the_whole_runner() {
     let dir = scratch_dir("runner-server-faults");
+    let _servers = KillServersFrom(&dir);
     let (thin, whole) = runners_in(&dir);
     let first = run_with(&thin, &["passing::greets", "--exact"], &[]);
     assert_eq!(first.code, Some(0), "{}{}", first.stdout, first.stderr);
@@ -732,7 +742,6 @@ fn a_stopped_or_killed_runner_server_leaves_the_call_to_the_whole_runner() {
     let ran = looping.join().unwrap();
     assert_eq!(ran.code, Some(101), "{}{}", ran.stdout, ran.stderr);
     ran.assert_has("the test ran past its time limit of 1.5s and was stopped");
-    kill_servers_from(&dir);
 }
 
 /// The thin runner alone, without the whole runner beside it: an error saying how to
