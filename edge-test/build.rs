@@ -1,7 +1,7 @@
-//! The binaries (edge-test-runner above all: nextest starts one per test) are linked as
-//! fixed-address executables on Linux: a position-independent one of this size spends most
-//! of its start applying relocations, each a page fault and a copy. See BENCHMARKS.md,
-//! "Unit tests inside the guest".
+//! The binaries are linked as fixed-address executables on Linux: a position-independent
+//! one of the whole runner's size (edge-test-runner-host, which the thin edge-test-runner
+//! runs whenever no runner server answers) spends most of its start applying relocations,
+//! each a page fault and a copy. See BENCHMARKS.md, "Unit tests inside the guest".
 fn main() {
     let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
