@@ -29,6 +29,7 @@ mod process_backend;
 mod response;
 mod service;
 pub mod snapshot;
+mod staying_threads;
 mod sync;
 mod test_runner;
 mod wire;

@@ -112,10 +112,9 @@ pub(crate) fn start_server_for_thin_runner() {
     }
 }
 
-/// Calls served now, threads waiting for the next, and when the last call ended.
+/// Calls served now, and when the last one ended.
 struct Activity {
     serving: AtomicUsize,
-    waiting: AtomicUsize,
     last: Mutex<Instant>,
 }
 
@@ -139,33 +138,17 @@ fn serve_forever(socket: PathBuf) -> ! {
     remove_stale_servers(&socket);
     let activity = Arc::new(Activity {
         serving: AtomicUsize::new(0),
-        waiting: AtomicUsize::new(0),
         last: Mutex::new(Instant::now()),
     });
     exit_when_idle(activity.clone(), socket);
-    accept_and_serve(Arc::new(listener), activity)
-}
-
-/// Accepts calls and serves them, on threads that stay: a thread per call cost the server
-/// half its time (its stack mapped and unmapped, its start, its exit). Whenever the last
-/// waiting thread takes a call, it starts another first, so calls never wait for one
-/// another; the threads number the most calls served at once, plus one.
-fn accept_and_serve(listener: Arc<UnixListener>, activity: Arc<Activity>) -> ! {
-    loop {
-        activity.waiting.fetch_add(1, Ordering::SeqCst);
-        let accepted = listener.accept();
-        if activity.waiting.fetch_sub(1, Ordering::SeqCst) == 1 {
-            let (listener, activity) = (listener.clone(), activity.clone());
-            std::thread::spawn(move || accept_and_serve(listener, activity));
-        }
-        let Ok((stream, _)) = accepted else { continue };
+    crate::staying_threads::serve_forever(listener, move |stream| {
         activity.serving.fetch_add(1, Ordering::SeqCst);
         // A panic (a bug of edge-test's) ends this call, whose thin runner then sees it cut
-        // short, not the thread or the count.
+        // short, not the count.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(stream)));
         *crate::sync::lock(&activity.last) = Instant::now();
         activity.serving.fetch_sub(1, Ordering::SeqCst);
-    }
+    })
 }
 
 /// Listens at `socket`, unless another server answers there already; a socket left by one

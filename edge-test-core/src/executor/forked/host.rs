@@ -80,8 +80,6 @@ struct Host {
     live_workers: AtomicUsize,
     /// Tests being set up (a template may be compiling for them): not idle either.
     arriving: AtomicUsize,
-    /// Threads waiting in `accept` for the next test (`accept_and_serve`).
-    accepting: AtomicUsize,
     last_activity: Mutex<Instant>,
 }
 
@@ -137,7 +135,6 @@ pub(super) fn run(socket: PathBuf) -> ! {
         routes: Routes::default(),
         live_workers: AtomicUsize::new(0),
         arriving: AtomicUsize::new(0),
-        accepting: AtomicUsize::new(0),
         last_activity: Mutex::new(Instant::now()),
     });
     spawn_reaper(host.clone());
@@ -147,30 +144,14 @@ pub(super) fn run(socket: PathBuf) -> ! {
         std::process::id(),
         socket.display()
     ));
-    accept_and_serve(host, Arc::new(listener))
-}
-
-/// Accepts tests and serves them, on threads that stay: a thread started per test was a
-/// good part of the host's time per test (its stack mapped and unmapped, its start and
-/// exit). Whenever the last waiting thread takes a test, it starts another first, so a test
-/// never waits for another's compile; the threads number the most tests arriving at once,
-/// plus one.
-fn accept_and_serve(host: Arc<Host>, listener: Arc<UnixListener>) -> ! {
-    loop {
-        host.accepting.fetch_add(1, Ordering::SeqCst);
-        let accepted = listener.accept();
-        if host.accepting.fetch_sub(1, Ordering::SeqCst) == 1 {
-            let (host, listener) = (host.clone(), listener.clone());
-            std::thread::spawn(move || accept_and_serve(host, listener));
-        }
-        let Ok((stream, _)) = accepted else { continue };
+    crate::staying_threads::serve_forever(listener, move |stream| {
         *crate::sync::lock(&host.last_activity) = Instant::now();
         host.arriving.fetch_add(1, Ordering::SeqCst);
         // Left even if serving panics: a count never brought down would keep the host from
-        // ever going idle. A panic ends only this thread; the others accept.
+        // ever going idle.
         let _leave = Leave(&host);
         serve_test(&host, stream);
-    }
+    })
 }
 
 /// A test's arrival, counted in `Host::arriving` from the accept until its thread ends.
