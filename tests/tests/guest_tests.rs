@@ -667,7 +667,7 @@ impl Drop for KillServersFrom<'_> {
     }
 }
 
-/// Kills every process running a binary in `dir` (the servers of copied runners).
+/// Kills every runner server running a binary in `dir` (those of copied runners).
 fn kill_servers_from(dir: &Path) {
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = entry
@@ -678,7 +678,10 @@ fn kill_servers_from(dir: &Path) {
             continue;
         };
         let exe = std::fs::read_link(entry.path().join("exe")).unwrap_or_default();
-        if exe.starts_with(dir) {
+        // Servers only: a host the copied whole runner started (when none ran) serves every
+        // test of this build, and its workers run the other tests' guests.
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if exe.starts_with(dir) && comm.trim_end() == "edge-test runs" {
             // SAFETY: a signal to a process of a binary this test copied and ran.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
@@ -705,7 +708,6 @@ fn a_stopped_or_killed_runner_server_leaves_the_call_to_the_whole_runner() {
         &["passing::greets", "--exact"],
         &[("EDGE_TEST_HOST_ANSWER_MS", "300")],
     );
-    unsafe { libc::kill(stopped, libc::SIGKILL) };
     assert_eq!(
         passed_by.code,
         Some(0),
@@ -714,6 +716,8 @@ fn a_stopped_or_killed_runner_server_leaves_the_call_to_the_whole_runner() {
         passed_by.stderr
     );
     passed_by.assert_has("test result: ok. 1 passed");
+    // The thin runner stopped the stuck server: it is not left behind, stopped forever.
+    wait_until_gone(stopped);
     // The whole runner started a server in its place.
     let replaced = (0..200)
         .find_map(|_| {
@@ -742,6 +746,54 @@ fn a_stopped_or_killed_runner_server_leaves_the_call_to_the_whole_runner() {
     let ran = looping.join().unwrap();
     assert_eq!(ran.code, Some(101), "{}{}", ran.stdout, ran.stderr);
     ran.assert_has("the test ran past its time limit of 1.5s and was stopped");
+}
+
+/// Waits, within a bound, for process `pid` to have ended (gone, or a zombie).
+#[track_caller]
+fn wait_until_gone(pid: i32) {
+    for _ in 0..200 {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = state.rsplit_once(") ").map_or("", |(_, rest)| rest);
+        if state.is_empty() || state.starts_with('Z') {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("process {pid} is still there");
+}
+
+/// A server stopped while it runs a test: the thin runner, watching its pid, notices within
+/// the answer limit, stops it for good, and the whole runner runs the test again, to its
+/// own result.
+#[test]
+fn a_runner_server_stopped_mid_test_is_replaced_and_the_test_run_again() {
+    let dir = scratch_dir("runner-server-stopped");
+    let _servers = KillServersFrom(&dir);
+    let (thin, whole) = runners_in(&dir);
+    let first = run_with(&thin, &["passing::greets", "--exact"], &[]);
+    assert_eq!(first.code, Some(0), "{}{}", first.stdout, first.stderr);
+    let log = wait_for_server_log(&whole, "listening on");
+    let server = server_pid(&log).unwrap();
+    let looping = {
+        let thin = thin.clone();
+        std::thread::spawn(move || {
+            run_with(
+                &thin,
+                &["slow::loops_forever", "--exact"],
+                &[
+                    ("EDGE_TEST_GUEST_TIMEOUT_MS", "2000"),
+                    ("EDGE_TEST_HOST_ANSWER_MS", "1000"),
+                ],
+            )
+        })
+    };
+    wait_for_server_log(&whole, "slow::loops_forever --exact`");
+    // SAFETY: a signal to a process this test's runner started.
+    unsafe { libc::kill(server, libc::SIGSTOP) };
+    let ran = looping.join().unwrap();
+    assert_eq!(ran.code, Some(101), "{}{}", ran.stdout, ran.stderr);
+    ran.assert_has("the test ran past its time limit of 2s and was stopped");
+    wait_until_gone(server);
 }
 
 /// The thin runner alone, without the whole runner beside it: an error saying how to

@@ -26,8 +26,8 @@
 //!   the number of environment entries (u32 LE) and each as `NAME=VALUE`; every string is
 //!   its length (u32 LE) and its bytes.
 //! - server -> thin runner: frames of a kind byte, a length (u32 LE) and that many bytes:
-//!   [`ACCEPTED`] (8 bytes: how many milliseconds, u64 LE, the thin runner may wait for each
-//!   later frame), [`STDOUT`] and [`STDERR`] (bytes to write there), [`EXIT`] (one byte: the
+//!   [`ACCEPTED`] (12 bytes: how many milliseconds, u64 LE, the call may take in all, and
+//!   the server's pid, u32 LE, which the thin runner watches for being stopped meanwhile), [`STDOUT`] and [`STDERR`] (bytes to write there), [`EXIT`] (one byte: the
 //!   exit status; the last frame), or [`RUN_IT_YOURSELF`] (nothing; the last frame).
 
 use std::collections::BTreeMap;
@@ -245,7 +245,9 @@ fn serve(mut stream: UnixStream) {
         // bounds it. A thin runner that waits longer is facing a stuck host.
         let patience = crate::executor::TEMPLATE_COMPILE_LIMIT + suite.timeout * 2;
         let millis = u64::try_from(patience.as_millis()).unwrap_or(u64::MAX);
-        if send_frame(&stream, ACCEPTED, &millis.to_le_bytes()).is_err() {
+        let mut accepted = millis.to_le_bytes().to_vec();
+        accepted.extend_from_slice(&std::process::id().to_le_bytes());
+        if send_frame(&stream, ACCEPTED, &accepted).is_err() {
             return;
         }
     }

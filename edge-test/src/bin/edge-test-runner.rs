@@ -28,7 +28,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The first bytes of a call (`thin_runner::CALL_MAGIC`).
 const CALL_MAGIC: u32 = 0xED6E_7E57;
@@ -152,13 +152,17 @@ fn hand_to_server(socket: &Path, args: &[OsString]) -> Handed {
     let Ok(mut stream) = UnixStream::connect(socket) else {
         return Handed::NotRun;
     };
-    if stream.write_all(&call(args)).is_err()
-        || stream.set_read_timeout(Some(host_answer())).is_err()
-    {
+    let answer = host_answer();
+    if stream.write_all(&call(args)).is_err() || stream.set_read_timeout(Some(answer)).is_err() {
         return Handed::NotRun;
     }
     let (mut stdout, mut stderr) = (std::io::stdout().lock(), std::io::stderr().lock());
-    let (mut accepted, mut wrote) = (false, false);
+    let mut wrote = false;
+    // Once the server has accepted: its pid, how long the call may take, and how long the
+    // server has been seen stopped.
+    let mut accepted: Option<(u32, Duration)> = None;
+    let started = Instant::now();
+    let mut stopped_since: Option<Instant> = None;
     let lost = |why: &str| {
         Handed::Lost(format!(
             "{why}; its log is {}",
@@ -168,18 +172,37 @@ fn hand_to_server(socket: &Path, args: &[OsString]) -> Handed {
     loop {
         let (kind, bytes) = match frame(&mut stream) {
             Ok(frame) => frame,
-            Err(e) if !accepted && is_timeout(&e) => {
-                // A stopped or wedged server: the whole runner starts another in its place
-                // (this one keeps its listener, and nobody reaches it any more).
-                let _ = std::fs::remove_file(socket);
-                return Handed::NotRun;
-            }
-            Err(_) if !wrote => return Handed::NotRun,
             Err(e) if is_timeout(&e) => {
+                let stuck = match accepted {
+                    // It did not even accept the call within the answer limit.
+                    None => true,
+                    Some((_, patience)) if started.elapsed() > patience => true,
+                    // Stopped (SIGSTOP, a debugger) for the answer limit: it will not finish.
+                    Some((pid, _)) => match (is_stopped(pid), stopped_since) {
+                        (false, _) => {
+                            stopped_since = None;
+                            false
+                        }
+                        (true, None) => {
+                            stopped_since = Some(Instant::now());
+                            false
+                        }
+                        (true, Some(since)) => since.elapsed() >= answer,
+                    },
+                };
+                if !stuck {
+                    continue;
+                }
+                replace_stuck_server(socket, accepted.map(|(pid, _)| pid));
+                if !wrote {
+                    return Handed::NotRun;
+                }
                 return lost(
-                    "the edge-test runner server did not finish the test in time: it is stuck",
+                    "the edge-test runner server did not finish the test: it is stuck (stopped \
+                     or wedged), and was stopped",
                 );
             }
+            Err(_) if !wrote => return Handed::NotRun,
             Err(e) => {
                 return lost(&format!(
                     "the edge-test runner server stopped before the test finished ({e})"
@@ -188,14 +211,19 @@ fn hand_to_server(socket: &Path, args: &[OsString]) -> Handed {
         };
         match kind {
             ACCEPTED => {
-                accepted = true;
                 let patience = bytes
                     .first_chunk::<8>()
                     .map_or(u64::MAX, |ms| u64::from_le_bytes(*ms));
-                if stream
-                    .set_read_timeout(Some(Duration::from_millis(patience.max(1))))
-                    .is_err()
-                {
+                let pid = bytes
+                    .get(8..12)
+                    .and_then(|pid| pid.try_into().ok())
+                    .map_or(0, u32::from_le_bytes);
+                accepted = Some((pid, Duration::from_millis(patience)));
+                // From now on the server is watched a second at a time (a test may run long).
+                let slice = answer
+                    .min(Duration::from_secs(1))
+                    .max(Duration::from_millis(1));
+                if stream.set_read_timeout(Some(slice)).is_err() {
                     return Handed::NotRun;
                 }
             }
@@ -220,6 +248,38 @@ fn hand_to_server(socket: &Path, args: &[OsString]) -> Handed {
                 ));
             }
         }
+    }
+}
+
+/// Whether process `pid` is stopped (its state in /proc: `T`, or `t` under a tracer).
+fn is_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+    })
+}
+
+/// A server that is stuck: its socket removed (the whole runner starts another in its
+/// place) and, when it is known and still a runner server, the process killed, as the host's
+/// clients replace a stuck host: stopped, it would never leave on its own.
+fn replace_stuck_server(socket: &Path, pid: Option<u32>) {
+    let _ = std::fs::remove_file(socket);
+    // Before it accepted anything, its pid is the first line of its log.
+    let pid = pid.filter(|pid| *pid != 0).or_else(|| {
+        let log = std::fs::read_to_string(socket.with_extension("log")).ok()?;
+        log.lines()
+            .next()?
+            .strip_prefix("edge-test runner server ")?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    });
+    let Some(pid) = pid else { return };
+    let is_server = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|comm| comm.trim_end() == "edge-test runs");
+    if let (true, Some(pid)) = (is_server, rustix::process::Pid::from_raw(pid as i32)) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
     }
 }
 
