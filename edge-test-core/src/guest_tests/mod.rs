@@ -14,7 +14,9 @@
 //!
 //! nextest lists with `--list --format terse [--ignored]` (passed through from the guest)
 //! and runs each test as `<name> --exact --nocapture [--ignored]`, which goes to the guest's
-//! libtest as it is, in one instance.
+//! libtest as it is, in one instance. Both calls reach this code in the runner server, on
+//! behalf of the thin `edge-test-runner` nextest starts (`thin_runner`); the rest in the
+//! whole runner's own process (`main`).
 
 mod args;
 mod report;
@@ -78,7 +80,8 @@ pub fn main() -> ExitCode {
 }
 
 /// What the runner sees of the process that called it: its environment and working
-/// directory. Its own, or, when the host runs a call for a thin runner, the thin runner's.
+/// directory. Its own, or, when the runner server runs a call for a thin runner, the thin
+/// runner's.
 #[derive(Debug)]
 pub(crate) struct CallEnv {
     vars: BTreeMap<String, String>,
