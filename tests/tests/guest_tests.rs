@@ -588,11 +588,7 @@ fn wait_for_server_log(whole: &Path, text: &str) -> PathBuf {
 fn nextests_calls_are_served_by_the_runner_server_as_the_whole_runner_serves_them() {
     let dir = scratch_dir("runner-server-serves");
     let _servers = KillServersFrom(&dir);
-    let (thin, whole) = runners_in(&dir);
-    // The first call finds no server: the whole runner runs it and starts one.
-    let first = run_with(&thin, &["passing::greets", "--exact"], &[]);
-    assert_eq!(first.code, Some(0), "{}{}", first.stdout, first.stderr);
-    wait_for_server_log(&whole, "listening on");
+    let (thin, whole, _) = server_started(&dir);
 
     let listed = run_with(&thin, &["--list", "--format", "terse"], &[]);
     assert_eq!(listed.code, Some(0), "{}", listed.stderr);
@@ -695,11 +691,7 @@ fn kill_servers_from(dir: &Path) {
 fn a_stopped_or_killed_runner_server_leaves_the_call_to_the_whole_runner() {
     let dir = scratch_dir("runner-server-faults");
     let _servers = KillServersFrom(&dir);
-    let (thin, whole) = runners_in(&dir);
-    let first = run_with(&thin, &["passing::greets", "--exact"], &[]);
-    assert_eq!(first.code, Some(0), "{}{}", first.stdout, first.stderr);
-    let log = wait_for_server_log(&whole, "listening on");
-    let stopped = server_pid(&log).unwrap();
+    let (thin, whole, stopped) = server_started(&dir);
 
     // SAFETY: signals to a process this test started.
     unsafe { libc::kill(stopped, libc::SIGSTOP) };
@@ -731,21 +723,48 @@ fn a_stopped_or_killed_runner_server_leaves_the_call_to_the_whole_runner() {
         .expect("a new runner server");
 
     // Killed mid-test: a loop with a short limit, the server killed while it runs.
-    let looping = {
-        let thin = thin.clone();
-        std::thread::spawn(move || {
-            run_with(
-                &thin,
-                &["slow::loops_forever", "--exact"],
-                &[("EDGE_TEST_GUEST_TIMEOUT_MS", "1500")],
-            )
-        })
-    };
-    wait_for_server_log(&whole, "slow::loops_forever --exact`");
-    unsafe { libc::kill(replaced, libc::SIGKILL) };
-    let ran = looping.join().unwrap();
+    let ran = loop_while(
+        &thin,
+        &whole,
+        &[("EDGE_TEST_GUEST_TIMEOUT_MS", "1500")],
+        || {
+            // SAFETY: a signal to a process this test's runner started.
+            unsafe { libc::kill(replaced, libc::SIGKILL) };
+        },
+    );
     assert_eq!(ran.code, Some(101), "{}{}", ran.stdout, ran.stderr);
     ran.assert_has("the test ran past its time limit of 1.5s and was stopped");
+}
+
+/// Runners copied into `dir` (`runners_in`), and the pid of the server their first call
+/// started: that call finds no server, so the whole runner runs it and starts one.
+fn server_started(dir: &Path) -> (PathBuf, PathBuf, i32) {
+    let (thin, whole) = runners_in(dir);
+    let first = run_with(&thin, &["passing::greets", "--exact"], &[]);
+    assert_eq!(first.code, Some(0), "{}{}", first.stdout, first.stderr);
+    let log = wait_for_server_log(&whole, "listening on");
+    let pid = server_pid(&log).unwrap();
+    (thin, whole, pid)
+}
+
+/// Runs the guest's looping test through `thin` with `vars`, does `meanwhile` once the
+/// server of `whole` runs it, and returns how the call ended.
+fn loop_while(thin: &Path, whole: &Path, vars: &[(&str, &str)], meanwhile: impl FnOnce()) -> Ran {
+    let looping = {
+        let thin = thin.to_owned();
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        std::thread::spawn(move || {
+            let vars: Vec<(&str, &str)> =
+                vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            run_with(&thin, &["slow::loops_forever", "--exact"], &vars)
+        })
+    };
+    wait_for_server_log(whole, "slow::loops_forever --exact`");
+    meanwhile();
+    looping.join().unwrap()
 }
 
 /// Waits, within a bound, for process `pid` to have ended (gone, or a zombie).
@@ -769,28 +788,15 @@ fn wait_until_gone(pid: i32) {
 fn a_runner_server_stopped_mid_test_is_replaced_and_the_test_run_again() {
     let dir = scratch_dir("runner-server-stopped");
     let _servers = KillServersFrom(&dir);
-    let (thin, whole) = runners_in(&dir);
-    let first = run_with(&thin, &["passing::greets", "--exact"], &[]);
-    assert_eq!(first.code, Some(0), "{}{}", first.stdout, first.stderr);
-    let log = wait_for_server_log(&whole, "listening on");
-    let server = server_pid(&log).unwrap();
-    let looping = {
-        let thin = thin.clone();
-        std::thread::spawn(move || {
-            run_with(
-                &thin,
-                &["slow::loops_forever", "--exact"],
-                &[
-                    ("EDGE_TEST_GUEST_TIMEOUT_MS", "2000"),
-                    ("EDGE_TEST_HOST_ANSWER_MS", "1000"),
-                ],
-            )
-        })
-    };
-    wait_for_server_log(&whole, "slow::loops_forever --exact`");
-    // SAFETY: a signal to a process this test's runner started.
-    unsafe { libc::kill(server, libc::SIGSTOP) };
-    let ran = looping.join().unwrap();
+    let (thin, whole, server) = server_started(&dir);
+    let vars = [
+        ("EDGE_TEST_GUEST_TIMEOUT_MS", "2000"),
+        ("EDGE_TEST_HOST_ANSWER_MS", "1000"),
+    ];
+    let ran = loop_while(&thin, &whole, &vars, || {
+        // SAFETY: a signal to a process this test's runner started.
+        unsafe { libc::kill(server, libc::SIGSTOP) };
+    });
     assert_eq!(ran.code, Some(101), "{}{}", ran.stdout, ran.stderr);
     ran.assert_has("the test ran past its time limit of 2s and was stopped");
     wait_until_gone(server);
