@@ -44,6 +44,19 @@ pub(crate) fn warn(message: &str) {
 /// seconds; far beyond that the host is not compiling but stuck).
 pub(crate) const TEMPLATE_COMPILE_LIMIT: std::time::Duration = std::time::Duration::from_secs(180);
 
+/// How long the host (with no worker and no new test) and the runner server (with no new
+/// call) wait before they exit: long enough for an edit-run loop to find its templates
+/// compiled (`EDGE_TEST_HOST_IDLE_MS`, default five minutes).
+pub(crate) fn idle_limit() -> std::time::Duration {
+    std::env::var("EDGE_TEST_HOST_IDLE_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map_or(
+            std::time::Duration::from_secs(5 * 60),
+            std::time::Duration::from_millis,
+        )
+}
+
 /// How much memory viceroy-lib 0.22 lets a guest have (its store limits, `linking.rs`):
 /// named when a guest runs out of it.
 pub(crate) const GUEST_MEMORY_MIB: usize = 128;

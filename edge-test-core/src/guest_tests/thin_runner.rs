@@ -31,7 +31,7 @@
 //!   exit status; the last frame), or [`RUN_IT_YOURSELF`] (nothing; the last frame).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::{LineWriter, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
@@ -59,9 +59,6 @@ const CALL_DEADLINE: Duration = Duration::from_secs(5);
 const SOCKET_ENV: &str = "EDGE_TEST_RUNNER_SOCKET";
 /// Set in the server's environment: the socket it listens on.
 const SERVE_ENV: &str = "EDGE_TEST_RUNNER_SERVE";
-/// How long the server waits for another call before it exits (`EDGE_TEST_HOST_IDLE_MS`,
-/// as the host: the edit-run loop finds both still there).
-const DEFAULT_IDLE: Duration = Duration::from_secs(300);
 
 /// In the whole runner's `main`: when asked (`EDGE_TEST_RUNNER_SERVE`), this process is the
 /// runner server, and never returns.
@@ -193,10 +190,8 @@ fn remove_stale_servers(own: &Path) {
 /// Exits once no call has come for the idle limit, removing its socket if it is still its
 /// own (a server started after it may have replaced it).
 fn exit_when_idle(activity: Arc<Activity>, socket: PathBuf) {
-    let idle = std::env::var("EDGE_TEST_HOST_IDLE_MS")
-        .ok()
-        .and_then(|ms| ms.parse().ok())
-        .map_or(DEFAULT_IDLE, Duration::from_millis);
+    // As the host's: the edit-run loop finds both still there.
+    let idle = crate::executor::idle_limit();
     let own = std::fs::metadata(&socket).map(|meta| meta.ino()).ok();
     std::thread::spawn(move || {
         loop {
@@ -242,7 +237,7 @@ fn serve(mut stream: UnixStream) {
     });
     if let Ok((suite, _)) = &prepared {
         // The template may have to be compiled first; past that the test's own limit
-        // bounds it. A thin runner that waits longer is facing a stuck host.
+        // bounds it. A thin runner that waits longer is facing a stuck server.
         let patience = crate::executor::TEMPLATE_COMPILE_LIMIT + suite.timeout * 2;
         let millis = u64::try_from(patience.as_millis()).unwrap_or(u64::MAX);
         let mut accepted = millis.to_le_bytes().to_vec();
@@ -252,15 +247,17 @@ fn serve(mut stream: UnixStream) {
         }
     }
     let code = {
+        // A frame a line, not a frame a write: `writeln!` writes a line in pieces. Lines
+        // keep their order across the two streams, as they did in the runner's process.
         let mut streams = Streams {
-            out: Box::new(Frames {
+            out: Box::new(LineWriter::new(Frames {
                 stream: &stream,
                 kind: STDOUT,
-            }),
-            err: Box::new(Frames {
+            })),
+            err: Box::new(LineWriter::new(Frames {
                 stream: &stream,
                 kind: STDERR,
-            }),
+            })),
         };
         pass_through_call(&prepared, &mut streams)
     };

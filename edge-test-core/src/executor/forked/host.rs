@@ -16,10 +16,6 @@ use crate::error::EdgeError;
 use crate::executor::SessionSpec;
 use crate::executor::guest::CompiledGuest;
 
-/// A host with no worker and no new test for this long exits (and removes its socket): long
-/// enough for an edit-run loop to find its templates compiled (`EDGE_TEST_HOST_IDLE_MS`).
-const DEFAULT_IDLE: Duration = Duration::from_secs(5 * 60);
-
 /// How many templates the host keeps (`EDGE_TEST_HOST_MAX_TEMPLATES`): the least recently
 /// used goes first once there are more.
 const DEFAULT_MAX_TEMPLATES: usize = 16;
@@ -502,11 +498,7 @@ fn spawn_reaper(host: Arc<Host>) {
 }
 
 fn spawn_idle_exit(host: Arc<Host>, socket: PathBuf) {
-    let idle = std::env::var("EDGE_TEST_HOST_IDLE_MS")
-        .ok()
-        .and_then(|ms| ms.parse().ok())
-        .map(Duration::from_millis)
-        .unwrap_or(DEFAULT_IDLE);
+    let idle = crate::executor::idle_limit();
     std::thread::spawn(move || {
         loop {
             std::thread::sleep(Duration::from_millis(100).min(idle));
