@@ -13,12 +13,22 @@ pub(crate) fn private_dir() -> Result<PathBuf, String> {
         Some(runtime) if !runtime.is_empty() => PathBuf::from(runtime).join("edge-test"),
         _ => std::env::temp_dir().join(format!("edge-test-{uid}")),
     };
-    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+    ensure_private(&dir)?;
+    Ok(dir)
+}
+
+/// Makes `dir` (its parent must exist) with mode 0700, or checks that it is a directory of
+/// this user's that no one else can reach; `Err` says what it is instead and what to do.
+/// Everything edge-test keeps in its private directory goes through here, so that no file
+/// of edge-test's makes that directory (or one in it) with the process's default mode first.
+pub(crate) fn ensure_private(dir: &Path) -> Result<(), String> {
+    let uid = rustix::process::getuid().as_raw();
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(cannot("create", &dir, &e)),
+        Err(e) => return Err(cannot("create", dir, &e)),
     }
-    let meta = std::fs::symlink_metadata(&dir).map_err(|e| cannot("stat", &dir, &e))?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| cannot("stat", dir, &e))?;
     if !meta.is_dir() || meta.uid() != uid || meta.permissions().mode() & 0o077 != 0 {
         return Err(format!(
             "{} is not a private directory of this user (it must be a directory owned by uid \
@@ -37,7 +47,7 @@ pub(crate) fn private_dir() -> Result<PathBuf, String> {
             meta.permissions().mode() & 0o7777,
         ));
     }
-    Ok(dir)
+    Ok(())
 }
 
 /// What went wrong with a file of edge-test's there, and what to do about it.

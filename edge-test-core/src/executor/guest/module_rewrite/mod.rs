@@ -101,13 +101,26 @@ impl ModuleToCompile {
     }
 }
 
-/// The module viceroy should compile for `wasm`: `wasm` itself, or a copy (cached under the
-/// system's temporary directory by content) without its DWARF (`dwarf`), rewritten when it
-/// imports a call edge-test wraps or (given `http_cache_shim`) Fastly's HTTP cache calls.
-/// `Err` says why it could not be rewritten; the caller then compiles it as it is.
+/// The module viceroy should compile for `wasm`: `wasm` itself, or a copy (cached by content
+/// in `modules` in this user's private directory, `private_dir`) without its DWARF
+/// (`dwarf`), rewritten when it imports a call edge-test wraps or (given `http_cache_shim`)
+/// Fastly's HTTP cache calls. `Err` says why it could not be rewritten; the caller then
+/// compiles it as it is.
 pub(crate) fn module_for(
     wasm: &Path,
     http_cache_shim: Option<&Path>,
+) -> Result<ModuleToCompile, String> {
+    module_cached_in(wasm, http_cache_shim, crate::private_dir::private_dir)
+}
+
+/// [`module_for`], with the private directory the cache goes in given by `private`, which is
+/// called only when there is something to cache. Private because a module found there is
+/// compiled and run: in a directory others could write, anyone could plant the code a test
+/// runs.
+fn module_cached_in(
+    wasm: &Path,
+    http_cache_shim: Option<&Path>,
+    private: impl FnOnce() -> Result<PathBuf, String>,
 ) -> Result<ModuleToCompile, String> {
     let bytes = std::fs::read(wasm).map_err(|e| format!("cannot read {}: {e}", wasm.display()))?;
     let bytes = if wasm.extension().is_some_and(|e| e == "wat") {
@@ -138,8 +151,8 @@ pub(crate) fn module_for(
     if wraps && viceroy_lib::adapt::is_component(&bytes) {
         return Err("it is a component, which edge-test does not rewrite".to_owned());
     }
-    let dir =
-        std::env::temp_dir().join(format!("edge-test-{}", rustix::process::getuid().as_raw()));
+    let dir = private()?.join("modules");
+    crate::private_dir::ensure_private(&dir)?;
     let module_hash = content_hash(&bytes);
     let hash = module_hash ^ shim.as_deref().map_or(0, content_hash).rotate_left(1);
     let rewritten_file = dir.join(format!("{hash:016x}-rewritten.wasm"));
@@ -181,7 +194,6 @@ pub(crate) fn module_for(
         (None, Some(stripped)) => (stripped, stripped_file, false),
         (None, None) => return Ok(ModuleToCompile::without_lines(wasm)),
     };
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     // Written whole, then renamed: a concurrent compile sees the old name or the whole file.
     let partial = dir.join(format!(".{}-{hash:016x}.partial", std::process::id()));
     std::fs::write(&partial, module)
@@ -482,6 +494,44 @@ mod tests {
             "cached by content"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_cache_lives_in_the_private_directory_and_refuses_one_others_can_write() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("edge-test-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let mut bytes = wat::parse_str("(module (func (export \"f\")))").unwrap();
+        bytes.extend_from_slice(b"\0\x0e\x0b.debug_info\x01\x02");
+        let guest = base.join("debug.wasm");
+        std::fs::write(&guest, &bytes).unwrap();
+        let private = base.join("edge-test");
+        let made_private = || {
+            crate::private_dir::ensure_private(&private)?;
+            Ok(private.clone())
+        };
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+
+        let compiled = module_cached_in(&guest, None, made_private).unwrap();
+        assert_eq!(compiled.path.parent(), Some(&*private.join("modules")));
+        assert_eq!(mode(&private), 0o700);
+        assert_eq!(mode(&private.join("modules")), 0o700);
+
+        // A cache directory anyone may write: a module planted there would be run.
+        std::fs::remove_dir_all(private.join("modules")).unwrap();
+        std::fs::create_dir(private.join("modules")).unwrap();
+        std::fs::set_permissions(private.join("modules"), PermissionsExt::from_mode(0o777))
+            .unwrap();
+        let refused = module_cached_in(&guest, None, made_private).unwrap_err();
+        assert!(
+            refused.contains("modules is not a private directory of this user"),
+            "{refused}"
+        );
+        // No private directory at all: the reason is the private directory's.
+        let none = module_cached_in(&guest, None, || Err("no private directory".to_owned()));
+        assert_eq!(none.unwrap_err(), "no private directory");
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
