@@ -63,6 +63,39 @@ pub(crate) struct ModuleToCompile {
     /// A file whose DWARF describes the compiled code (the guest's own module, when only its
     /// DWARF was left out), for a trap's file and line (`trap_lines`).
     pub(crate) dwarf: Option<DwarfFile>,
+    /// The memory file `path` names, when the module could not be cached: open as long as
+    /// this lives.
+    held: Option<MemoryFile>,
+}
+
+/// A module in an anonymous memory file, for when there is no private directory to cache it
+/// in (refused, or its disk full): viceroy compiles from a path, and `/proc/self/fd/<n>` is
+/// one for as long as the file is open.
+#[derive(Debug)]
+struct MemoryFile(std::os::fd::OwnedFd);
+
+impl MemoryFile {
+    fn holding(module: &[u8]) -> Result<Self, String> {
+        use rustix::fs::{MemfdFlags, memfd_create};
+        let fd = memfd_create("edge-test module", MemfdFlags::CLOEXEC)
+            .map_err(|e| format!("cannot make a memory file for it: {e}"))?;
+        let mut file = std::fs::File::from(fd);
+        std::io::Write::write_all(&mut file, module)
+            .map_err(|e| format!("cannot write its memory file: {e}"))?;
+        Ok(Self(file.into()))
+    }
+
+    fn path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/proc/self/fd/{}", self.0.as_raw_fd()))
+    }
+}
+
+impl PartialEq for MemoryFile {
+    fn eq(&self, other: &Self) -> bool {
+        use std::os::fd::AsRawFd;
+        self.0.as_raw_fd() == other.0.as_raw_fd()
+    }
 }
 
 /// The module file a trap's lines are read from, as it was when it was compiled.
@@ -97,6 +130,7 @@ impl ModuleToCompile {
         Self {
             path: path.to_owned(),
             dwarf: None,
+            held: None,
         }
     }
 }
@@ -151,29 +185,35 @@ fn module_cached_in(
     if wraps && viceroy_lib::adapt::is_component(&bytes) {
         return Err("it is a component, which edge-test does not rewrite".to_owned());
     }
-    let dir = private()?.join("modules");
-    crate::private_dir::ensure_private(&dir)?;
+    // Without a private directory the module is still compiled, from memory, every time.
+    let cache = private().and_then(|private| {
+        let dir = private.join("modules");
+        crate::private_dir::ensure_private(&dir).map(|()| dir)
+    });
     let module_hash = content_hash(&bytes);
     let hash = module_hash ^ shim.as_deref().map_or(0, content_hash).rotate_left(1);
-    let rewritten_file = dir.join(format!("{hash:016x}-rewritten.wasm"));
+    let rewritten_name = format!("{hash:016x}-rewritten.wasm");
     // Only the DWARF left out: the code is the guest's own, and so are its offsets unless
     // a debug section came before it (no lines then: they would be another code's).
-    let stripped_file = dir.join(format!("{hash:016x}-stripped.wasm"));
+    let stripped_name = format!("{hash:016x}-stripped.wasm");
     let same_offsets = stripped
         .as_deref()
         .is_some_and(|s| dwarf::code_at(s).is_some_and(|at| Some(at) == dwarf::code_at(&bytes)));
-    let stripped_only = |path: PathBuf| ModuleToCompile {
+    let stripped_only = |path: PathBuf, held: Option<MemoryFile>| ModuleToCompile {
         path,
         dwarf: same_offsets.then(|| DwarfFile {
             path: wasm.to_owned(),
             content_hash: module_hash,
         }),
+        held,
     };
-    if rewritten_file.is_file() {
-        return Ok(ModuleToCompile::without_lines(&rewritten_file));
-    }
-    if stripped_file.is_file() {
-        return Ok(stripped_only(stripped_file));
+    if let Ok(dir) = &cache {
+        if dir.join(&rewritten_name).is_file() {
+            return Ok(ModuleToCompile::without_lines(&dir.join(&rewritten_name)));
+        }
+        if dir.join(&stripped_name).is_file() {
+            return Ok(stripped_only(dir.join(&stripped_name), None));
+        }
     }
     let rewritten = if wraps {
         // A panic here is a bug of edge-test's (walrus refuses IR the rewrite got wrong):
@@ -189,21 +229,41 @@ fn module_cached_in(
     };
     // The names were only in its bytes (a debug build's symbol names, say), not among its
     // imports: there is nothing to wrap, and only the DWARF to leave out.
-    let (module, file, is_rewritten) = match (rewritten, stripped) {
-        (Some(rewritten), _) => (rewritten, rewritten_file, true),
-        (None, Some(stripped)) => (stripped, stripped_file, false),
+    let (module, name, is_rewritten) = match (rewritten, stripped) {
+        (Some(rewritten), _) => (rewritten, rewritten_name, true),
+        (None, Some(stripped)) => (stripped, stripped_name, false),
         (None, None) => return Ok(ModuleToCompile::without_lines(wasm)),
     };
-    // Written whole, then renamed: a concurrent compile sees the old name or the whole file.
-    let partial = dir.join(format!(".{}-{hash:016x}.partial", std::process::id()));
-    std::fs::write(&partial, module)
-        .and_then(|()| std::fs::rename(&partial, &file))
-        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-    Ok(if is_rewritten {
-        ModuleToCompile::without_lines(&file)
-    } else {
-        stripped_only(file)
-    })
+    let to_compile = |path: PathBuf, held| {
+        if is_rewritten {
+            ModuleToCompile {
+                held,
+                ..ModuleToCompile::without_lines(&path)
+            }
+        } else {
+            stripped_only(path, held)
+        }
+    };
+    let cached = cache.and_then(|dir| {
+        let file = dir.join(&name);
+        // Written whole, then renamed: a concurrent compile sees the old name or the whole
+        // file.
+        let partial = dir.join(format!(".{}-{name}.partial", std::process::id()));
+        std::fs::write(&partial, &module)
+            .and_then(|()| std::fs::rename(&partial, &file))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&partial);
+                format!("cannot write {}: {e}", file.display())
+            })?;
+        Ok(file)
+    });
+    match cached {
+        Ok(file) => Ok(to_compile(file, None)),
+        Err(not_cached) => {
+            let held = MemoryFile::holding(&module).map_err(|e| format!("{not_cached}; {e}"))?;
+            Ok(to_compile(held.path(), Some(held)))
+        }
+    }
 }
 
 fn content_hash(bytes: &[u8]) -> u64 {
@@ -497,7 +557,7 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_lives_in_the_private_directory_and_refuses_one_others_can_write() {
+    fn the_cache_lives_in_the_private_directory_and_without_one_modules_compile_from_memory() {
         use std::os::unix::fs::PermissionsExt;
         let base = std::env::temp_dir().join(format!("edge-test-cache-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
@@ -517,20 +577,32 @@ mod tests {
         assert_eq!(compiled.path.parent(), Some(&*private.join("modules")));
         assert_eq!(mode(&private), 0o700);
         assert_eq!(mode(&private.join("modules")), 0o700);
+        let cached = std::fs::read(&compiled.path).unwrap();
 
         // A cache directory anyone may write: a module planted there would be run.
         std::fs::remove_dir_all(private.join("modules")).unwrap();
         std::fs::create_dir(private.join("modules")).unwrap();
         std::fs::set_permissions(private.join("modules"), PermissionsExt::from_mode(0o777))
             .unwrap();
-        let refused = module_cached_in(&guest, None, made_private).unwrap_err();
+        let from_memory = module_cached_in(&guest, None, made_private).unwrap();
         assert!(
-            refused.contains("modules is not a private directory of this user"),
-            "{refused}"
+            from_memory.path.starts_with("/proc/self/fd"),
+            "{from_memory:?}"
         );
-        // No private directory at all: the reason is the private directory's.
+        assert_eq!(
+            std::fs::read_dir(private.join("modules")).unwrap().count(),
+            0,
+            "nothing is written there"
+        );
+        // No private directory at all, or its disk full: compiled from memory too, its
+        // bytes the ones the cache would have held.
         let none = module_cached_in(&guest, None, || Err("no private directory".to_owned()));
-        assert_eq!(none.unwrap_err(), "no private directory");
+        let none = none.unwrap();
+        assert_eq!(std::fs::read(&none.path).unwrap(), cached);
+        assert_eq!(
+            none.dwarf, compiled.dwarf,
+            "its lines still read from the guest"
+        );
         std::fs::remove_dir_all(&base).unwrap();
     }
 
