@@ -31,9 +31,13 @@ fi
 # The runner as `cargo install` builds it (BENCH_RUNNER_PROFILE=release) or, by default, the
 # workspace's dev build (its dependencies optimized, edge-test's own code not).
 profile="${BENCH_RUNNER_PROFILE:-dev}"
-# The thin runner and the whole one beside it, which it runs and which starts its server.
-cargo build -q -p edge-test --bin edge-test-runner --bin edge-test-runner-host --profile "$profile"
+# The whole runner, and beside it the thin one (a workspace of its own, always built as
+# `cargo install` builds it), which runs it and which starts its server.
+cargo build -q -p edge-test --bin edge-test-runner-host --profile "$profile"
+cargo build -q --release --manifest-path "$root/edge-test-runner/Cargo.toml" \
+  --target-dir "$target/edge-test/thin-runner"
 runner="$target/$([ "$profile" = dev ] && echo debug || echo "$profile")/edge-test-runner"
+cp "$target/edge-test/thin-runner/release/edge-test-runner" "$runner"
 
 # guest_crate DIR TESTS: a guest crate with TESTS unit tests.
 guest_crate() {

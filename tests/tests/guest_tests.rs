@@ -1,7 +1,8 @@
 //! Unit tests inside a guest crate, run by `edge-test-runner` (built here from its own
-//! source as `guest-test-runner`): each test in a pristine instance of its own, failures
-//! alone and named, libtest's arguments as libtest reads them, under `cargo test` and
-//! `cargo nextest run` as the target runner. The guest is `guests/unit-tests`.
+//! workspace, as `guest-test-runner` beside the whole runner this package builds): each test
+//! in a pristine instance of its own, failures alone and named, libtest's arguments as
+//! libtest reads them, under `cargo test` and `cargo nextest run` as the target runner. The
+//! guest is `guests/unit-tests`.
 
 mod support;
 
@@ -12,21 +13,18 @@ use std::sync::OnceLock;
 use support::origin::Origin;
 use support::process::{ScratchDir, scratch_dir};
 
-const RUNNER: &str = env!("CARGO_BIN_EXE_guest-test-runner");
+#[path = "support/thin_runner.rs"]
+mod thin_runner;
+use thin_runner::CARGO_VARS;
 
-/// Variables of this test process that must not reach a nested cargo: they would retarget
-/// it or point it at the host's target directory.
-const CARGO_VARS: &[&str] = &[
-    "CARGO_TARGET_DIR",
-    "CARGO_BUILD_TARGET",
-    "CARGO_BUILD_TARGET_DIR",
-    "RUSTFLAGS",
-    "CARGO_ENCODED_RUSTFLAGS",
-    "CARGO_MAKEFLAGS",
-    "CARGO_PRIMARY_PACKAGE",
-    "CARGO_MANIFEST_DIR",
-    "CARGO_MANIFEST_PATH",
-];
+/// The thin runner, built from its own workspace and put beside the whole one this package
+/// builds, once per test process.
+fn runner() -> &'static Path {
+    static RUNNER: OnceLock<PathBuf> = OnceLock::new();
+    RUNNER.get_or_init(|| {
+        thin_runner::thin_runner_beside(Path::new(env!("CARGO_BIN_EXE_guest-test-runner-host")))
+    })
+}
 
 fn guest_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("guests/unit-tests")
@@ -131,7 +129,7 @@ impl Ran {
 
 /// Runs the runner as cargo does: `<runner> [options] <module> <libtest args>`.
 fn run(options: &[&str], libtest: &[&str]) -> Ran {
-    let mut command = Command::new(RUNNER);
+    let mut command = Command::new(runner());
     command
         .args(options)
         .arg(module())
@@ -234,7 +232,7 @@ fn each_failure_fails_its_test_alone_and_says_how() {
 fn a_trap_names_the_file_and_line_of_each_frame() {
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("guests/plain-unit-tests");
     let ran = Ran::from(
-        Command::new(RUNNER)
+        Command::new(runner())
             .arg(test_module_of(&crate_dir))
             .env("CARGO_MANIFEST_DIR", &crate_dir)
             .current_dir(&crate_dir)
@@ -368,7 +366,7 @@ fn one_exact_test_runs_as_nextest_runs_it() {
 
 #[test]
 fn in_process_the_results_are_the_same() {
-    let mut command = Command::new(RUNNER);
+    let mut command = Command::new(runner());
     command
         .arg(module())
         .args(["cache_", "--test-threads", "1"])
@@ -384,7 +382,7 @@ fn in_process_the_results_are_the_same() {
 #[test]
 fn bad_input_is_named_with_the_fix() {
     let ran = Ran::from(
-        Command::new(RUNNER)
+        Command::new(runner())
             .arg("/nonexistent/tests.wasm")
             .output()
             .unwrap(),
@@ -397,7 +395,7 @@ fn bad_input_is_named_with_the_fix() {
         std::env::temp_dir().join(format!("edge-test-corrupt-{}.wasm", std::process::id()));
     std::fs::write(&corrupt, b"\0asm\x01\0\0\0 this is not a module").unwrap();
     let ran = Ran::from(
-        Command::new(RUNNER)
+        Command::new(runner())
             .arg("--fastly-toml")
             .arg(guest_dir().join("fastly.toml"))
             .arg(&corrupt)
@@ -410,7 +408,7 @@ fn bad_input_is_named_with_the_fix() {
 
     // No fastly.toml where cargo runs the tests, none named.
     let ran = Ran::from(
-        Command::new(RUNNER)
+        Command::new(runner())
             .arg(module())
             .env_remove("CARGO_MANIFEST_DIR")
             .env_remove("EDGE_TEST_FASTLY_TOML")
@@ -442,7 +440,7 @@ fn cargo_test_runs_the_guests_tests_through_it() {
             "--skip",
             "failing",
         ])
-        .env("CARGO_TARGET_WASM32_WASIP1_RUNNER", RUNNER)
+        .env("CARGO_TARGET_WASM32_WASIP1_RUNNER", runner())
         .env("EDGE_TEST_FASTLY_TOML", &manifest)
         .output()
         .unwrap();
@@ -481,7 +479,7 @@ fn cargo_nextest_runs_the_guests_tests_through_it() {
             ])
             .args(["--run-ignored", "all", "--color", "never"])
             .args(filters)
-            .env("CARGO_TARGET_WASM32_WASIP1_RUNNER", RUNNER)
+            .env("CARGO_TARGET_WASM32_WASIP1_RUNNER", runner())
             .env("EDGE_TEST_FASTLY_TOML", &manifest)
             .output()
             .unwrap();
@@ -504,8 +502,8 @@ fn cargo_nextest_runs_the_guests_tests_through_it() {
 fn runners_in(dir: &Path) -> (PathBuf, PathBuf) {
     let thin = dir.join("guest-test-runner");
     let whole = dir.join("guest-test-runner-host");
-    std::fs::copy(RUNNER, &thin).unwrap();
-    std::fs::copy(format!("{RUNNER}-host"), &whole).unwrap();
+    std::fs::copy(runner(), &thin).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_guest-test-runner-host"), &whole).unwrap();
     (thin, whole)
 }
 
@@ -802,13 +800,82 @@ fn a_runner_server_stopped_mid_test_is_replaced_and_the_test_run_again() {
     wait_until_gone(server);
 }
 
+/// Output nobody reads (stdout a pipe whose reader is gone, as when a pager quits): the
+/// test's own status, from the whole runner's first call and the server's next, never a
+/// runner killed by SIGPIPE.
+#[test]
+fn output_nobody_reads_does_not_fail_the_test() {
+    let dir = scratch_dir("runner-unread-output");
+    let _servers = KillServersFrom(&dir);
+    let (thin, whole) = runners_in(&dir);
+    let unread = || {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let status = Command::new(&thin)
+            .arg(module())
+            .args(["passing::prints_and_logs", "--exact", "--nocapture"])
+            .env("CARGO_MANIFEST_DIR", guest_dir())
+            .current_dir(guest_dir())
+            .stdout(writer)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(0), "{status:?}");
+    };
+    // No server yet: the whole runner runs it, and starts one.
+    unread();
+    wait_for_server_log(&whole, "listening on");
+    unread();
+    let log = server_log_of(&whole).unwrap();
+    let served = std::fs::read_to_string(log).unwrap();
+    assert!(
+        served.contains("passing::prints_and_logs --exact --nocapture`: exit status 0"),
+        "the second call is the server's:\n{served}"
+    );
+}
+
+/// An environment of thousands of entries reaches the whole runner when the thin one hands
+/// it the call (its arrays are as long as the call needs), and the server when one runs.
+#[test]
+fn a_large_environment_reaches_the_test_either_way() {
+    let dir = scratch_dir("runner-large-env");
+    let _servers = KillServersFrom(&dir);
+    let (thin, whole) = runners_in(&dir);
+    let vars: Vec<(String, String)> = (0..6000)
+        .map(|i| (format!("EDGE_TEST_FILLER_{i}"), "x".repeat(16)))
+        .collect();
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    for _ in 0..2 {
+        let ran = run_with(&thin, &["passing::greets", "--exact"], &vars);
+        assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
+        ran.assert_has("test result: ok. 1 passed");
+    }
+    let log = wait_for_server_log(&whole, "passing::greets --exact`: exit status 0");
+    assert!(server_pid(&log).is_some());
+}
+
+/// The thin runner's unit tests (its workspace is its own: see edge-test-runner/Cargo.toml),
+/// run as part of this suite.
+#[test]
+fn the_thin_runners_own_unit_tests_pass() {
+    let target = guest_target_dir().parent().unwrap().join("thin-runner");
+    let output = thin_runner::cargo_in_its_workspace(&target)
+        .arg("test")
+        .output()
+        .unwrap();
+    let ran = Ran::from(output);
+    assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
+    ran.assert_has("test result: ok.");
+    ran.assert_has("environment_entries_split_as_std_splits_them ... ok");
+}
+
 /// The thin runner alone, without the whole runner beside it: an error saying how to
 /// install both.
 #[test]
 fn the_thin_runner_without_the_whole_one_names_the_fix() {
     let dir = scratch_dir("runner-alone");
     let thin = dir.join("guest-test-runner");
-    std::fs::copy(RUNNER, &thin).unwrap();
+    std::fs::copy(runner(), &thin).unwrap();
     let ran = run_with(&thin, &["passing::greets", "--exact"], &[]);
     assert_eq!(ran.code, Some(2), "{}{}", ran.stdout, ran.stderr);
     ran.assert_has("guest-test-runner-host is not there");
@@ -842,7 +909,7 @@ fn the_runner_server_reads_a_manifest_relative_to_the_callers_directory() {
     let test = "passing::reads_the_config_store_fastly_toml_declares";
     let call = || {
         Ran::from(
-            Command::new(RUNNER)
+            Command::new(runner())
                 .args(["--fastly-toml", "fastly.toml"])
                 .arg(module())
                 .args([test, "--exact"])
@@ -855,11 +922,14 @@ fn the_runner_server_reads_a_manifest_relative_to_the_callers_directory() {
     // The first may find no server (the whole runner runs it); the second is the server's.
     let first = call();
     assert_eq!(first.code, Some(0), "{}{}", first.stdout, first.stderr);
-    wait_for_server_log(Path::new(&format!("{RUNNER}-host")), "listening on");
+    wait_for_server_log(
+        Path::new(env!("CARGO_BIN_EXE_guest-test-runner-host")),
+        "listening on",
+    );
     let second = call();
     assert_eq!(second.code, Some(0), "{}{}", second.stdout, second.stderr);
     second.assert_has("test result: ok. 1 passed");
-    let log = server_log_of(Path::new(&format!("{RUNNER}-host"))).unwrap();
+    let log = server_log_of(Path::new(env!("CARGO_BIN_EXE_guest-test-runner-host"))).unwrap();
     let served = std::fs::read_to_string(log).unwrap();
     assert!(
         served.contains(&format!(

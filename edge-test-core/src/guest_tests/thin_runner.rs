@@ -3,8 +3,8 @@
 //! nextest starts a runner process for every test, and a process of the whole runner
 //! (viceroy-lib and wasmtime linked in, 58 MB) cost more to start, set up (a runtime and a
 //! mock hub with threads of their own) and end than the test's own instance. So the runner
-//! users name as cargo's target runner is a small program
-//! (`edge-test/src/bin/edge-test-runner.rs`, std alone) that hands its call to this server:
+//! users name as cargo's target runner is a small program (`edge-test-runner/`, a workspace
+//! of its own, without even the C library on Linux) that hands its call to this server:
 //! one long-lived process of the whole runner, which runs each call in a thread, exactly as
 //! the whole runner would (the caller's arguments, environment and working directory), and
 //! sends back what it printed and its exit status. Its tests run like any others: a session
@@ -20,7 +20,7 @@
 //! hands to the whole runner (`edge-test-runner-host`, installed beside it) instead, which
 //! starts a server at the socket name the thin runner gave it (`start_server_for`).
 //!
-//! The wire, which the thin runner writes with std alone:
+//! The wire, which the thin runner writes with system calls alone:
 //! - thin runner -> server: [`CALL_MAGIC`] (u32 LE), the payload's length (u32 LE), and the
 //!   payload: the working directory, the number of arguments (u32 LE) and each argument,
 //!   the number of environment entries (u32 LE) and each as `NAME=VALUE`; every string is

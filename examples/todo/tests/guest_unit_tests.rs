@@ -6,6 +6,10 @@
 use std::path::Path;
 use std::process::Command;
 
+// edge-test's own tests build the thin runner the same way.
+#[path = "../../../tests/tests/support/thin_runner.rs"]
+mod thin_runner;
+
 #[test]
 fn the_guests_unit_tests_pass_each_in_its_own_instance() {
     let guest = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest");
@@ -22,18 +26,17 @@ fn the_guests_unit_tests_pass_each_in_its_own_instance() {
         .arg("test")
         .current_dir(&guest)
         .env("CARGO_TARGET_DIR", &target)
-        // The runner the guest's config names, built from edge-test's source in this workspace.
+        // The runner the guest's config names, built from edge-test's sources.
         .env(
             "CARGO_TARGET_WASM32_WASIP1_RUNNER",
-            env!("CARGO_BIN_EXE_todo-guest-test-runner"),
+            thin_runner::thin_runner_beside(Path::new(env!(
+                "CARGO_BIN_EXE_todo-guest-test-runner-host"
+            ))),
         );
-    for leaked in [
-        "CARGO_BUILD_TARGET",
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_MANIFEST_DIR",
-    ] {
-        cargo.env_remove(leaked);
+    for leaked in thin_runner::CARGO_VARS {
+        if *leaked != "CARGO_TARGET_DIR" {
+            cargo.env_remove(leaked);
+        }
     }
     let output = cargo.output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
