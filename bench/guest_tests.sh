@@ -97,6 +97,11 @@ in_crate() {
     CARGO_TARGET_DIR="$guest_target" "$@")
 }
 
+# No host or runner server left from before (as in guest_tests_rounds.sh): the runner's first
+# run starts its own.
+pkill -x "edge-test host" || true
+pkill -x "edge-test runs" || true
+
 for tests in 40 200; do
   dir="$bench/suite-$tests"
   guest_crate "$dir" "$tests"

@@ -46,6 +46,11 @@ seconds() {
 }
 
 baseline="$viceroy run -C $dir/fastly.toml --"
+# No host or runner server left from before: a host is shared by every binary built from the
+# same edge-test sources, so one a debug test binary started would run a release runner's
+# tests (edge-test's own code unoptimized). Each runner's first run below starts its own.
+pkill -x "edge-test host" || true
+pkill -x "edge-test runs" || true
 # Once each first: the module compiled by each runner's host, cargo's fingerprints fresh.
 for runner in "$@"; do seconds "$runner" cargo nextest run --target wasm32-wasip1 >/dev/null; done
 results="$(mktemp)"
