@@ -103,6 +103,13 @@ pub(super) fn run(socket: PathBuf) -> ! {
     };
     super::name_this_process(c"edge-test host");
     fork::map_large_allocations_alone();
+    if super::huge_code::wanted()
+        && let Err(why) = super::huge_code::move_code_to_huge_pages()
+    {
+        say(format_args!(
+            "edge-test host: its code stays where it is ({why}): workers fault it in"
+        ));
+    }
     let _ = std::fs::remove_file(&socket);
     let listener = match UnixListener::bind(&socket) {
         Ok(listener) => listener,

@@ -13,6 +13,7 @@
 mod backend_proxy;
 mod fork;
 mod host;
+mod huge_code;
 mod protocol;
 mod report_wire;
 mod socket_dir;
