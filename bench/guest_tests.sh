@@ -112,12 +112,14 @@ for tests in 40 200; do
   echo "== $tests unit tests ($size module)"
   viceroy_runner="$viceroy run -C $dir/fastly.toml --"
   for run in $(seq 1 "$runs"); do
-    # A new module, so the first run of edge-test-runner pays its compile as on a fresh
-    # machine; later runs find it compiled by the host of an earlier one.
+    # The first run of edge-test-runner with a host of its own pays the module's compile, as
+    # on a fresh machine; later runs find it compiled. viceroy's nextest run (a minute or
+    # more of both cores compiling) comes last, so that the baseline and the runner are
+    # timed in the same stretch, not one before it and one right after it.
     vt=$(seconds in_crate "$dir" "$viceroy_runner" cargo test -q --target wasm32-wasip1)
-    vn=$(seconds in_crate "$dir" "$viceroy_runner" cargo nextest run --target wasm32-wasip1)
     et=$(seconds in_crate "$dir" "$runner" cargo test -q --target wasm32-wasip1)
     en=$(seconds in_crate "$dir" "$runner" cargo nextest run --target wasm32-wasip1)
+    vn=$(seconds in_crate "$dir" "$viceroy_runner" cargo nextest run --target wasm32-wasip1)
     printf 'run %s: cargo test: viceroy run %6.2f s, edge-test-runner %6.2f s | nextest: viceroy run %6.2f s, edge-test-runner %6.2f s\n' \
       "$run" "$vt" "$et" "$vn" "$en"
   done

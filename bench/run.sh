@@ -107,7 +107,7 @@ cargo build --quiet --example latency --example boundary --example http_cache_ro
 # BENCH_ONLY=boundary (large outputs) or BENCH_ONLY=latency (overhead, latency, memory):
 # only that example's figures, in a minute or two rather than eight.
 if [ -n "${BENCH_ONLY:-}" ] && [ "$BENCH_ONLY" != platform ] && [ "$BENCH_ONLY" != scope ] \
-  && [ "$BENCH_ONLY" != http_cache ]; then
+  && [ "$BENCH_ONLY" != http_cache ] && [ "$BENCH_ONLY" != huge_code ]; then
   cargo run --quiet --example "$BENCH_ONLY"; exit 0
 fi
 # Warm the guest build, so that no run pays for it.
@@ -129,6 +129,24 @@ if [ "${BENCH_ONLY:-}" = scope ]; then
   done
   exit 0
 fi
+# BENCH_ONLY=huge_code: the suite with the host's code in the binary's file mappings
+# (EDGE_TEST_HOST_HUGE_CODE=0) and moved into huge pages (the default), alternating, in one
+# run. The setting is the host's, so each side starts a host of its own, warmed by one
+# untimed run of the suite.
+if [ "${BENCH_ONLY:-}" = huge_code ]; then
+  for run in $(seq 1 "$runs"); do
+    for huge in 0 1; do
+      label=$([ "$huge" = 0 ] && echo "code in file mappings" || echo "code in huge pages   ")
+      pkill -x "edge-test host" || true
+      sleep 0.5
+      EDGE_TEST_HOST_HUGE_CODE=$huge edge_tests cached_todo_ >/dev/null 2>&1
+      timed "$label cargo test:       " env EDGE_TEST_HOST_HUGE_CODE=$huge cargo test --quiet -- cached_todo_
+      timed "$label cargo nextest run:" env EDGE_TEST_HOST_HUGE_CODE=$huge cargo nextest run --no-fail-fast --test-threads "$(nproc)" -E "test(/^cached_todo_/)"
+    done
+  done
+  exit 0
+fi
+
 # BENCH_ONLY=http_cache: the suite with edge-test's HTTP cache merged into the guest (the
 # default) and without it (before), and the readthrough variant, alternating, in one run.
 if [ "${BENCH_ONLY:-}" = http_cache ]; then
