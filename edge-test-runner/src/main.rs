@@ -17,7 +17,7 @@
 //! printed and its exit status (edge-test-core's `guest_tests::thin_runner` is the other
 //! side, and spells out the wire). What the server does not run in place, and every call
 //! when no server answers, goes to the whole runner, `edge-test-runner-host` beside this
-//! binary (`cargo install edge-test` installs it), which also starts a server at the socket
+//! binary (`cargo install edge-test` installs it there), which also starts a server at the socket
 //! this binary names.
 //!
 //! On Linux it does without the C library: a dynamically linked program spends most of a
