@@ -66,6 +66,25 @@ async fn isolated_d(edge: Edge) {
     claim_shared_keys(edge, "d").await;
 }
 
+/// Workers are forked from one template, but its randomness is not what they share: two
+/// edges' guests draw different random numbers, and so do two requests of one edge (as two
+/// instances on Fastly do). A generator seeded in the host before its forks would give every
+/// worker the same numbers.
+#[test]
+fn each_instance_draws_its_own_random_numbers() {
+    let first = Edge::start("misbehave", "random-first").unwrap();
+    let second = Edge::start("misbehave", "random-second").unwrap();
+    let drawn = first.get("/random").send_blocking().text().to_owned();
+    let again = first.get("/random").send_blocking().text().to_owned();
+    let other = second.get("/random").send_blocking().text().to_owned();
+    assert_eq!(drawn.len(), 16, "{drawn}");
+    assert_ne!(drawn, other, "two edges' workers drew the same number");
+    assert_ne!(
+        drawn, again,
+        "two requests of one edge drew the same number"
+    );
+}
+
 #[test]
 fn two_edges_in_one_test_do_not_share_state() {
     let first = Edge::start("misbehave", "first").unwrap();

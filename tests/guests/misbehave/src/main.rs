@@ -61,6 +61,12 @@ fn main() {
             }
         }
         ["exit-1"] => std::process::exit(1),
+        ["random"] => {
+            // std's hash keys come from WASI's `random_get`, once per instance.
+            use std::hash::BuildHasher;
+            let drawn = std::collections::hash_map::RandomState::new().hash_one(0u8);
+            Response::from_body(format!("{drawn:016x}")).send_to_client()
+        }
         ["stdout"] => {
             println!("to stdout");
             eprintln!("to stderr");
