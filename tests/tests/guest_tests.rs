@@ -734,6 +734,65 @@ fn a_stopped_or_killed_runner_server_leaves_the_call_to_the_whole_runner() {
     ran.assert_has("the test ran past its time limit of 1.5s and was stopped");
 }
 
+/// A server that breaks the wire after the test's output began (a frame of a kind the thin
+/// runner does not know, or the connection closed before the exit status) fails the call at
+/// once, with the output so far and a reason naming the server's log: never a hang, never a
+/// pass. The server here is a stand-in listening where the real one did.
+#[test]
+fn a_server_that_breaks_the_wire_fails_the_call_naming_its_log() {
+    use std::io::{Read, Write};
+    let dir = scratch_dir("runner-server-wire");
+    let _servers = KillServersFrom(&dir);
+    let (thin, whole, server) = server_started(&dir);
+    // SAFETY: a signal to the server this test's runner started.
+    unsafe { libc::kill(server, libc::SIGKILL) };
+    wait_until_gone(server);
+    let log = server_log_of(&whole).unwrap();
+    let socket = log.with_extension("sock");
+    let _ = std::fs::remove_file(&socket);
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+
+    fn frame(kind: u8, bytes: &[u8]) -> Vec<u8> {
+        let mut frame = vec![kind];
+        frame.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        frame.extend_from_slice(bytes);
+        frame
+    }
+    let stand_in = std::thread::spawn(move || {
+        for ending in [frame(9, b"?"), Vec::new()] {
+            let (mut call, _) = listener.accept().unwrap();
+            // The call: its magic, its length, its payload.
+            let mut header = [0u8; 8];
+            call.read_exact(&mut header).unwrap();
+            let length = u32::from_le_bytes(header[4..8].try_into().unwrap()) as usize;
+            call.read_exact(&mut vec![0; length]).unwrap();
+            let mut accepted = 10_000u64.to_le_bytes().to_vec();
+            accepted.extend_from_slice(&std::process::id().to_le_bytes());
+            call.write_all(&frame(1, &accepted)).unwrap();
+            call.write_all(&frame(2, b"output so far\n")).unwrap();
+            call.write_all(&ending).unwrap();
+        }
+    });
+    let unknown = run_with(&thin, &["passing::greets", "--exact"], &[]);
+    let closed = run_with(&thin, &["passing::greets", "--exact"], &[]);
+    stand_in.join().unwrap();
+    let _ = std::fs::remove_file(&socket);
+
+    let log = log.display().to_string();
+    for ran in [&unknown, &closed] {
+        assert_eq!(ran.code, Some(2), "{}{}", ran.stdout, ran.stderr);
+        assert_eq!(ran.stdout, "output so far\n");
+        ran.assert_has(&format!("; its log is {log}"));
+    }
+    unknown.assert_has(
+        "edge-test-runner: error: the edge-test runner server sent a frame of unknown kind 9",
+    );
+    closed.assert_has(
+        "edge-test-runner: error: the edge-test runner server stopped before the test finished \
+         (it closed the connection)",
+    );
+}
+
 /// Runners copied into `dir` (`runners_in`), and the pid of the server their first call
 /// started: that call finds no server, so the whole runner runs it and starts one.
 fn server_started(dir: &Path) -> (PathBuf, PathBuf, i32) {
