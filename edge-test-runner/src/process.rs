@@ -79,10 +79,9 @@ core::arch::global_asm!(
 /// # Safety
 /// `stack` is the stack pointer a process starts with.
 unsafe extern "C" fn entry(stack: *const usize) -> ! {
-    // SAFETY: a new process's stack holds the argument count, that many argument pointers
-    // and a null, then the environment's pointers and a null (the System V ABI's initial
-    // process stack, on every architecture Linux runs this on); it lives as long as the
-    // process, and nothing here writes to it.
+    // SAFETY: a process's first stack holds its argument count, that many pointers and a
+    // null, then the environment's pointers and a null (the System V ABI, as Linux lays it
+    // out everywhere); it outlives everything here, and nothing writes to it.
     let process = unsafe {
         let count = *stack;
         let args = stack.add(1).cast::<*const c_char>();
@@ -195,10 +194,9 @@ pub fn exec(path: &CStr, process: &Process, name: &[u8], extra: Option<&CStr>) -
         env.as_ptr() as usize,
     );
     let result: isize;
-    // SAFETY: `execve` reads the NUL-terminated `path` and the two null-terminated arrays
-    // of pointers to NUL-terminated strings, all alive across the call (the strings are the
-    // kernel's initial stack's, `path`'s and `extra`'s); it replaces the process, or returns
-    // a negated errno and changes nothing.
+    // SAFETY: `execve` reads `path` and the two null-terminated arrays of pointers to C
+    // strings (the first stack's, `path`'s, `extra`'s), all alive across the call; it
+    // replaces the process, or returns a negated errno and changes nothing.
     unsafe {
         #[cfg(target_arch = "x86_64")]
         core::arch::asm!("syscall", inlateout("rax") 59isize => result, in("rdi") path,

@@ -15,7 +15,6 @@ use support::process::{ScratchDir, scratch_dir};
 
 #[path = "support/thin_runner.rs"]
 mod thin_runner;
-use thin_runner::CARGO_VARS;
 
 /// The thin runner, built from its own workspace and put beside the whole one this package
 /// builds, once per test process.
@@ -43,13 +42,7 @@ fn cargo_in_guest() -> Command {
 }
 
 fn cargo_in(crate_dir: &Path) -> Command {
-    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()));
-    command.current_dir(crate_dir);
-    for var in CARGO_VARS {
-        command.env_remove(var);
-    }
-    command.env("CARGO_TARGET_DIR", guest_target_dir());
-    command
+    thin_runner::nested_cargo(crate_dir, &guest_target_dir())
 }
 
 /// The guest's test module, built once per process (cargo's own fingerprints make later

@@ -4,7 +4,6 @@
 //! insert are never another test's.
 
 use std::path::Path;
-use std::process::Command;
 
 // edge-test's own tests build the thin runner the same way.
 #[path = "../../../tests/tests/support/thin_runner.rs"]
@@ -21,11 +20,9 @@ fn the_guests_unit_tests_pass_each_in_its_own_instance() {
         .nth(3)
         .unwrap()
         .join("edge-test/guest-tests");
-    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()));
+    let mut cargo = thin_runner::nested_cargo(&guest, &target);
     cargo
         .arg("test")
-        .current_dir(&guest)
-        .env("CARGO_TARGET_DIR", &target)
         // The runner the guest's config names, built from edge-test's sources.
         .env(
             "CARGO_TARGET_WASM32_WASIP1_RUNNER",
@@ -33,11 +30,6 @@ fn the_guests_unit_tests_pass_each_in_its_own_instance() {
                 "CARGO_BIN_EXE_todo-guest-test-runner-host"
             ))),
         );
-    for leaked in thin_runner::CARGO_VARS {
-        if *leaked != "CARGO_TARGET_DIR" {
-            cargo.env_remove(leaked);
-        }
-    }
     let output = cargo.output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -9,7 +9,7 @@ use std::process::Command;
 
 /// Variables of a test process that must not reach a nested cargo: they would retarget it
 /// or point it at the test's own target directory.
-pub const CARGO_VARS: &[&str] = &[
+const CARGO_VARS: &[&str] = &[
     "CARGO_TARGET_DIR",
     "CARGO_BUILD_TARGET",
     "CARGO_BUILD_TARGET_DIR",
@@ -49,20 +49,24 @@ pub fn thin_runner_beside(whole: &Path) -> PathBuf {
     thin
 }
 
-/// cargo, for the thin runner's workspace, building into `target` (beside the guests',
-/// never the target directory of the build running this test, whose lock it holds).
+/// cargo, for the thin runner's workspace, building into `target`.
 pub fn cargo_in_its_workspace(target: &Path) -> Command {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
         .map(|dir| dir.join("edge-test-runner/Cargo.toml"))
         .find(|manifest| manifest.is_file())
         .expect("the thin runner's workspace, edge-test-runner/, in this repository");
+    nested_cargo(manifest.parent().unwrap(), target)
+}
+
+/// cargo in `dir`, another workspace than the test's, building into `target` (never the
+/// target directory of the build running this test, whose lock that build holds).
+pub fn nested_cargo(dir: &Path, target: &Path) -> Command {
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()));
-    cargo
-        .current_dir(manifest.parent().unwrap())
-        .env("CARGO_TARGET_DIR", target);
-    for var in CARGO_VARS.iter().filter(|var| **var != "CARGO_TARGET_DIR") {
+    cargo.current_dir(dir);
+    for var in CARGO_VARS {
         cargo.env_remove(var);
     }
+    cargo.env("CARGO_TARGET_DIR", target);
     cargo
 }
