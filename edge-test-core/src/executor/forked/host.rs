@@ -107,7 +107,8 @@ pub(super) fn run(socket: PathBuf) -> ! {
         && let Err(why) = super::huge_code::move_code_to_huge_pages()
     {
         say(format_args!(
-            "edge-test host: its code stays where it is ({why}): workers fault it in"
+            "edge-test host: its code, or some of it, stays in the binary's mappings ({why}): \
+             workers fault that in"
         ));
     }
     let _ = std::fs::remove_file(&socket);

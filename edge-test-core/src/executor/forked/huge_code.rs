@@ -28,37 +28,57 @@ pub(super) fn wanted() -> bool {
 /// moved stays as it was). Called by the host before it starts any thread; safe with others
 /// running too (the same bytes stay at the same addresses throughout).
 pub(super) fn move_code_to_huge_pages() -> Result<usize, String> {
-    let exe =
-        std::fs::read_link("/proc/self/exe").map_err(|e| format!("no /proc/self/exe: {e}"))?;
-    let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| format!("no maps: {e}"))?;
     let mut moved = 0;
-    for line in maps.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let [range, perms, _offset, _device, _inode, path] = fields[..] else {
-            continue;
-        };
-        if std::path::Path::new(path) != exe || !matches!(perms, "r-xp" | "r--p") {
-            continue;
-        }
-        let Some((start, end)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(start), Ok(end)) = (
-            usize::from_str_radix(start, 16),
-            usize::from_str_radix(end, 16),
-        ) else {
-            continue;
-        };
-        let (from, to) = (
-            start.next_multiple_of(HUGE_PAGE),
-            end / HUGE_PAGE * HUGE_PAGE,
-        );
-        if to > from {
-            move_to_huge_pages(from, to - from, perms == "r-xp")?;
+    for mapping in code_mappings()? {
+        if let Some((from, to)) = mapping.huge_inside() {
+            move_to_huge_pages(from, to - from, mapping.executable)?;
             moved += to - from;
         }
     }
     Ok(moved)
+}
+
+/// A read-only or executable mapping of this binary's file.
+struct CodeMapping {
+    start: usize,
+    end: usize,
+    executable: bool,
+}
+
+impl CodeMapping {
+    /// The part of it huge pages can hold: from its first 2 MiB boundary to its last.
+    fn huge_inside(&self) -> Option<(usize, usize)> {
+        let (from, to) = (
+            self.start.next_multiple_of(HUGE_PAGE),
+            self.end / HUGE_PAGE * HUGE_PAGE,
+        );
+        (to > from).then_some((from, to))
+    }
+}
+
+/// This binary's read-only and executable file mappings, as `/proc/self/maps` lists them.
+fn code_mappings() -> Result<Vec<CodeMapping>, String> {
+    let exe =
+        std::fs::read_link("/proc/self/exe").map_err(|e| format!("no /proc/self/exe: {e}"))?;
+    let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| format!("no maps: {e}"))?;
+    Ok(maps
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [range, perms, _offset, _device, _inode, path] = fields[..] else {
+                return None;
+            };
+            if std::path::Path::new(path) != exe || !matches!(perms, "r-xp" | "r--p") {
+                return None;
+            }
+            let (start, end) = range.split_once('-')?;
+            Some(CodeMapping {
+                start: usize::from_str_radix(start, 16).ok()?,
+                end: usize::from_str_radix(end, 16).ok()?,
+                executable: perms == "r-xp",
+            })
+        })
+        .collect())
 }
 
 fn move_to_huge_pages(address: usize, length: usize, executable: bool) -> Result<(), String> {
@@ -156,39 +176,15 @@ fn huge_bytes_at(address: usize) -> usize {
 mod tests {
     use super::*;
 
-    /// The binary's code mappings (start, end, permissions), as the maps list them.
-    fn code_mappings() -> Vec<(usize, usize, String)> {
-        let exe = std::fs::read_link("/proc/self/exe").unwrap();
-        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        maps.lines()
-            .filter(|line| line.ends_with(exe.to_str().unwrap()))
-            .filter_map(|line| {
-                let (range, rest) = line.split_once(' ')?;
-                let (start, end) = range.split_once('-')?;
-                Some((
-                    usize::from_str_radix(start, 16).ok()?,
-                    usize::from_str_radix(end, 16).ok()?,
-                    rest[..4].to_owned(),
-                ))
-            })
-            .filter(|(_, _, perms)| perms == "r-xp" || perms == "r--p")
-            .collect()
-    }
-
     /// The same bytes at the same addresses afterwards, whether the kernel gave huge pages
     /// (the binary then no longer backs the moved range) or not (it still does), and this
     /// process runs on: other tests' threads ran through the move.
     #[test]
     fn the_code_moved_is_the_same_code_at_the_same_addresses() {
         let inside: Vec<(usize, usize)> = code_mappings()
+            .unwrap()
             .iter()
-            .map(|(start, end, _)| {
-                (
-                    start.next_multiple_of(HUGE_PAGE),
-                    end / HUGE_PAGE * HUGE_PAGE,
-                )
-            })
-            .filter(|(from, to)| to > from)
+            .filter_map(CodeMapping::huge_inside)
             .collect();
         assert!(!inside.is_empty(), "a test binary has megabytes of code");
         // SAFETY: the ranges are mapped readable (the maps list them) and never written.
@@ -206,9 +202,11 @@ mod tests {
             let now = unsafe { std::slice::from_raw_parts(from as *const u8, to - from) };
             assert!(now == bytes.as_slice(), "the bytes at {from:#x} changed");
         }
-        let still_the_binarys = code_mappings()
-            .iter()
-            .any(|&(start, end, _)| inside.iter().any(|&(from, to)| start < to && end > from));
+        let still_the_binarys = code_mappings().unwrap().iter().any(|mapping| {
+            inside
+                .iter()
+                .any(|&(from, to)| mapping.start < to && mapping.end > from)
+        });
         match moved {
             Ok(bytes) => {
                 assert_eq!(
