@@ -103,6 +103,8 @@ struct Relay<'a> {
 
 impl Relay<'_> {
     fn run(&mut self) -> Result<u8, Handed> {
+        // Output is relayed a chunk at a time through this one buffer.
+        let mut chunk = [0u8; 16 * 1024];
         loop {
             let mut header = [0u8; 5];
             self.fill(&mut header)?;
@@ -143,7 +145,6 @@ impl Relay<'_> {
                 kind @ (STDOUT | STDERR) => {
                     self.wrote = true;
                     let to = if kind == STDOUT { stdout() } else { stderr() };
-                    let mut chunk = [0u8; 64 * 1024];
                     let mut left = length;
                     while left > 0 {
                         let part = left.min(chunk.len());
@@ -238,11 +239,8 @@ impl Relay<'_> {
     }
 
     fn lost(&self, why: core::fmt::Arguments<'_>) -> Handed {
-        let mut log = Text::<4096>::new();
-        log.push(self.socket.bytes());
-        log.strip_suffix(b".sock");
-        log.push(b".log");
         let mut message = Text::<2048>::new();
+        let log = log_of(self.socket);
         let _ = write!(message, "{why}; its log is {}", Shown(log.bytes()));
         Handed::Lost(message)
     }
@@ -286,14 +284,19 @@ fn replace_stuck_server(socket: &PathText, pid: Option<u32>) {
     }
 }
 
-/// The pid in the first line of the server's log: `edge-test runner server <pid> ...`.
-fn pid_in_log(socket: &PathText) -> Option<u32> {
-    let mut log = Text::<4096>::new();
+/// The server's log, beside its socket (`runner-<id>.log`).
+fn log_of(socket: &PathText) -> PathText {
+    let mut log = PathText::new();
     log.push(socket.bytes());
     log.strip_suffix(b".sock");
     log.push(b".log");
+    log
+}
+
+/// The pid in the first line of the server's log: `edge-test runner server <pid> ...`.
+fn pid_in_log(socket: &PathText) -> Option<u32> {
     let mut start = [0u8; 256];
-    let line = read_file(log.as_c_str()?, &mut start)?;
+    let line = read_file(log_of(socket).as_c_str()?, &mut start)?;
     let rest = line.strip_prefix(b"edge-test runner server ")?;
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
     core::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
