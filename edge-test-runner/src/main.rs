@@ -42,7 +42,7 @@ mod server;
 mod whole_runner;
 
 #[cfg(target_os = "linux")]
-use edge_test_runner::text::{Shown, Text};
+use edge_test_runner::text::{OsError, Shown, Text};
 #[cfg(target_os = "linux")]
 use process::Process;
 
@@ -81,8 +81,9 @@ fn run(process: &Process) -> u8 {
     });
     let error = process::exec(whole.path(), process, SOCKET_ENV, extra);
     cannot_run(format_args!(
-        "cannot run {}: {error}",
-        Shown(whole.path().to_bytes())
+        "cannot run {}: {}",
+        Shown(whole.path().to_bytes()),
+        OsError(error.raw_os_error())
     ))
 }
 

@@ -15,7 +15,7 @@ use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use crate::Process;
 use crate::process::{stderr, stdout, write_all};
 use crate::whole_runner::PathText;
-use edge_test_runner::text::{Shown, Text};
+use edge_test_runner::text::{OsError, Shown, Text};
 
 /// The server's frames (`thin_runner`'s constants of the same names).
 const ACCEPTED: u8 = 1;
@@ -179,7 +179,7 @@ impl Relay<'_> {
                 Ok(read) => at += read,
                 Err(Errno::INTR) => {}
                 Err(Errno::AGAIN) => self.waited()?,
-                Err(e) => return Err(self.gone(format_args!("{e}"))),
+                Err(e) => return Err(self.gone(format_args!("{}", OsError(e.raw_os_error())))),
             }
         }
         Ok(())

@@ -74,6 +74,39 @@ pub fn split_entry(entry: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&entry[..at], &entry[at + 1..]))
 }
 
+/// A system call's error as std shows it (`Permission denied (os error 13)`): rustix
+/// without std names only the number. The errors the runner can meet are named; any other
+/// is its number.
+pub struct OsError(pub i32);
+
+impl fmt::Display for OsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self.0 {
+            1 => "Operation not permitted",
+            2 => "No such file or directory",
+            4 => "Interrupted system call",
+            5 => "Input/output error",
+            7 => "Argument list too long",
+            8 => "Exec format error",
+            11 => "Resource temporarily unavailable",
+            12 => "Cannot allocate memory",
+            13 => "Permission denied",
+            20 => "Not a directory",
+            21 => "Is a directory",
+            22 => "Invalid argument",
+            24 => "Too many open files",
+            26 => "Text file busy",
+            32 => "Broken pipe",
+            36 => "File name too long",
+            40 => "Too many levels of symbolic links",
+            104 => "Connection reset by peer",
+            111 => "Connection refused",
+            _ => return write!(f, "os error {}", self.0),
+        };
+        write!(f, "{name} (os error {})", self.0)
+    }
+}
+
 /// Bytes shown as text: a path or a message that may not be UTF-8, its invalid parts
 /// replaced (as `Path::display` does).
 pub struct Shown<'a>(pub &'a [u8]);
@@ -140,6 +173,19 @@ mod tests {
         assert_eq!(split_entry(b"=C:=C:\\"), Some((&b"=C:"[..], &b"C:\\"[..])));
         assert_eq!(split_entry(b"NOEQUALS"), None);
         assert_eq!(split_entry(b"="), None);
+    }
+
+    #[test]
+    fn os_errors_read_as_std_shows_them() {
+        assert_eq!(
+            OsError(13).to_string(),
+            std::io::Error::from_raw_os_error(13).to_string()
+        );
+        assert_eq!(
+            OsError(2).to_string(),
+            "No such file or directory (os error 2)"
+        );
+        assert_eq!(OsError(4095).to_string(), "os error 4095");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use core::fmt::{self, Write};
 use rustix::fs::{AtFlags, CWD, FileType, Stat};
 
 use crate::Process;
-use edge_test_runner::text::{Shown, Text};
+use edge_test_runner::text::{OsError, Shown, Text};
 
 /// Paths as long as Linux's `PATH_MAX`.
 pub type PathText = Text<4096>;
@@ -36,7 +36,11 @@ pub enum Missing {
 impl fmt::Display for Missing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Missing::OwnBinary(e) => write!(f, "cannot find the runner's own binary: {e}"),
+            Missing::OwnBinary(e) => write!(
+                f,
+                "cannot find the runner's own binary: {}",
+                OsError(e.raw_os_error())
+            ),
             Missing::NotThere(path) => write!(
                 f,
                 "{} is not there: edge-test-runner runs the tests through it, and it is \

@@ -934,6 +934,22 @@ fn the_thin_runner_without_the_whole_one_names_the_fix() {
     ran.assert_has("cargo install edge-test");
 }
 
+/// A whole runner beside it that cannot be run (not executable), with no server to hand the
+/// call to: the thin runner says which file and why, and exits as a runner that could not run.
+#[test]
+fn a_whole_runner_that_cannot_run_is_named_with_why() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch_dir("runner-not-executable");
+    let (thin, whole) = runners_in(&dir);
+    std::fs::set_permissions(&whole, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let ran = run_with(&thin, &["passing::greets", "--exact"], &[]);
+    assert_eq!(ran.code, Some(2), "{}{}", ran.stdout, ran.stderr);
+    ran.assert_has(&format!(
+        "edge-test-runner: error: cannot run {}: Permission denied",
+        whole.display()
+    ));
+}
+
 /// The server reads a call's manifest as the caller's own process would: `--fastly-toml`
 /// and the store files it names relative to the caller's working directory, not the
 /// server's. A store that moved to a file changes the module's template too: the answer is
